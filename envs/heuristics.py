@@ -1,0 +1,96 @@
+"""Heuristic routers, acting on observations only.
+
+Each router maps a batch of observations ``(B, dim)`` to replica indices ``(B,)``. Because they read nothing but
+the observation, the same code routes inside the env (``warmroute evaluate``), runs as an RLlib teacher module on
+env runners (demonstrations), and is exactly what behaviour cloning can imitate. Ties go to the lowest replica
+index, as in vidur's own schedulers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, ObservationLayout
+
+Router = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+_OUT = REPLICA_FEATURE_INDEX["outstanding_requests"]
+_QUEUED = REPLICA_FEATURE_INDEX["queued_requests"]
+_PREFILL = REPLICA_FEATURE_INDEX["pending_prefill_tokens"]
+_SPEED = REPLICA_FEATURE_INDEX["relative_speed"]
+_LAST = REPLICA_FEATURE_INDEX["last_routed"]
+OUTSTANDING_SCALE = dict(REPLICA_FEATURES)["outstanding_requests"]
+
+
+def _argmin_then(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+    """Row-wise argmin of ``primary``, ties broken by the smaller ``secondary``, then the lower index."""
+    ties = np.isclose(primary, primary.min(axis=-1, keepdims=True), rtol=1e-9, atol=1e-12)
+    return np.argmin(np.where(ties, secondary, np.inf), axis=-1)
+
+
+def make_router(name: str, layout: ObservationLayout) -> Router:
+    """Return the router called ``name`` for observations of ``layout``."""
+    if name not in ROUTERS:
+        raise ValueError(f"--policy: unknown router '{name}'; choose one of: {', '.join(ROUTERS)} or a checkpoint path")
+    return lambda obs, rng: ROUTERS[name](layout.split(np.asarray(obs, dtype=np.float64))[0], rng)
+
+
+def round_robin(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Next replica after the one that got the previous request (vidur's ``round_robin``)."""
+    last = replicas[..., _LAST]
+    started = last.max(axis=-1) > 0
+    return np.where(started, (np.argmax(last, axis=-1) + 1) % replicas.shape[-2], 0)
+
+
+def random_router(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random replica."""
+    return rng.integers(replicas.shape[-2], size=replicas.shape[:-2])
+
+
+def lor(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """vidur's ``lor``: fewest requests *queued* at the replica (running ones are not counted)."""
+    return np.argmin(replicas[..., _QUEUED], axis=-1)
+
+
+def least_outstanding(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Fewest outstanding requests (queued + running): the classic load balancer."""
+    return np.argmin(replicas[..., _OUT], axis=-1)
+
+
+def least_work(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Fewest pending prefill tokens per unit of device speed; ties (e.g. all drained) by outstanding requests."""
+    return _argmin_then(replicas[..., _PREFILL] / replicas[..., _SPEED], replicas[..., _OUT])
+
+
+def power_of_two(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two distinct random replicas, the one with fewer outstanding requests wins (ties: the first drawn)."""
+    batch = replicas.shape[:-2]
+    num = replicas.shape[-2]
+    first = rng.integers(num, size=batch)
+    second = (first + rng.integers(1, max(num, 2), size=batch)) % num
+    out = replicas[..., _OUT]
+    out_first = np.take_along_axis(out, first[..., None], axis=-1)[..., 0]
+    out_second = np.take_along_axis(out, second[..., None], axis=-1)[..., 0]
+    return np.where(out_second < out_first, second, first)
+
+
+def speed_aware(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Fewest outstanding requests per unit of speed, counting the new one: ``(outstanding + 1) / speed``.
+
+    On a homogeneous fleet this is ``least_outstanding``; on a mixed one it sends proportionally more to fast GPUs.
+    """
+    scale = OUTSTANDING_SCALE
+    return _argmin_then((replicas[..., _OUT] * scale + 1.0) / replicas[..., _SPEED], replicas[..., _OUT])
+
+
+ROUTERS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "round_robin": round_robin,
+    "random": random_router,
+    "lor": lor,
+    "least_outstanding": least_outstanding,
+    "least_work": least_work,
+    "power_of_two": power_of_two,
+    "speed_aware": speed_aware,
+}

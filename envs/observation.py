@@ -1,0 +1,114 @@
+"""Observation layout of the routing env: one builder, one fixed normalisation.
+
+Every component that reads observations (heuristic routers, demonstrations, behaviour cloning, the PPO module)
+goes through :class:`ObservationLayout`, and every artefact stores ``layout.to_dict()`` so that a dataset or a
+checkpoint made for another layout is refused with a clear error instead of silently mis-read.
+
+Layout of the flat ``float32`` vector (length ``num_replicas * len(REPLICA_FEATURES) + num_request_features``)::
+
+    [replica_0 features..., replica_1 features..., ..., request features...]
+
+The normalisation is a fixed division by a documented scale (no running statistics), so the same raw state
+always maps to the same observation in demo collection, BC and PPO, and a heuristic's ``argmin`` over a scaled
+column equals its ``argmin`` over the raw quantity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+OBSERVATION_VERSION = 1
+
+# (name, scale): the observation value is raw / scale.
+REPLICA_FEATURES: tuple[tuple[str, float], ...] = (
+    ("outstanding_requests", 32.0),  # routed to the replica and not finished (queued + running)
+    ("queued_requests", 32.0),  # vidur's num_pending_requests: waiting in the replica queue
+    ("running_requests", 32.0),  # admitted: holding KV-cache blocks
+    ("pending_prefill_tokens", 16384.0),  # prefill tokens of outstanding requests not yet processed
+    ("kv_cache_usage", 1.0),  # fraction of KV-cache blocks allocated
+    ("relative_speed", 1.0),  # device throughput relative to the fastest replica (1.0 = fastest)
+    ("last_routed", 1.0),  # 1 for the replica that received the previous request
+)
+REQUEST_FEATURES: tuple[tuple[str, float], ...] = (("prefill_tokens", 4096.0),)
+ORACLE_REQUEST_FEATURES: tuple[tuple[str, float], ...] = (("decode_tokens", 4096.0),)
+
+REPLICA_FEATURE_INDEX = {name: i for i, (name, _) in enumerate(REPLICA_FEATURES)}
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """Shape and meaning of an observation for a cluster of ``num_replicas`` replicas."""
+
+    num_replicas: int
+    """Number of replicas (the action space is ``Discrete(num_replicas)``)."""
+    oracle: bool = False
+    """Whether the pending request's decode length (unknown to a real router) is observed."""
+    version: int = OBSERVATION_VERSION
+    """Bumped whenever features or scales change, so old artefacts are refused."""
+
+    @property
+    def replica_features(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in REPLICA_FEATURES)
+
+    @property
+    def request_features(self) -> tuple[str, ...]:
+        extra = ORACLE_REQUEST_FEATURES if self.oracle else ()
+        return tuple(name for name, _ in REQUEST_FEATURES + extra)
+
+    @property
+    def num_replica_features(self) -> int:
+        return len(REPLICA_FEATURES)
+
+    @property
+    def num_request_features(self) -> int:
+        return len(self.request_features)
+
+    @property
+    def dim(self) -> int:
+        return self.num_replicas * self.num_replica_features + self.num_request_features
+
+    @property
+    def replica_scales(self) -> np.ndarray:
+        return np.array([scale for _, scale in REPLICA_FEATURES], dtype=np.float64)
+
+    @property
+    def request_scales(self) -> np.ndarray:
+        extra = ORACLE_REQUEST_FEATURES if self.oracle else ()
+        return np.array([scale for _, scale in REQUEST_FEATURES + extra], dtype=np.float64)
+
+    def build(self, replica_raw: np.ndarray, request_raw: np.ndarray) -> np.ndarray:
+        """Normalise raw per-replica ``(R, F)`` and request ``(G,)`` features into one flat observation."""
+        replica = replica_raw / self.replica_scales
+        request = request_raw / self.request_scales
+        return np.concatenate([replica.reshape(-1), request]).astype(np.float32)
+
+    def split(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Split a batch ``(..., dim)`` of observations into replica ``(..., R, F)`` and request ``(..., G)`` parts."""
+        cut = self.num_replicas * self.num_replica_features
+        replica = obs[..., :cut].reshape(*obs.shape[:-1], self.num_replicas, self.num_replica_features)
+        return replica, obs[..., cut:]
+
+    def to_dict(self) -> dict:
+        """JSON-ready description stored in every artefact's metadata."""
+        return {
+            **asdict(self),
+            "dim": self.dim,
+            "replica_features": dict(REPLICA_FEATURES),
+            "request_features": dict(REQUEST_FEATURES + (ORACLE_REQUEST_FEATURES if self.oracle else ())),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ObservationLayout:
+        return cls(num_replicas=int(data["num_replicas"]), oracle=bool(data["oracle"]), version=int(data["version"]))
+
+    def check_compatible(self, other: dict, *, source: str) -> None:
+        """Raise ``ValueError`` naming ``source`` when ``other`` (a stored layout dict) differs from this layout."""
+        mine = self.to_dict()
+        for key in ("version", "num_replicas", "oracle", "dim", "replica_features", "request_features"):
+            if other.get(key) != mine[key]:
+                raise ValueError(
+                    f"{source}: observation layout mismatch on '{key}' (artefact has {other.get(key)!r}, "
+                    f"this run needs {mine[key]!r}); re-create it for this workload"
+                )

@@ -1,0 +1,241 @@
+"""Gymnasium env in which the agent is vidur's global scheduler: one decision per arriving request.
+
+The env steps vidur's event heap itself (the loop of ``Simulator.run()``) and pauses whenever the next event is a
+``GlobalScheduleEvent`` with requests waiting: each waiting request, oldest first, is one ``step``. The chosen
+replica gets the request at once (so the next observation sees it), and once the queue is empty the event's
+``ReplicaScheduleEvent``\\ s are created exactly as vidur's own handler would, so routing a request the way a vidur
+scheduler would reproduces vidur's latencies bit for bit (tests/test_fidelity.py).
+
+Reward (dense, see docs/environment.md): ``-(1/reward_scale_s) * integral of N(t) dt`` between consecutive
+decisions, where N(t) is the number of requests in the system (``e2e``) or still waiting for their first token
+(``ttft``); the tail after the last decision is drained into the last step. By Little's law the episode return is
+exactly ``-sum(latency) / reward_scale_s``, so every action's effect on every request it delays is counted.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from vidur.events.batch_end_event import BatchEndEvent
+from vidur.events.global_schedule_event import GlobalScheduleEvent
+from vidur.events.replica_schedule_event import ReplicaScheduleEvent
+from vidur.events.request_arrival_event import RequestArrivalEvent
+
+from envs.metrics import episode_metrics
+from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
+from envs.predictor import relative_device_speeds
+from envs.simulation import new_simulator
+from envs.workload import WorkloadConfig, preset
+
+REWARDS = ("e2e", "ttft")
+# Training episodes draw request seeds below this; evaluation uses seeds from it upwards (held out).
+HELD_OUT_SEED_BASE = 2**31
+
+
+@dataclass(frozen=True)
+class VidurEnvConfig:
+    """Everything that defines the routing env; JSON-serialisable through ``to_dict``."""
+
+    workload: WorkloadConfig = field(default_factory=lambda: preset("default"))
+    """Cluster and traffic (see envs.workload)."""
+    reward: str = "e2e"
+    """``e2e``: minus summed end-to-end latency; ``ttft``: minus summed time to first token."""
+    reward_scale_s: float = 1.0
+    """Seconds of latency per unit of reward (episode return = -sum(latency) / reward_scale_s)."""
+    oracle: bool = False
+    """Observe the pending request's decode length (unknown to a real router: off by default)."""
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ValueError(f"--reward must be one of {', '.join(REWARDS)} (got '{self.reward}')")
+        if not self.reward_scale_s > 0:
+            raise ValueError(f"--reward-scale-s must be > 0 (got {self.reward_scale_s})")
+
+    @property
+    def layout(self) -> ObservationLayout:
+        return ObservationLayout(num_replicas=self.workload.num_replicas, oracle=self.oracle)
+
+    def to_dict(self) -> dict:
+        return {"workload": self.workload.to_dict(), "reward": self.reward,
+                "reward_scale_s": self.reward_scale_s, "oracle": self.oracle}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VidurEnvConfig:
+        workload = data.get("workload", {})
+        if not isinstance(workload, WorkloadConfig):
+            workload = WorkloadConfig.from_dict(workload)
+        return cls(workload=workload, reward=data.get("reward", "e2e"),
+                   reward_scale_s=float(data.get("reward_scale_s", 1.0)), oracle=bool(data.get("oracle", False)))
+
+
+class VidurRoutingEnv(gym.Env):
+    """Route each arriving request to one of ``num_replicas`` replicas of a vidur-simulated cluster.
+
+    ``config`` is a :class:`VidurEnvConfig` or its dict form (RLlib passes an ``EnvContext`` whose
+    ``worker_index``/``vector_index`` decorrelate the seed streams of parallel env copies).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: VidurEnvConfig | dict | None = None) -> None:
+        worker = int(getattr(config, "worker_index", 0))
+        vector = int(getattr(config, "vector_index", 0))
+        if config is None:
+            config = VidurEnvConfig()
+        elif not isinstance(config, VidurEnvConfig):
+            config = VidurEnvConfig.from_dict(config)
+        self.config = config
+        self.workload = config.workload
+        self.layout = config.layout
+        num_replicas = self.workload.num_replicas
+        self.action_space = gym.spaces.Discrete(num_replicas)
+        self.observation_space = gym.spaces.Box(0.0, np.inf, shape=(self.layout.dim,), dtype=np.float32)
+        self._speeds = np.asarray(
+            relative_device_speeds(self.workload.model, self.workload.devices, self.workload.tensor_parallel_size)
+        )
+        self._seed_stream = np.random.default_rng([self.workload.seed, worker, vector])
+        self._sim = None
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self._seed_stream = np.random.default_rng(seed)
+            self.episode_seed = int(seed)
+        else:
+            self.episode_seed = int(self._seed_stream.integers(HELD_OUT_SEED_BASE))
+        self._sim = new_simulator(self.workload, self.episode_seed)
+        scheduler = self._sim.scheduler
+        self._replica_ids = sorted(scheduler._replica_schedulers, key=lambda rid: rid.id)
+        self._replica_schedulers = [scheduler.get_replica_scheduler(rid) for rid in self._replica_ids]
+        self._num_blocks = [rs._cache_config.num_blocks for rs in self._replica_schedulers]
+        self._outstanding: list[dict[int, Any]] = [{} for _ in self._replica_ids]
+        self._replica_of: dict[int, int] = {}
+        self._routed: list[Any] = []
+        self._actions = np.zeros(self.workload.num_replicas, dtype=np.int64)
+        self._last_action = -1
+        self._current_event: GlobalScheduleEvent | None = None
+        self._time = 0.0
+        self._in_system = 0
+        self._awaiting_first_token = 0
+        self._first_token_seen: set[int] = set()
+        self._area = 0.0
+        self._done = False
+        self._advance_to_decision()
+        return self._observation(), {"episode_seed": self.episode_seed}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._sim is None or self._done:
+            raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
+        if not self.action_space.contains(int(action)):
+            raise ValueError(f"action {action!r} out of range for Discrete({self.workload.num_replicas}): pick a replica 0..{self.workload.num_replicas - 1}")
+        self._route(int(action))
+        self._area = 0.0
+        if self._current_event is None:  # else more requests arrived at this instant: no time passes
+            self._advance_to_decision()
+        reward = -self._area / self.config.reward_scale_s
+        info: dict[str, Any] = {}
+        if self._done:
+            info = episode_metrics(self._routed, self._actions)
+            info["episode_seed"] = self.episode_seed
+        return self._observation(), reward, self._done, False, info
+
+    # ------------------------------------------------------------------ simulation
+    def _route(self, index: int) -> None:
+        """Hand the oldest waiting request to replica ``index`` (what vidur's GlobalScheduleEvent does per request)."""
+        queue = self._sim.scheduler._request_queue
+        request = queue.pop(0)
+        replica_id = self._replica_ids[index]
+        self._replica_schedulers[index].add_request(request)
+        self._current_event._request_mapping.append((replica_id, request))
+        self._outstanding[index][request.id] = request
+        self._replica_of[request.id] = index
+        self._routed.append(request)
+        self._actions[index] += 1
+        self._last_action = index
+        if not queue:
+            self._finish_global_schedule()
+
+    def _finish_global_schedule(self) -> None:
+        """Pop the paused GlobalScheduleEvent and emit its ReplicaScheduleEvents in vidur's order."""
+        event = self._current_event
+        heapq.heappop(self._sim._event_queue)
+        event._replica_set = set()
+        for replica_id, _ in event._request_mapping:
+            event._replica_set.add(replica_id)
+        self._sim._add_events([ReplicaScheduleEvent(event.time, rid) for rid in event._replica_set])
+        self._current_event = None
+
+    def _advance_to_decision(self) -> None:
+        """Run events until a request waits for routing, or to the end of the episode (integrating the reward)."""
+        sim = self._sim
+        heap = sim._event_queue
+        queue = sim.scheduler._request_queue
+        ttft = self.config.reward == "ttft"
+        while heap:
+            event = heap[0][1]
+            if self._current_event is None and queue and isinstance(event, GlobalScheduleEvent):
+                sim.scheduler.sort_requests()
+                event._replica_set = []
+                event._request_mapping = []
+                self._accumulate(event.time, ttft)
+                self._current_event = event
+                return
+            heapq.heappop(heap)
+            self._accumulate(event.time, ttft)
+            sim._set_time(event.time)
+            sim._add_events(event.handle_event(sim.scheduler, sim.metric_store))
+            if isinstance(event, RequestArrivalEvent):
+                self._in_system += 1
+                self._awaiting_first_token += 1
+            elif isinstance(event, BatchEndEvent):
+                self._on_batch_end(event)
+        self._done = True
+
+    def _accumulate(self, time: float, ttft: bool) -> None:
+        self._area += (self._awaiting_first_token if ttft else self._in_system) * (time - self._time)
+        self._time = time
+
+    def _on_batch_end(self, event: BatchEndEvent) -> None:
+        for request in event._batch.requests:
+            if request.id not in self._first_token_seen and request.is_prefill_complete:
+                self._first_token_seen.add(request.id)
+                self._awaiting_first_token -= 1
+            if request.completed:
+                self._in_system -= 1
+                self._outstanding[self._replica_of[request.id]].pop(request.id, None)
+
+    # ------------------------------------------------------------------ observation
+    def _observation(self) -> np.ndarray:
+        layout = self.layout
+        replica_raw = np.zeros((self.workload.num_replicas, layout.num_replica_features))
+        for i, rs in enumerate(self._replica_schedulers):
+            outstanding = self._outstanding[i]
+            replica_raw[i, _OUT] = len(outstanding)
+            replica_raw[i, _QUEUED] = rs.num_pending_requests
+            replica_raw[i, _RUNNING] = len(rs._allocation_map)
+            replica_raw[i, _PREFILL] = sum(r.num_prefill_tokens - r.num_processed_prefill_tokens for r in outstanding.values())
+            replica_raw[i, _KV] = rs.num_allocated_blocks / self._num_blocks[i]
+        replica_raw[:, _SPEED] = self._speeds
+        if self._last_action >= 0:
+            replica_raw[self._last_action, _LAST] = 1.0
+        queue = self._sim.scheduler._request_queue
+        request_raw = np.zeros(layout.num_request_features)
+        if queue and not self._done:
+            request_raw[0] = queue[0].num_prefill_tokens
+            if layout.oracle:
+                request_raw[1] = queue[0].num_decode_tokens
+        return layout.build(replica_raw, request_raw)
+
+
+_OUT = REPLICA_FEATURE_INDEX["outstanding_requests"]
+_QUEUED = REPLICA_FEATURE_INDEX["queued_requests"]
+_RUNNING = REPLICA_FEATURE_INDEX["running_requests"]
+_PREFILL = REPLICA_FEATURE_INDEX["pending_prefill_tokens"]
+_KV = REPLICA_FEATURE_INDEX["kv_cache_usage"]
+_SPEED = REPLICA_FEATURE_INDEX["relative_speed"]
+_LAST = REPLICA_FEATURE_INDEX["last_routed"]

@@ -1,0 +1,178 @@
+"""Workloads: a serialisable description of the cluster and its traffic, presets, and validation.
+
+A :class:`WorkloadConfig` is a frozen dataclass of plain values (JSON round-trips through ``to_dict``/``from_dict``),
+so Tune trials, Ray Jobs and every saved artefact carry the exact workload they ran on. It is turned into a vidur
+``SimulationConfig`` only inside the env (see ``envs.simulation``).
+
+Preset rates are 85% of the capacity measured by ``scripts/measure_capacity.py`` (see docs/workloads.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from envs.devices import DEVICE_NAMES
+
+MODEL_NAMES: tuple[str, ...] = (
+    "meta-llama/Llama-3-8B",
+    "meta-llama/Llama-3-70B",
+    "meta-llama/Llama-2-7b-hf",
+    "meta-llama/Llama-2-70b-hf",
+    "codellama/CodeLlama-34b-Instruct-hf",
+    "internlm/internlm-20b",
+    "internlm/internlm2-20b",
+    "microsoft/phi-2",
+    "Qwen/Qwen-72B",
+)
+REPLICA_SCHEDULERS: tuple[str, ...] = ("sarathi", "vllm", "orca")
+PREDICTORS: tuple[str, ...] = ("roofline", "random_forrest", "linear_regression")
+LENGTH_KINDS: tuple[str, ...] = ("fixed", "uniform", "zipf", "trace")
+
+
+class WorkloadError(ValueError):
+    """Invalid workload setting; the message names the CLI flag and how to fix it."""
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """Cluster and traffic of one routing problem. All fields are CLI-overridable (``--kebab-case``)."""
+
+    num_replicas: int = 4
+    """Number of model replicas the router chooses between (flag ``--replicas``)."""
+    model: str = "meta-llama/Llama-3-8B"
+    """Model served by every replica (a vidur model name)."""
+    device: str = "h100"
+    """GPU SKU of every replica, unless ``replica_devices`` is set."""
+    replica_devices: tuple[str, ...] = ()
+    """Per-replica GPU SKU (length ``num_replicas``) for heterogeneous fleets; empty = all ``device``."""
+    tensor_parallel_size: int = 1
+    """GPUs per replica (tensor parallelism)."""
+    replica_scheduler: str = "sarathi"
+    """Per-replica batching scheduler (vidur's sarathi, vllm or orca)."""
+    chunk_size: int = 512
+    """Sarathi prefill chunk size in tokens."""
+    qps: float = 38.0
+    """Mean arrival rate in requests per second (simulated time)."""
+    arrival: str = "poisson"
+    """Arrival process: ``poisson`` or ``gamma:CV`` (CV = coefficient of variation of inter-arrival times)."""
+    lengths: str = "zipf"
+    """Request lengths: ``fixed``, ``uniform``, ``zipf`` or ``trace:PATH`` (CSV with num_prefill_tokens, num_decode_tokens)."""
+    min_tokens: int = 128
+    """Smallest total (prefill + decode) tokens of a synthetic request."""
+    max_tokens: int = 4096
+    """Largest total tokens of a request (also sizes vidur's KV-cache slots)."""
+    prefill_to_decode_ratio: float = 3.0
+    """Prefill tokens per decode token for synthetic lengths."""
+    zipf_theta: float = 0.6
+    """Zipf skew of total request length (higher = more short requests)."""
+    num_requests: int = 512
+    """Requests per episode."""
+    predictor: str = "roofline"
+    """Execution-time predictor: the offline ``roofline`` or vidur's ``random_forrest``/``linear_regression``."""
+    seed: int = 0
+    """Base seed; episode ``k`` of a run uses request seed ``seed + k`` unless reset() is given one."""
+    name: str = field(default="custom", compare=False)
+    """Preset the config came from (informational)."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The device of each replica."""
+        return self.replica_devices or (self.device,) * self.num_replicas
+
+    @property
+    def gamma_cv(self) -> float | None:
+        return float(self.arrival.split(":", 1)[1]) if self.arrival.startswith("gamma:") else None
+
+    @property
+    def trace_path(self) -> str | None:
+        return self.lengths.split(":", 1)[1] if self.lengths.startswith("trace:") else None
+
+    def replace(self, **changes: object) -> WorkloadConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["replica_devices"] = list(self.replica_devices)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WorkloadConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WorkloadError(f"workload: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        values = dict(data)
+        values["replica_devices"] = tuple(values.get("replica_devices", ()))
+        return cls(**values)
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return ", ".join(values)
+
+
+def validate(w: WorkloadConfig) -> None:
+    """Raise :class:`WorkloadError` with a one-line message naming the offending flag."""
+    if w.num_replicas < 1:
+        raise WorkloadError(f"--replicas must be >= 1 (got {w.num_replicas})")
+    if w.model not in MODEL_NAMES:
+        raise WorkloadError(f"--model: unknown model '{w.model}'; choose one of: {_choices(MODEL_NAMES)}")
+    for device in (w.device, *w.replica_devices):
+        if device not in DEVICE_NAMES:
+            raise WorkloadError(f"--device/--replica-devices: unknown device '{device}'; choose one of: {_choices(DEVICE_NAMES)}")
+    if w.replica_devices and len(w.replica_devices) != w.num_replicas:
+        raise WorkloadError(
+            f"--replica-devices lists {len(w.replica_devices)} devices but --replicas is {w.num_replicas}; give one device per replica"
+        )
+    if w.tensor_parallel_size < 1:
+        raise WorkloadError(f"--tensor-parallel-size must be >= 1 (got {w.tensor_parallel_size})")
+    if w.replica_scheduler not in REPLICA_SCHEDULERS:
+        raise WorkloadError(f"--replica-scheduler: unknown '{w.replica_scheduler}'; choose one of: {_choices(REPLICA_SCHEDULERS)}")
+    if w.chunk_size < 1:
+        raise WorkloadError(f"--chunk-size must be >= 1 (got {w.chunk_size})")
+    if not w.qps > 0:
+        raise WorkloadError(f"--qps must be > 0 (got {w.qps})")
+    if w.arrival != "poisson":
+        cv = w.arrival.split(":", 1)[1] if w.arrival.startswith("gamma:") else None
+        try:
+            ok = cv is not None and float(cv) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise WorkloadError(f"--arrival must be 'poisson' or 'gamma:CV' with CV > 0 (got '{w.arrival}')")
+    kind = w.lengths.split(":", 1)[0]
+    if kind not in LENGTH_KINDS or (kind == "trace") != (":" in w.lengths):
+        raise WorkloadError(f"--lengths must be one of fixed, uniform, zipf, trace:PATH (got '{w.lengths}')")
+    if w.trace_path is not None and not os.path.isfile(w.trace_path):
+        raise WorkloadError(f"--lengths: trace file '{w.trace_path}' does not exist; give a CSV with num_prefill_tokens,num_decode_tokens")
+    if not 2 <= w.min_tokens <= w.max_tokens:
+        raise WorkloadError(f"--min-tokens/--max-tokens need 2 <= min <= max (got {w.min_tokens}, {w.max_tokens})")
+    if not w.prefill_to_decode_ratio > 0:
+        raise WorkloadError(f"--prefill-to-decode-ratio must be > 0 (got {w.prefill_to_decode_ratio})")
+    if not 0 < w.zipf_theta < 1:
+        raise WorkloadError(f"--zipf-theta must be in (0, 1) (got {w.zipf_theta})")
+    if w.num_requests < 1:
+        raise WorkloadError(f"--num-requests must be >= 1 (got {w.num_requests})")
+    if w.predictor not in PREDICTORS:
+        raise WorkloadError(f"--predictor: unknown '{w.predictor}'; choose one of: {_choices(PREDICTORS)}")
+
+
+# Capacities (requests/s at saturation, least_outstanding routing) measured by scripts/measure_capacity.py;
+# presets run at 85% of them. See docs/workloads.md for the table and how to re-measure.
+LOAD_FACTOR = 0.85
+PRESETS: dict[str, WorkloadConfig] = {
+    "default": WorkloadConfig(name="default"),
+    "heterogeneous": WorkloadConfig(name="heterogeneous", replica_devices=("h100", "h100", "a100", "a100"), qps=25.0),
+    "bursty": WorkloadConfig(name="bursty", arrival="gamma:3", qps=30.0),
+}
+
+
+def preset(name: str) -> WorkloadConfig:
+    """Return the named preset, or raise a one-line error listing the presets."""
+    if name not in PRESETS:
+        raise WorkloadError(f"--workload: unknown preset '{name}'; choose one of: {_choices(tuple(PRESETS))}")
+    return PRESETS[name]
