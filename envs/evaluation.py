@@ -68,7 +68,7 @@ def evaluate_policy(
             obs, _, done, _, info = env.step(action)
             decisions += 1
         busy_s += time.perf_counter() - start
-        latencies.append(request_latencies(env._routed))
+        latencies.append(request_latencies(env.routed_requests))
         throughputs.append(info["throughput_rps"])
         if progress is not None:
             progress.update(1)

@@ -12,12 +12,14 @@ Usage::
     import envs.predictor  # registers the "roofline" key with vidur's ExecutionTimePredictorRegistry
     SimulationConfig(..., execution_time_predictor_config=RooflinePredictorConfig(replica_devices=("h100", "a100")))
 
-Expected (Llama-3-8B, TP1, one H100, whole model): a 512-token prefill chunk ~12 ms, a decode batch of 64
-requests at 2k context ~13 ms; relative speed on a mixed batch a100 0.47, l40 0.21, a40 0.17.
+Expected (Llama-3-8B, TP1, all 32 layers, defaults): on one H100 a 512-token prefill chunk takes 13.0 ms and a
+decode batch of 64 requests at 2k context 13.5 ms; relative speeds on the reference mixed batch are
+h100 1.0, a100 0.38, l40 0.22, a40 0.18. One batch costs ~10 us of CPU to price.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 from vidur.config import BaseExecutionTimePredictorConfig, CacheConfig, ReplicaConfig
 from vidur.entities import Batch
@@ -128,8 +130,7 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         # Dense ops depend only on (device, total q tokens): memoised, as batches repeat the same sizes.
         self._dense_cache: dict[tuple[str, int], LayerTimes] = {}
         # vidur calls all 15 _get_* methods back to back on one batch: price it once.
-        self._last_batch: Batch | None = None
-        self._last_times: LayerTimes | None = None
+        self._last: tuple[Batch, LayerTimes] | None = None
 
     def device_for(self, replica_id: object) -> DeviceSpec:
         """Device of a replica; ``replica_id`` is vidur's ``ReplicaId`` or a plain int."""
@@ -143,8 +144,16 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
             )
         return self._replica_devices[index]
 
-    def layer_times(self, device: DeviceSpec, num_q_tokens: Sequence[int], num_kv_tokens: Sequence[int]) -> LayerTimes:
-        """Per-layer times of a batch given per request new tokens (1 = decode) and context incl. those tokens."""
+    def stage_time_ms(self, device: str, num_q_tokens: Sequence[int], num_kv_tokens: Sequence[int]) -> float:
+        """Time of one pipeline stage (all its layers, no PP send), ms: vidur's ``total_time`` for one stage.
+
+        Per request, ``num_q_tokens`` are the tokens processed now (1 = decode) and ``num_kv_tokens`` the context
+        including them, as in ``vidur.entities.Batch``.
+        """
+        times = self._layer_times(get_device(device), num_q_tokens, num_kv_tokens)
+        return times.block_ms * self._num_layers_per_pipeline_stage
+
+    def _layer_times(self, device: DeviceSpec, num_q_tokens: Sequence[int], num_kv_tokens: Sequence[int]) -> LayerTimes:
         dense = self._dense_times(device, sum(num_q_tokens))
         rates = self._device_rates(device)
         decode_requests = decode_context = prefill_q = prefill_kv = prefill_pairs = 0
@@ -171,11 +180,6 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
                 BYTES_PER_VALUE * (2 * prefill_q * self._q_dim + 2 * prefill_kv * self._kv_dim),
             )
         return dense._replace(attn_decode=decode, attn_prefill=prefill)
-
-    def stage_time_ms(self, device: str, num_q_tokens: Sequence[int], num_kv_tokens: Sequence[int]) -> float:
-        """Time of one pipeline stage (all its layers, no PP send), ms: vidur's ``total_time`` for one stage."""
-        times = self.layer_times(get_device(device), num_q_tokens, num_kv_tokens)
-        return times.block_ms * self._num_layers_per_pipeline_stage
 
     def _device_rates(self, device: DeviceSpec) -> _Rates:
         rates = self._rates.get(device.name)
@@ -233,11 +237,10 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         return times
 
     def _times(self, batch: Batch) -> LayerTimes:
-        if batch is not self._last_batch or self._last_times is None:
+        if self._last is None or self._last[0] is not batch:
             device = self.device_for(batch.replica_id)
-            self._last_times = self.layer_times(device, batch.num_q_tokens, batch.num_kv_tokens)
-            self._last_batch = batch
-        return self._last_times
+            self._last = (batch, self._layer_times(device, batch.num_q_tokens, batch.num_kv_tokens))
+        return self._last[1]
 
     def _get_attention_layer_pre_proj_execution_time(self, batch: Batch) -> float:
         return self._times(batch).attn_pre_proj

@@ -144,6 +144,11 @@ class VidurRoutingEnv(gym.Env):
             info["episode_seed"] = self.episode_seed
         return self._observation(), reward, self._done, False, info
 
+    @property
+    def routed_requests(self) -> list[Any]:
+        """vidur ``Request`` objects routed so far this episode, in routing order."""
+        return self._routed
+
     # ------------------------------------------------------------------ simulation
     def _route(self, index: int) -> None:
         """Hand the oldest waiting request to replica ``index`` (what vidur's GlobalScheduleEvent does per request)."""

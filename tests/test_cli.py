@@ -1,0 +1,66 @@
+"""The real ``warmroute`` CLI end to end on tiny workloads, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warmroute.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_evaluate_writes_json_for_each_policy(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    result = _run("evaluate", "--policy", "round_robin,least_outstanding", "--num-requests", "40", "--episodes", "2",
+                  "--json", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "least_outstanding" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["env_config"]["workload"]["num_requests"] == 40
+    for name in ("round_robin", "least_outstanding"):
+        metrics = data["policies"][name]
+        for key in ("mean_e2e_s", "p50_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s", "mean_tbt_s",
+                    "throughput_rps", "action_distribution", "balance_score", "decisions_per_s"):
+            assert key in metrics, key
+        assert len(metrics["action_distribution"]) == 4
+        assert metrics["episodes"] == 2
+
+
+def test_heterogeneous_flags(tmp_path: Path) -> None:
+    result = _run("evaluate", "--policy", "speed_aware", "--replicas", "3", "--replica-devices", "h100,a100,l40",
+                  "--num-requests", "30", "--episodes", "1", "--quiet", "--qps", "10")
+    assert result.returncode == 0, result.stderr
+    assert "3 x a100,h100,l40" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--model", "gpt-5"], "--model"),
+        (["--device", "tpu"], "--device"),
+        (["--policy", "fastest"], "--policy"),
+        (["--qps", "0"], "--qps"),
+        (["--qps", "-3"], "--qps"),
+        (["--replicas", "0"], "--replicas"),
+        (["--replica-devices", "h100,a100"], "--replica-devices"),
+        (["--lengths", "trace:/nonexistent/trace.csv"], "--lengths"),
+        (["--arrival", "gamma:x"], "--arrival"),
+        (["--workload", "huge"], "--workload"),
+        (["--episodes", "0"], "--episodes"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str) -> None:
+    base = ["evaluate", "--policy", "round_robin", "--num-requests", "10", "--episodes", "1", "--quiet"]
+    if "--policy" in args:
+        base = ["evaluate", "--num-requests", "10", "--episodes", "1", "--quiet"]
+    result = _run(*base, *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert flag in lines[0]
+    assert "Traceback" not in result.stderr
