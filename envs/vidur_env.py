@@ -176,43 +176,50 @@ class VidurRoutingEnv(gym.Env):
         self._current_event = None
 
     def _advance_to_decision(self) -> None:
-        """Run events until a request waits for routing, or to the end of the episode (integrating the reward)."""
+        """Run events until a request waits for routing, or to the end of the episode (integrating the reward).
+
+        This is ``Simulator.run()``'s loop (vidur sets no time limit here) with the env's book-keeping inlined:
+        it runs for every simulated event, so it avoids attribute lookups and calls where it can.
+        """
         sim = self._sim
         heap = sim._event_queue
         queue = sim.scheduler._request_queue
+        scheduler, metric_store = sim.scheduler, sim.metric_store
         ttft = self.config.reward == "ttft"
+        now, area = self._time, self._area
+        in_system, awaiting = self._in_system, self._awaiting_first_token
         while heap:
             event = heap[0][1]
-            if self._current_event is None and queue and isinstance(event, GlobalScheduleEvent):
-                sim.scheduler.sort_requests()
+            counted = awaiting if ttft else in_system
+            if queue and self._current_event is None and type(event) is GlobalScheduleEvent:
+                scheduler.sort_requests()
                 event._replica_set = []
                 event._request_mapping = []
-                self._accumulate(event.time, ttft)
                 self._current_event = event
-                return
+                area += counted * (event._time - now)
+                now = event._time
+                break
             heapq.heappop(heap)
-            self._accumulate(event.time, ttft)
-            sim._set_time(event.time)
-            sim._add_events(event.handle_event(sim.scheduler, sim.metric_store))
-            if isinstance(event, RequestArrivalEvent):
-                self._in_system += 1
-                self._awaiting_first_token += 1
-            elif isinstance(event, BatchEndEvent):
-                self._on_batch_end(event)
-        self._done = True
-
-    def _accumulate(self, time: float, ttft: bool) -> None:
-        self._area += (self._awaiting_first_token if ttft else self._in_system) * (time - self._time)
-        self._time = time
-
-    def _on_batch_end(self, event: BatchEndEvent) -> None:
-        for request in event._batch.requests:
-            if request.id not in self._first_token_seen and request.is_prefill_complete:
-                self._first_token_seen.add(request.id)
-                self._awaiting_first_token -= 1
-            if request.completed:
-                self._in_system -= 1
-                self._outstanding[self._replica_of[request.id]].pop(request.id, None)
+            area += counted * (event._time - now)
+            now = sim._time = event._time
+            for new_event in event.handle_event(scheduler, metric_store):
+                heapq.heappush(heap, (new_event._priority_number, new_event))
+            kind = type(event)
+            if kind is RequestArrivalEvent:
+                in_system += 1
+                awaiting += 1
+            elif kind is BatchEndEvent:
+                for request in event._batch._requests:
+                    if ttft and request._is_prefill_complete and request._id not in self._first_token_seen:
+                        self._first_token_seen.add(request._id)
+                        awaiting -= 1
+                    if request._completed:
+                        in_system -= 1
+                        self._outstanding[self._replica_of[request._id]].pop(request._id, None)
+        else:
+            self._done = True
+        self._time, self._area = now, area
+        self._in_system, self._awaiting_first_token = in_system, awaiting
 
     # ------------------------------------------------------------------ observation
     def _observation(self) -> np.ndarray:
@@ -223,7 +230,9 @@ class VidurRoutingEnv(gym.Env):
             replica_raw[i, _OUT] = len(outstanding)
             replica_raw[i, _QUEUED] = rs.num_pending_requests
             replica_raw[i, _RUNNING] = len(rs._allocation_map)
-            replica_raw[i, _PREFILL] = sum(r.num_prefill_tokens - r.num_processed_prefill_tokens for r in outstanding.values())
+            replica_raw[i, _PREFILL] = sum(
+                max(r._num_prefill_tokens - r._num_processed_tokens, 0) for r in outstanding.values()
+            )
             replica_raw[i, _KV] = rs.num_allocated_blocks / self._num_blocks[i]
         replica_raw[:, _SPEED] = self._speeds
         if self._last_action >= 0:

@@ -1,0 +1,72 @@
+"""Routing decisions per second of the env against vidur's own ``Simulator.run()`` on the same workload.
+
+Baseline: vidur simulates the episode with its built-in ``lor`` global scheduler (one routing decision per request).
+Candidate: ``VidurRoutingEnv`` driven by the ``least_outstanding`` heuristic, paying for every observation, the
+policy call and the reward bookkeeping. Both run in this process, alternating, after one warm-up each, on the same
+seeds; the figure of merit is the ratio of medians (target >= 0.9). Because simulation cost depends on routing
+(vidur's ``lor`` piles work onto few replicas, so it simulates fewer batches), a like-for-like line also drives the
+env with the ``lor`` heuristic, which reproduces vidur's run exactly: that ratio is the env's pure overhead.
+
+Run:
+    .venv/bin/python benchmarks/env_throughput.py                      # default preset, 512 requests, 5 repeats
+    .venv/bin/python benchmarks/env_throughput.py --workload heterogeneous --repeats 3
+
+Expect (2-core x86, roofline predictor): ratio about 0.95-1.0 (see docs/workloads.md for measured figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from envs.evaluation import HeuristicPolicy
+from envs.simulation import new_simulator
+from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
+from envs.workload import WorkloadConfig, preset
+
+
+def vidur_decisions_per_s(workload: WorkloadConfig, seed: int) -> float:
+    sim = new_simulator(workload, seed, global_scheduler="lor")
+    start = time.perf_counter()
+    sim.run()
+    return workload.num_requests / (time.perf_counter() - start)
+
+
+def env_decisions_per_s(workload: WorkloadConfig, seed: int, router: str = "least_outstanding") -> float:
+    env = VidurRoutingEnv(VidurEnvConfig(workload=workload))
+    policy = HeuristicPolicy(router, env.layout)
+    start = time.perf_counter()
+    obs, _ = env.reset(seed=seed)
+    done, steps = False, 0
+    while not done:
+        obs, _, done, _, _ = env.step(policy.act(obs))
+        steps += 1
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", default="default")
+    parser.add_argument("--num-requests", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    workload = preset(args.workload).replace(num_requests=args.num_requests)
+    vidur_decisions_per_s(workload, seed=0)  # warm-up: imports, predictor caches
+    env_decisions_per_s(workload, seed=0)
+    vidur, env, env_lor = [], [], []
+    for seed in range(1, args.repeats + 1):
+        vidur.append(vidur_decisions_per_s(workload, seed))
+        env.append(env_decisions_per_s(workload, seed))
+        env_lor.append(env_decisions_per_s(workload, seed, router="lor"))
+    baseline, candidate, same = statistics.median(vidur), statistics.median(env), statistics.median(env_lor)
+    print(f"workload {args.workload}, {args.num_requests} requests, {args.repeats} repeats (medians)")
+    print(f"{'vidur Simulator.run, lor':<40}{baseline:8.0f} decisions/s")
+    print(f"{'VidurRoutingEnv, least_outstanding':<40}{candidate:8.0f} decisions/s")
+    print(f"{'VidurRoutingEnv, lor (same routing)':<40}{same:8.0f} decisions/s")
+    print(f"ratio env(least_outstanding)/vidur(lor)  {candidate / baseline:.3f}")
+    print(f"ratio env(lor)/vidur(lor)                {same / baseline:.3f}")
+
+
+if __name__ == "__main__":
+    main()
