@@ -26,8 +26,16 @@ OUTSTANDING_SCALE = dict(REPLICA_FEATURES)["outstanding_requests"]
 
 def _argmin_then(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     """Row-wise argmin of ``primary``, ties broken by the smaller ``secondary``, then the lower index."""
-    ties = np.isclose(primary, primary.min(axis=-1, keepdims=True), rtol=1e-9, atol=1e-12)
-    return np.argmin(np.where(ties, secondary, np.inf), axis=-1)
+    return _tied_best(primary, secondary).argmax(axis=-1)
+
+
+def _tied_best(*keys: np.ndarray) -> np.ndarray:
+    """Boolean ``(B, R)`` mask of the replicas that are lexicographically minimal over ``keys``."""
+    best = np.ones(keys[0].shape, dtype=bool)
+    for key in keys:
+        masked = np.where(best, key, np.inf)
+        best &= np.isclose(masked, masked.min(axis=-1, keepdims=True), rtol=1e-9, atol=1e-12)
+    return best
 
 
 def make_router(name: str, layout: ObservationLayout) -> Router:
@@ -35,6 +43,20 @@ def make_router(name: str, layout: ObservationLayout) -> Router:
     if name not in ROUTERS:
         raise ValueError(f"--policy: unknown router '{name}'; choose one of: {', '.join(ROUTERS)} or a checkpoint path")
     return lambda obs, rng: ROUTERS[name](layout.split(np.asarray(obs, dtype=np.float64))[0], rng)
+
+
+def equivalent_actions(name: str, layout: ObservationLayout, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """``(B, R)`` mask of the replicas the router ``name`` ranks equal to its choice ``actions``.
+
+    Cloning a router that breaks ties by index should not be penalised for breaking them differently:
+    behaviour-cloning accuracy counts any replica in this mask as correct. Routers that draw at random count
+    only the replica they drew.
+    """
+    replicas = layout.split(np.asarray(obs, dtype=np.float64))[0]
+    keys = TIE_KEYS.get(name)
+    if keys is None:
+        return np.eye(layout.num_replicas, dtype=bool)[actions]
+    return _tied_best(*keys(replicas))
 
 
 def round_robin(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -59,9 +81,13 @@ def least_outstanding(replicas: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.argmin(replicas[..., _OUT], axis=-1)
 
 
+def _least_work_keys(replicas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return replicas[..., _PREFILL] / replicas[..., _SPEED], replicas[..., _OUT]
+
+
 def least_work(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Fewest pending prefill tokens per unit of device speed; ties (e.g. all drained) by outstanding requests."""
-    return _argmin_then(replicas[..., _PREFILL] / replicas[..., _SPEED], replicas[..., _OUT])
+    return _argmin_then(*_least_work_keys(replicas))
 
 
 def power_of_two(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -81,8 +107,11 @@ def speed_aware(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     On a homogeneous fleet this is ``least_outstanding``; on a mixed one it sends proportionally more to fast GPUs.
     """
-    scale = OUTSTANDING_SCALE
-    return _argmin_then((replicas[..., _OUT] * scale + 1.0) / replicas[..., _SPEED], replicas[..., _OUT])
+    return _argmin_then(*_speed_aware_keys(replicas))
+
+
+def _speed_aware_keys(replicas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (replicas[..., _OUT] * OUTSTANDING_SCALE + 1.0) / replicas[..., _SPEED], replicas[..., _OUT]
 
 
 ROUTERS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
@@ -93,4 +122,12 @@ ROUTERS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "least_work": least_work,
     "power_of_two": power_of_two,
     "speed_aware": speed_aware,
+}
+
+# Deterministic routers' ranking keys (lower is better), for equivalent_actions().
+TIE_KEYS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, ...]]] = {
+    "lor": lambda replicas: (replicas[..., _QUEUED],),
+    "least_outstanding": lambda replicas: (replicas[..., _OUT],),
+    "least_work": _least_work_keys,
+    "speed_aware": _speed_aware_keys,
 }

@@ -53,7 +53,7 @@ class WorkloadConfig:
     """Per-replica batching scheduler (vidur's sarathi, vllm or orca)."""
     chunk_size: int = 512
     """Sarathi prefill chunk size in tokens."""
-    qps: float = 38.0
+    qps: float = 43.5
     """Mean arrival rate in requests per second (simulated time)."""
     arrival: str = "poisson"
     """Arrival process: ``poisson`` or ``gamma:CV`` (CV = coefficient of variation of inter-arrival times)."""
@@ -166,8 +166,8 @@ def validate(w: WorkloadConfig) -> None:
 LOAD_FACTOR = 0.85
 PRESETS: dict[str, WorkloadConfig] = {
     "default": WorkloadConfig(name="default"),
-    "heterogeneous": WorkloadConfig(name="heterogeneous", replica_devices=("h100", "h100", "a100", "a100"), qps=25.0),
-    "bursty": WorkloadConfig(name="bursty", arrival="gamma:3", qps=30.0),
+    "heterogeneous": WorkloadConfig(name="heterogeneous", replica_devices=("h100", "h100", "a100", "a100"), qps=32.2),
+    "bursty": WorkloadConfig(name="bursty", arrival="gamma:3", qps=43.5),
 }
 
 
