@@ -19,3 +19,29 @@ def small_workload() -> WorkloadConfig:
 @pytest.fixture
 def small_hetero_workload() -> WorkloadConfig:
     return preset("heterogeneous").replace(num_requests=60)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (2 CPUs, like CI)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def lo_demos(ray_session, tmp_path_factory):
+    """least_outstanding + round_robin demonstrations collected by 2 real env runners on a tiny workload."""
+    from envs.vidur_env import VidurEnvConfig
+    from rllib_ext.demos import DemoConfig, collect_demos
+
+    out = tmp_path_factory.mktemp("demos") / "lo_rr"
+    config = DemoConfig(
+        env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)),
+        teachers=("least_outstanding", "round_robin"), steps=1200, num_env_runners=2, epsilon=0.1,
+        steps_per_round=300, seed=3,
+    )
+    summary = collect_demos(config, out, progress=False)
+    return out, summary, config

@@ -1,0 +1,160 @@
+"""Phase 1b: behaviour cloning of the PPO routing module from heuristic demonstrations.
+
+Plain torch on the PPO ``RLModule`` itself (cross-entropy on its logits), because the result must be exactly
+the module PPO later trains; RLlib's BC algorithm goes through Ray Data and is slow on small machines
+(see DESIGN-NOTES). Label smoothing keeps the clone soft, so that the KL to it used by warm-start PPO stays finite.
+Validation is split by episode (decisions within an episode are correlated), accuracy counts any replica the
+teacher ranks equal to its choice, and training stops when the validation loss stops improving.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from envs.observation import ObservationLayout
+from rllib_ext.artifacts import ArtifactError, require_fresh_output
+from rllib_ext.demos import load_demos
+from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, module_model_config
+from rllib_ext.policy_io import build_module, save_policy
+
+PROBE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    """Behaviour-cloning hyperparameters."""
+
+    epochs: int = 60
+    """Maximum passes over the training split."""
+    batch_size: int = 256
+    """Decisions per gradient step."""
+    lr: float = 3e-3
+    """Adam learning rate."""
+    label_smoothing: float = 0.05
+    """Mass spread uniformly over all replicas in the target (> 0 keeps the clone soft; KL to it stays finite)."""
+    validation_fraction: float = 0.1
+    """Fraction of episodes held out for validation."""
+    patience: int = 8
+    """Epochs without validation-loss improvement before stopping."""
+    architecture: str = "scorer"
+    """``scorer`` (permutation-equivariant, default) or ``mlp``."""
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    """Hidden layer widths."""
+    num_replicas: int | None = None
+    """Replica count the clone is for; demos made for another count are refused (None: take the demos')."""
+    seed: int = 0
+    """Seed of the split, initialisation and minibatch order."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1 (got {self.epochs})"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
+            (self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number (got {self.lr})"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
+            (0 < self.validation_fraction < 1, f"--validation-fraction must be in (0, 1) (got {self.validation_fraction})"),
+            (self.patience >= 1, f"--patience must be >= 1 (got {self.patience})"),
+            (self.architecture in ARCHITECTURES, f"--architecture must be one of {', '.join(ARCHITECTURES)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def _split_by_episode(episode_ids: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of validation rows: whole episodes, at least one."""
+    unique = np.unique(episode_ids)
+    count = max(1, int(round(fraction * len(unique)))) if len(unique) > 1 else 0
+    held_out = set(rng.choice(unique, size=count, replace=False).tolist())
+    mask = np.fromiter((e in held_out for e in episode_ids), dtype=bool, count=len(episode_ids))
+    if not mask.any():  # a single episode: hold out its last rows instead
+        mask[-max(1, int(fraction * len(mask))):] = True
+    return mask
+
+
+def _arrays(table: pa.Table, layout: ObservationLayout) -> dict[str, np.ndarray]:
+    return {
+        "obs": table.column("obs").combine_chunks().flatten().to_numpy().reshape(-1, layout.dim).astype(np.float32),
+        "label": table.column("teacher_action").to_numpy(),
+        "ties": table.column("teacher_ties").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, layout.num_replicas),
+        "teacher": table.column("teacher").to_numpy(zero_copy_only=False),
+        "episode": table.column("episode_id").to_numpy(zero_copy_only=False),
+    }
+
+
+def _evaluate(module, data: dict[str, np.ndarray], smoothing: float) -> dict[str, Any]:
+    with torch.no_grad():
+        logits = module.logits(torch.as_tensor(data["obs"]))
+        loss = F.cross_entropy(logits, torch.as_tensor(data["label"]), label_smoothing=smoothing).item()
+        choice = logits.argmax(dim=-1).numpy()
+    correct = data["ties"][np.arange(len(choice)), choice]
+    per_teacher = {t: float(correct[data["teacher"] == t].mean()) for t in np.unique(data["teacher"])}
+    return {"loss": loss, "accuracy": float(correct.mean()), "accuracy_per_teacher": per_teacher}
+
+
+def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progress: bool = True) -> dict[str, Any]:
+    """Clone the demonstrations at ``demo_dir`` into a policy directory ``output``; return the final metrics."""
+    final = require_fresh_output(output)
+    table, meta = load_demos(demo_dir)
+    stored = meta["layout"]
+    layout = ObservationLayout(num_replicas=config.num_replicas or int(stored["num_replicas"]), oracle=bool(stored["oracle"]))
+    layout.check_compatible(stored, source=f"--demo {demo_dir}")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    data = _arrays(table, layout)
+    val_mask = _split_by_episode(data["episode"], config.validation_fraction, rng)
+    train = {k: v[~val_mask] for k, v in data.items()}
+    val = {k: v[val_mask] for k, v in data.items()}
+    module = build_module(layout, module_model_config(layout, config.architecture, config.hidden))
+    optimizer = torch.optim.Adam(module.actor_parameters(), lr=config.lr)
+    obs_t, label_t = torch.as_tensor(train["obs"]), torch.as_tensor(train["label"])
+    history: list[dict[str, Any]] = []
+    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc="pretrain", unit="epoch", disable=not progress)
+    for epoch in bar:
+        module.train()
+        order = torch.as_tensor(rng.permutation(len(label_t)))
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            loss = F.cross_entropy(module.logits(obs_t[idx]), label_t[idx], label_smoothing=config.label_smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        module.eval()
+        metrics = {"epoch": epoch, **_evaluate(module, val, config.label_smoothing)}
+        history.append(metrics)
+        bar.set_postfix(val_loss=f"{metrics['loss']:.4f}", val_acc=f"{metrics['accuracy']:.3f}")
+        if metrics["loss"] < best_loss - 1e-5:
+            best_loss, best_state, best_epoch, stale = metrics["loss"], copy.deepcopy(module.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    if best_state is None:
+        raise ArtifactError(f"--demo {demo_dir}: validation loss is not finite; check the demonstrations")
+    module.load_state_dict(best_state)
+    result = {"best_epoch": best_epoch, "validation": history[best_epoch], "train_rows": int(len(label_t)),
+              "validation_rows": int(val_mask.sum()), "seconds": time.perf_counter() - start}
+    final.mkdir(parents=True, exist_ok=True)
+    try:
+        save_policy(
+            module, final, layout, probe_obs=val["obs"][:PROBE_SIZE], source="behaviour_cloning",
+            env_config=meta["env_config"], teachers=meta["teachers"], demo_dir=str(Path(demo_dir).absolute()),
+            bc_config={**asdict(config), "hidden": list(config.hidden)}, history=history, **result,
+        )
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    return result

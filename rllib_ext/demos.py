@@ -1,0 +1,193 @@
+"""Phase 1a: heuristic demonstrations sampled in parallel by RLlib env runners, stored as Parquet.
+
+``collect_demos`` builds an ``EnvRunnerGroup`` of remote ``SingleAgentEnvRunner``\\ s whose module is a
+:class:`~rllib_ext.teacher.HeuristicTeacherModule`, then for each teacher switches the module and samples in
+rounds (one progress-bar tick per round). Each runner turns its episode chunks into columns before returning
+them, so only compact arrays cross the object store, and the driver writes one Parquet shard per round.
+Output goes to a temporary sibling directory that is renamed into place at the end: a failed or interrupted
+collection leaves nothing behind.
+
+Dataset (one row per routing decision): ``episode_id, step, obs, action, teacher_action, teacher_ties,
+teacher, reward, explored, worker`` plus ``metadata.json`` (observation layout, env config, teachers, versions).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.env_runner_group import EnvRunnerGroup
+from tqdm.auto import tqdm
+
+from envs.heuristics import ROUTERS
+from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
+from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
+from rllib_ext.ray_runtime import cpus_per_runner, ensure_ray
+from rllib_ext.teacher import TEACHER_ACTION, TEACHER_TIES, HeuristicTeacherModule
+
+DEMO_KIND = "demonstrations"
+COLUMNS = ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "teacher", "reward", "explored", "worker")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What to collect and how."""
+
+    env: VidurEnvConfig = field(default_factory=VidurEnvConfig)
+    """Routing env (workload, reward, observation)."""
+    teachers: tuple[str, ...] = ("least_outstanding",)
+    """Heuristic routers to record; their decisions mix into one dataset."""
+    steps: int = 20_000
+    """Routing decisions to record per teacher (rounded up to whole rounds)."""
+    num_env_runners: int = 2
+    """Parallel Ray env runners sampling episodes."""
+    epsilon: float = 0.0
+    """Probability of replacing the teacher's action by a random one (state coverage; labels stay the teacher's)."""
+    steps_per_round: int = 1024
+    """Decisions per runner between progress updates and Parquet shards."""
+    seed: int = 0
+    """Seed of env runners (worker w uses seed + w) and teacher RNGs."""
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.teachers if t not in ROUTERS]
+        if not self.teachers or unknown:
+            raise ValueError(f"--policy: unknown router(s) {unknown or '(none given)'}; choose from: {', '.join(ROUTERS)}")
+        if self.steps < 1:
+            raise ValueError(f"--steps must be >= 1 (got {self.steps})")
+        if self.num_env_runners < 1:
+            raise ValueError(f"--num-env-runners must be >= 1 for parallel collection (got {self.num_env_runners})")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"--epsilon must be in [0, 1] (got {self.epsilon})")
+        if self.steps_per_round < 1:
+            raise ValueError(f"--steps-per-round must be >= 1 (got {self.steps_per_round})")
+
+
+def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[str, np.ndarray]:
+    """Run on an env runner: sample and flatten episode chunks into per-decision columns."""
+    episodes = runner.sample(num_timesteps=num_timesteps, explore=True, force_reset=force_reset)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "reward")}
+    for episode in episodes:
+        n = len(episode)
+        if n == 0:
+            continue
+        parts["episode_id"].append(np.full(n, f"w{runner.worker_index}-{episode.id_}", dtype=object))
+        parts["step"].append(np.arange(episode.t_started, episode.t_started + n, dtype=np.int64))
+        parts["obs"].append(np.asarray(episode.get_observations(slice(0, n)), dtype=np.float32))
+        parts["action"].append(np.asarray(episode.get_actions(), dtype=np.int64))
+        parts["teacher_action"].append(np.asarray(episode.get_extra_model_outputs(TEACHER_ACTION), dtype=np.int64))
+        parts["teacher_ties"].append(np.asarray(episode.get_extra_model_outputs(TEACHER_TIES), dtype=bool))
+        parts["reward"].append(np.asarray(episode.get_rewards(), dtype=np.float64))
+    columns = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
+    columns["worker"] = np.full(len(columns["step"]), runner.worker_index, dtype=np.int32)
+    return columns
+
+
+def _to_table(columns: dict[str, np.ndarray], teacher: str, obs_dim: int, num_replicas: int) -> pa.Table:
+    n = len(columns["step"])
+    obs = pa.FixedSizeListArray.from_arrays(pa.array(columns["obs"].reshape(-1), pa.float32()), obs_dim)
+    ties = pa.FixedSizeListArray.from_arrays(pa.array(columns["teacher_ties"].reshape(-1), pa.bool_()), num_replicas)
+    return pa.table({
+        "episode_id": pa.array(columns["episode_id"], pa.string()),
+        "step": pa.array(columns["step"], pa.int64()),
+        "obs": obs,
+        "action": pa.array(columns["action"], pa.int64()),
+        "teacher_action": pa.array(columns["teacher_action"], pa.int64()),
+        "teacher_ties": ties,
+        "teacher": pa.array([teacher] * n, pa.string()),
+        "reward": pa.array(columns["reward"], pa.float64()),
+        "explored": pa.array(columns["action"] != columns["teacher_action"], pa.bool_()),
+        "worker": pa.array(columns["worker"], pa.int32()),
+    })
+
+
+def build_teacher_runners(config: DemoConfig) -> EnvRunnerGroup:
+    """Remote env runners whose module is the (switchable) heuristic teacher."""
+    env = config.env
+    algo_config = (
+        PPOConfig()
+        .environment(env=VidurRoutingEnv, env_config=env.to_dict())
+        .env_runners(num_env_runners=config.num_env_runners, num_envs_per_env_runner=1,
+                     num_cpus_per_env_runner=cpus_per_runner(config.num_env_runners))
+        .rl_module(rl_module_spec=RLModuleSpec(
+            module_class=HeuristicTeacherModule,
+            model_config={"router": config.teachers[0], "num_replicas": env.workload.num_replicas,
+                          "oracle": env.oracle, "epsilon": config.epsilon, "seed": config.seed},
+        ))
+        .debugging(seed=config.seed)
+    )
+    return EnvRunnerGroup(config=algo_config, local_env_runner=False)
+
+
+def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Record ``config.steps`` decisions per teacher into ``output`` (Parquet + metadata.json); return a summary."""
+    final = require_fresh_output(output)
+    ensure_ray()
+    layout = config.env.layout
+    runners = build_teacher_runners(config)
+    rounds = -(-config.steps // (config.steps_per_round * config.num_env_runners))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    rows, sample_s = 0, 0.0
+    try:
+        with tqdm(total=rounds * len(config.teachers), desc="collect-demos", unit="round", disable=not progress) as bar:
+            for t_index, teacher in enumerate(config.teachers):
+                runners.foreach_env_runner(
+                    lambda er, teacher=teacher, t_index=t_index: er.module.set_teacher(
+                        teacher, config.epsilon, config.seed * 1000 + 100 * t_index + er.worker_index),
+                    local_env_runner=False,
+                )
+                for round_index in range(rounds):
+                    start = time.perf_counter()
+                    results = runners.foreach_env_runner(
+                        lambda er, first=(round_index == 0): _sample_columns(er, config.steps_per_round, first),
+                        local_env_runner=False,
+                    )
+                    sample_s += time.perf_counter() - start
+                    for w, columns in enumerate(results):
+                        table = _to_table(columns, teacher, layout.dim, layout.num_replicas)
+                        pq.write_table(table, staging / f"part-{teacher}-{round_index:05d}-{w:03d}.parquet")
+                        rows += table.num_rows
+                    bar.set_postfix(decisions=rows, per_s=f"{rows / max(sample_s, 1e-9):.0f}")
+                    bar.update(1)
+        summary = {"num_rows": rows, "sample_seconds": sample_s, "decisions_per_s": rows / max(sample_s, 1e-9)}
+        write_metadata(
+            staging, DEMO_KIND, layout=layout.to_dict(), env_config=config.env.to_dict(), teachers=list(config.teachers),
+            steps_per_teacher=config.steps, epsilon=config.epsilon, num_env_runners=config.num_env_runners,
+            seed=config.seed, **summary,
+        )
+        if final.exists():
+            final.rmdir()
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        runners.stop()
+    return summary
+
+
+def load_demos(directory: str | Path, flag: str = "--demo") -> tuple[pa.Table, dict[str, Any]]:
+    """Read a demonstrations directory, refusing empty, corrupted or incomplete data with a one-line error."""
+    meta = read_metadata(directory, DEMO_KIND, flag)
+    shards = sorted(Path(directory).glob("*.parquet"))
+    if not shards:
+        raise ArtifactError(f"{flag} {directory}: no Parquet shards; collect demonstrations with `warmroute collect-demos`")
+    try:
+        table = pa.concat_tables([pq.read_table(shard) for shard in shards])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ArtifactError(f"{flag} {directory}: corrupted Parquet ({str(exc).splitlines()[0]}); re-collect the demonstrations") from exc
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ArtifactError(f"{flag} {directory}: Parquet lacks columns {missing}; re-collect the demonstrations")
+    if table.num_rows == 0:
+        raise ArtifactError(f"{flag} {directory}: the dataset has no rows; collect with a larger --steps")
+    return table, meta

@@ -1,0 +1,92 @@
+"""Saving and loading routing policies (the RLModule plus metadata), and acting with them outside RLlib.
+
+A policy directory holds ``module/`` (RLlib's own ``RLModule`` checkpoint format: no pickle of our objects),
+``metadata.json`` (kind ``policy``: layout, env config, model config, how it was trained) and ``probe.npz``: a
+fixed batch of observations with the action probabilities the module gave when it was saved. Whoever loads the
+policy (evaluation, or PPO warm start) can prove the weights really arrived by reproducing ``probe.npz``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
+
+from envs.observation import ObservationLayout
+from rllib_ext.artifacts import ArtifactError, read_metadata, write_metadata
+from rllib_ext.models import RoutingModule
+
+POLICY_KIND = "policy"
+MODULE_DIR = "module"
+PROBE_FILE = "probe.npz"
+
+
+def build_module(layout: ObservationLayout, model_config: dict[str, Any]) -> RoutingModule:
+    spec = RLModuleSpec(
+        module_class=RoutingModule,
+        observation_space=gym.spaces.Box(0.0, np.inf, shape=(layout.dim,), dtype=np.float32),
+        action_space=gym.spaces.Discrete(layout.num_replicas),
+        model_config=model_config,
+    )
+    return spec.build()
+
+
+def action_probabilities(module: RoutingModule, obs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        logits = module.logits(torch.as_tensor(obs, dtype=torch.float32))
+        return torch.softmax(logits, dim=-1).numpy()
+
+
+def save_policy(module: RoutingModule, directory: Path, layout: ObservationLayout, probe_obs: np.ndarray,
+                **metadata: Any) -> None:
+    """Write ``module`` with metadata and a probe batch into ``directory`` (which must exist)."""
+    module.save_to_path(str((directory / MODULE_DIR).absolute()))
+    np.savez(directory / PROBE_FILE, obs=probe_obs.astype(np.float32), probs=action_probabilities(module, probe_obs))
+    write_metadata(directory, POLICY_KIND, layout=layout.to_dict(), model_config=module.model_config, **metadata)
+
+
+def load_policy(directory: str | Path, layout: ObservationLayout | None = None, flag: str = "--policy") -> tuple[RoutingModule, dict[str, Any]]:
+    """Load a saved policy, refusing one made for another observation layout; verify it against its probe."""
+    meta = read_metadata(directory, POLICY_KIND, flag)
+    stored = meta["layout"]
+    expected = layout or ObservationLayout.from_dict(stored)
+    expected.check_compatible(stored, source=f"{flag} {directory}")
+    module_path = Path(directory) / MODULE_DIR
+    if not module_path.is_dir():
+        raise ArtifactError(f"{flag} {directory}: missing {MODULE_DIR}/ (incomplete checkpoint)")
+    module = RLModule.from_checkpoint(str(module_path.absolute()))
+    module.eval()
+    verify_probe(module, directory, flag)
+    return module, meta
+
+
+def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "--policy", atol: float = 1e-5) -> float:
+    """Max abs difference between ``module``'s action probabilities and the saved probe; raise if above ``atol``."""
+    probe = np.load(Path(directory) / PROBE_FILE, allow_pickle=False)
+    diff = float(np.abs(action_probabilities(module, probe["obs"]) - probe["probs"]).max())
+    if diff > atol:
+        raise ArtifactError(f"{flag} {directory}: loaded weights do not reproduce the saved policy (max prob diff {diff:.2e})")
+    return diff
+
+
+class CheckpointPolicy:
+    """A saved policy as an ``envs.evaluation.Policy``: sampled by default, ``greedy`` takes the argmax."""
+
+    def __init__(self, directory: str | Path, layout: ObservationLayout, greedy: bool = False) -> None:
+        self.module, self.metadata = load_policy(directory, layout)
+        self.greedy = greedy
+        self.name = f"{Path(directory).name}{' (greedy)' if greedy else ''}"
+        self._rng = np.random.default_rng(0)
+
+    def reset(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray) -> int:
+        probs = action_probabilities(self.module, obs[None, :])[0]
+        if self.greedy:
+            return int(np.argmax(probs))
+        return int(self._rng.choice(len(probs), p=probs / probs.sum()))

@@ -1,0 +1,115 @@
+"""Behaviour cloning on real demonstrations, saved-policy round trips, and refusals of mismatched input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from envs.observation import ObservationLayout
+from rllib_ext.artifacts import ArtifactError
+from rllib_ext.bc import BCConfig, pretrain
+from rllib_ext.policy_io import CheckpointPolicy, action_probabilities, load_policy
+
+
+@pytest.fixture(scope="module")
+def cloned(lo_demos, tmp_path_factory):
+    demo_dir, _, _ = lo_demos
+    out = tmp_path_factory.mktemp("bc") / "policy"
+    result = pretrain(demo_dir, out, BCConfig(epochs=40, batch_size=128, seed=1), progress=False)
+    return out, result
+
+
+def test_bc_learns_least_outstanding(cloned) -> None:
+    _, result = cloned
+    per_teacher = result["validation"]["accuracy_per_teacher"]
+    assert per_teacher["least_outstanding"] >= 0.9, per_teacher
+    assert np.isfinite(result["validation"]["loss"])
+
+
+def test_loaded_policy_reproduces_saved_actions(cloned) -> None:
+    out, _ = cloned
+    module, meta = load_policy(out)
+    probe = np.load(out / "probe.npz")
+    np.testing.assert_allclose(action_probabilities(module, probe["obs"]), probe["probs"], atol=1e-6)
+    assert np.array_equal(action_probabilities(module, probe["obs"]).argmax(-1), probe["probs"].argmax(-1))
+    assert meta["source"] == "behaviour_cloning" and meta["teachers"] == ["least_outstanding", "round_robin"]
+    assert 0 < probe["probs"].min() and probe["probs"].max() < 1  # label smoothing keeps it soft
+
+
+def test_checkpoint_policy_is_deterministic_per_seed(cloned) -> None:
+    out, _ = cloned
+    layout = ObservationLayout(num_replicas=4)
+    policy = CheckpointPolicy(out, layout)
+    obs = np.load(out / "probe.npz")["obs"]
+    policy.reset(7)
+    first = [policy.act(o) for o in obs]
+    policy.reset(7)
+    assert [policy.act(o) for o in obs] == first
+
+
+def test_refuses_policy_for_other_replica_count(cloned) -> None:
+    out, _ = cloned
+    with pytest.raises(ValueError, match="num_replicas"):
+        load_policy(out, ObservationLayout(num_replicas=6))
+
+
+def test_tampered_weights_are_detected(cloned, tmp_path: Path) -> None:
+    out, _ = cloned
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    probe = dict(np.load(copy / "probe.npz"))
+    probe["probs"] = np.roll(probe["probs"], 1, axis=-1)
+    np.savez(copy / "probe.npz", **probe)
+    with pytest.raises(ArtifactError, match="do not reproduce"):
+        load_policy(copy)
+
+
+def test_replica_mismatch_refused_before_writing(lo_demos, tmp_path: Path) -> None:
+    demo_dir, _, _ = lo_demos
+    out = tmp_path / "bc8"
+    with pytest.raises(ValueError, match="num_replicas"):
+        pretrain(demo_dir, out, BCConfig(num_replicas=8), progress=False)
+    assert not out.exists()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warmroute.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_pretrain_then_evaluate(lo_demos, tmp_path: Path) -> None:
+    demo_dir, _, _ = lo_demos
+    out = tmp_path / "cli_bc"
+    result = _cli("pretrain", "--demo", str(demo_dir), "--output", str(out), "--epochs", "5", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "validation accuracy" in result.stdout
+    report = tmp_path / "eval.json"
+    result = _cli("evaluate", "--policy", f"{out},least_outstanding", "--greedy", "--num-requests", "40",
+                  "--episodes", "1", "--quiet", "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(report.read_text())["policies"]) == {"cli_bc (greedy)", "least_outstanding"}
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "corrupted", "replicas"])
+def test_cli_bad_demo_input_exits_2_and_writes_nothing(lo_demos, tmp_path: Path, case: str) -> None:
+    demo_dir, _, _ = lo_demos
+    src = tmp_path / "demo"
+    extra: list[str] = []
+    if case == "empty":
+        src.mkdir()
+    elif case == "corrupted":
+        shutil.copytree(demo_dir, src)
+        next(src.glob("*.parquet")).write_bytes(b"garbage")
+    elif case == "replicas":
+        src = demo_dir
+        extra = ["--replicas", "8"]
+    out = tmp_path / "out"
+    result = _cli("pretrain", "--demo", str(src), "--output", str(out), "--quiet", *extra)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not out.exists()

@@ -1,0 +1,103 @@
+"""Demonstrations collected by real Ray env runners: schema, metadata, teacher labels, and refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from envs.heuristics import make_router
+from envs.observation import ObservationLayout
+from rllib_ext.artifacts import ArtifactError
+from rllib_ext.demos import COLUMNS, DemoConfig, load_demos
+
+
+def test_two_runners_collect_the_requested_decisions(lo_demos) -> None:
+    out, summary, config = lo_demos
+    table, meta = load_demos(out)
+    assert table.num_rows == summary["num_rows"] >= 2 * config.steps
+    assert set(table.column("worker").to_pylist()) == {1, 2}
+    counts = {t: table.column("teacher").to_pylist().count(t) for t in config.teachers}
+    assert all(c >= config.steps for c in counts.values()), counts
+    assert meta["teachers"] == list(config.teachers)
+    assert meta["layout"] == config.env.layout.to_dict()
+    assert meta["env_config"]["workload"]["num_requests"] == 64
+    assert {"ray", "torch", "vidur"} <= set(meta["versions"])
+
+
+def test_schema_and_labels(lo_demos) -> None:
+    out, _, config = lo_demos
+    table, _ = load_demos(out)
+    assert tuple(table.column_names) == COLUMNS
+    layout = config.env.layout
+    assert table.schema.field("obs").type == pa.list_(pa.float32(), layout.dim)
+    assert table.schema.field("teacher_ties").type == pa.list_(pa.bool_(), layout.num_replicas)
+    obs = np.asarray(table.column("obs").to_pylist(), dtype=np.float32)
+    teacher = np.asarray(table.column("teacher").to_pylist())
+    label = np.asarray(table.column("teacher_action").to_pylist())
+    action = np.asarray(table.column("action").to_pylist())
+    explored = np.asarray(table.column("explored").to_pylist())
+    # The recorded label is what the teacher picks on the recorded observation.
+    rows = teacher == "least_outstanding"
+    recomputed = make_router("least_outstanding", layout)(obs[rows], np.random.default_rng(0))
+    np.testing.assert_array_equal(recomputed, label[rows])
+    np.testing.assert_array_equal(explored, action != label)
+    assert 0.02 < explored.mean() < 0.2  # epsilon 0.1, a random pick hits the teacher's choice 1/4 of the time
+    steps = np.asarray(table.column("step").to_pylist())
+    assert steps.min() == 0 and np.all(np.isfinite(table.column("reward").to_numpy()))
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="--policy"):
+        DemoConfig(teachers=("oracle",))
+    with pytest.raises(ValueError, match="--epsilon"):
+        DemoConfig(epsilon=1.5)
+    with pytest.raises(ValueError, match="--num-env-runners"):
+        DemoConfig(num_env_runners=0)
+
+
+def test_refuses_missing_empty_and_corrupted(tmp_path: Path, lo_demos) -> None:
+    with pytest.raises(ArtifactError, match="no such directory"):
+        load_demos(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match="no metadata.json"):
+        load_demos(empty)
+    src, _, _ = lo_demos
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.json").write_text((src / "metadata.json").read_text())
+    (broken / "part-0.parquet").write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(ArtifactError, match="corrupted Parquet"):
+        load_demos(broken)
+    no_rows = tmp_path / "no_rows"
+    no_rows.mkdir()
+    (no_rows / "metadata.json").write_text((src / "metadata.json").read_text())
+    first = sorted(src.glob("*.parquet"))[0]
+    pq.write_table(pq.read_table(first).slice(0, 0), no_rows / "part-0.parquet")
+    with pytest.raises(ArtifactError, match="no rows"):
+        load_demos(no_rows)
+
+
+def test_cli_refuses_non_empty_output_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-m", "warmroute.cli", "collect-demos", "--policy", "round_robin", "--steps", "10",
+         "--output", str(out), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--output" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_layout_json_roundtrip(lo_demos) -> None:
+    out, _, config = lo_demos
+    stored = json.loads((out / "metadata.json").read_text())["layout"]
+    assert ObservationLayout.from_dict(stored) == config.env.layout
