@@ -2,8 +2,9 @@
 
 ``collect_demos`` builds an ``EnvRunnerGroup`` of remote ``SingleAgentEnvRunner``\\ s whose module is a
 :class:`~rllib_ext.teacher.HeuristicTeacherModule`, then for each teacher switches the module and samples in
-rounds (one progress-bar tick per round). Each runner turns its episode chunks into columns before returning
-them, so only compact arrays cross the object store, and the driver writes one Parquet shard per round.
+chunks (one progress-bar tick per chunk). Each runner turns its episode chunks into columns before returning
+them, so only compact arrays cross the object store, and the driver writes one Parquet shard per chunk while
+the runners go on sampling.
 Output goes to a temporary sibling directory that is renamed into place at the end: a failed or interrupted
 collection leaves nothing behind.
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +112,26 @@ def _to_table(columns: dict[str, np.ndarray], teacher: str, obs_dim: int, num_re
     })
 
 
+def _sample_rounds(runners: EnvRunnerGroup, steps: int, rounds: int, tag: str) -> Iterator[tuple[int, dict]]:
+    """Yield ``(worker, columns)`` as each runner finishes a chunk, relaunching it at once until it has done
+    ``rounds`` chunks. Runners never wait for each other (no per-round barrier), so a slow episode on one runner
+    does not idle the rest."""
+    remaining = {worker: rounds for worker in runners.healthy_worker_ids()}
+
+    def launch(worker: int, first: bool) -> None:
+        runners.foreach_env_runner_async(partial(_sample_columns, num_timesteps=steps, force_reset=first),
+                                         tag=tag, remote_worker_ids=[worker])
+
+    for worker in remaining:
+        launch(worker, first=True)
+    while any(remaining.values()):
+        for worker, columns in runners.fetch_ready_async_reqs(tags=tag, timeout_seconds=0.5):
+            remaining[worker] -= 1
+            if remaining[worker] > 0:
+                launch(worker, first=False)
+            yield worker, columns
+
+
 def build_teacher_runners(config: DemoConfig) -> EnvRunnerGroup:
     """Remote env runners whose module is the (switchable) heuristic teacher."""
     env = config.env
@@ -138,26 +161,22 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     rows, sample_s = 0, 0.0
     try:
-        with tqdm(total=rounds * len(config.teachers), desc="collect-demos", unit="round", disable=not progress) as bar:
+        with tqdm(total=rounds * len(config.teachers) * config.num_env_runners, desc="collect-demos",
+                  unit="chunk", disable=not progress) as bar:
             for t_index, teacher in enumerate(config.teachers):
                 runners.foreach_env_runner(
                     lambda er, teacher=teacher, t_index=t_index: er.module.set_teacher(
                         teacher, config.epsilon, config.seed * 1000 + 100 * t_index + er.worker_index),
                     local_env_runner=False,
                 )
-                for round_index in range(rounds):
-                    start = time.perf_counter()
-                    results = runners.foreach_env_runner(
-                        lambda er, first=(round_index == 0): _sample_columns(er, config.steps_per_round, first),
-                        local_env_runner=False,
-                    )
-                    sample_s += time.perf_counter() - start
-                    for w, columns in enumerate(results):
-                        table = _to_table(columns, teacher, layout.dim, layout.num_replicas)
-                        pq.write_table(table, staging / f"part-{teacher}-{round_index:05d}-{w:03d}.parquet")
-                        rows += table.num_rows
-                    bar.set_postfix(decisions=rows, per_s=f"{rows / max(sample_s, 1e-9):.0f}")
+                start = time.perf_counter()
+                for worker, columns in _sample_rounds(runners, config.steps_per_round, rounds, tag=teacher):
+                    table = _to_table(columns, teacher, layout.dim, layout.num_replicas)
+                    pq.write_table(table, staging / f"part-{teacher}-w{worker:03d}-{rows:09d}.parquet")
+                    rows += table.num_rows
+                    bar.set_postfix(decisions=rows, per_s=f"{rows / max(sample_s + time.perf_counter() - start, 1e-9):.0f}")
                     bar.update(1)
+                sample_s += time.perf_counter() - start
         summary = {"num_rows": rows, "sample_seconds": sample_s, "decisions_per_s": rows / max(sample_s, 1e-9)}
         write_metadata(
             staging, DEMO_KIND, layout=layout.to_dict(), env_config=config.env.to_dict(), teachers=list(config.teachers),
