@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/warmroute evaluate --workload default --policy round_robin,lor,least_outstanding,least_work,power_of_two,random --episodes 2 --json results/evaluate_default.json
+	$(VENV)/bin/warmroute evaluate --workload default --policy round_robin,random,lor,least_outstanding,least_work,power_of_two,speed_aware --episodes 2 --json results/evaluate_default.json
 
 test: install
 	$(PY) -m pytest -q

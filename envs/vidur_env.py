@@ -4,7 +4,7 @@ The env steps vidur's event heap itself (the loop of ``Simulator.run()``) and pa
 ``GlobalScheduleEvent`` with requests waiting: each waiting request, oldest first, is one ``step``. The chosen
 replica gets the request at once (so the next observation sees it), and once the queue is empty the event's
 ``ReplicaScheduleEvent``\\ s are created exactly as vidur's own handler would, so routing a request the way a vidur
-scheduler would reproduces vidur's latencies bit for bit (tests/test_fidelity.py).
+scheduler would reproduces vidur's per-request latencies (to 1e-9 s in tests/test_fidelity.py).
 
 Reward (dense, see docs/environment.md): ``-(1/reward_scale_s) * integral of N(t) dt`` between consecutive
 decisions, where N(t) is the number of requests in the system (``e2e``) or still waiting for their first token

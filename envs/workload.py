@@ -9,6 +9,7 @@ Preset rates are 85% of the capacity measured by ``scripts/measure_capacity.py``
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ MODEL_NAMES: tuple[str, ...] = (
 REPLICA_SCHEDULERS: tuple[str, ...] = ("sarathi", "vllm", "orca")
 PREDICTORS: tuple[str, ...] = ("roofline", "random_forrest", "linear_regression")
 LENGTH_KINDS: tuple[str, ...] = ("fixed", "uniform", "zipf", "trace")
+MAX_SEED = 100_000  # evaluation seeds are 2**31 + seed * 10_000 + k and must stay below 2**32
 
 
 class WorkloadError(ValueError):
@@ -72,7 +74,8 @@ class WorkloadConfig:
     predictor: str = "roofline"
     """Execution-time predictor: the offline ``roofline`` or vidur's ``random_forrest``/``linear_regression``."""
     seed: int = 0
-    """Base seed; episode ``k`` of a run uses request seed ``seed + k`` unless reset() is given one."""
+    """Base seed (0..MAX_SEED): unseeded env resets draw request seeds from a stream keyed by
+    ``(seed, worker_index, vector_index)``; evaluation uses held-out seeds derived from it."""
     name: str = field(default="custom", compare=False)
     """Preset the config came from (informational)."""
 
@@ -147,8 +150,8 @@ def validate(w: WorkloadConfig) -> None:
     kind = w.lengths.split(":", 1)[0]
     if kind not in LENGTH_KINDS or (kind == "trace") != (":" in w.lengths):
         raise WorkloadError(f"--lengths must be one of fixed, uniform, zipf, trace:PATH (got '{w.lengths}')")
-    if w.trace_path is not None and not os.path.isfile(w.trace_path):
-        raise WorkloadError(f"--lengths: trace file '{w.trace_path}' does not exist; give a CSV with num_prefill_tokens,num_decode_tokens")
+    if w.trace_path is not None:
+        _validate_trace(w.trace_path, w.num_requests)
     if not 2 <= w.min_tokens <= w.max_tokens:
         raise WorkloadError(f"--min-tokens/--max-tokens need 2 <= min <= max (got {w.min_tokens}, {w.max_tokens})")
     if not w.prefill_to_decode_ratio > 0:
@@ -157,8 +160,28 @@ def validate(w: WorkloadConfig) -> None:
         raise WorkloadError(f"--zipf-theta must be in (0, 1) (got {w.zipf_theta})")
     if w.num_requests < 1:
         raise WorkloadError(f"--num-requests must be >= 1 (got {w.num_requests})")
+    if not 0 <= w.seed <= MAX_SEED:
+        raise WorkloadError(f"--seed must be in 0..{MAX_SEED} (got {w.seed})")
     if w.predictor not in PREDICTORS:
         raise WorkloadError(f"--predictor: unknown '{w.predictor}'; choose one of: {_choices(PREDICTORS)}")
+
+
+def _validate_trace(path: str, num_requests: int) -> None:
+    """A trace CSV must exist, have the two length columns and at least ``num_requests`` rows."""
+    if not os.path.isfile(path):
+        raise WorkloadError(f"--lengths: trace file '{path}' does not exist; give a CSV with num_prefill_tokens,num_decode_tokens")
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            rows = sum(1 for row in reader if row)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise WorkloadError(f"--lengths: cannot read trace file '{path}' ({exc})") from exc
+    missing = [c for c in ("num_prefill_tokens", "num_decode_tokens") if c not in header]
+    if missing:
+        raise WorkloadError(f"--lengths: trace file '{path}' lacks column(s) {', '.join(missing)} (header: {', '.join(header) or 'empty'})")
+    if rows < num_requests:
+        raise WorkloadError(f"--lengths: trace file '{path}' has {rows} requests but --num-requests is {num_requests}; lower --num-requests")
 
 
 # Capacities (requests/s at saturation, least_outstanding routing) measured by scripts/measure_capacity.py;

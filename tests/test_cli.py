@@ -35,7 +35,7 @@ def test_heterogeneous_flags(tmp_path: Path) -> None:
     result = _run("evaluate", "--policy", "speed_aware", "--replicas", "3", "--replica-devices", "h100,a100,l40",
                   "--num-requests", "30", "--episodes", "1", "--quiet", "--qps", "10")
     assert result.returncode == 0, result.stderr
-    assert "3 x a100,h100,l40" in result.stdout
+    assert "1 x h100 + 1 x a100 + 1 x l40" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,7 @@ def test_heterogeneous_flags(tmp_path: Path) -> None:
         (["--arrival", "gamma:x"], "--arrival"),
         (["--workload", "huge"], "--workload"),
         (["--episodes", "0"], "--episodes"),
+        (["--seed", "-1"], "--seed"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str) -> None:
@@ -64,3 +65,24 @@ def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str) -> No
     assert len(lines) == 1, result.stderr
     assert flag in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [("a,b\n1,2\n", "lacks column"), ("num_prefill_tokens,num_decode_tokens\n100,20\n", "has 1 requests")],
+)
+def test_bad_trace_file_is_one_line(tmp_path: Path, content: str, needle: str) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text(content)
+    result = _run("evaluate", "--policy", "round_robin", "--lengths", f"trace:{trace}", "--num-requests", "10",
+                  "--episodes", "1", "--quiet")
+    assert result.returncode == 2 and needle in result.stderr and "--lengths" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_trace_workload_runs(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{200 + 7 * i},{20 + i}\n" for i in range(30)))
+    result = _run("evaluate", "--policy", "least_outstanding", "--lengths", f"trace:{trace}", "--num-requests", "30",
+                  "--episodes", "1", "--quiet", "--qps", "5")
+    assert result.returncode == 0, result.stderr

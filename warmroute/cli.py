@@ -44,8 +44,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         for policy in policies:
             bar.set_postfix_str(policy.name)
             results[policy.name] = evaluate_policy(policy, env_config, seeds, progress=bar)
-    print(f"workload {env_config.workload.name}: {env_config.workload.num_replicas} x {','.join(sorted(set(env_config.workload.devices)))}, "
-          f"qps {env_config.workload.qps:g}, {env_config.workload.num_requests} requests x {len(seeds)} held-out seeds")
+    w = env_config.workload
+    fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
+    print(f"workload {w.name}: {fleet}, qps {w.qps:g}, {w.num_requests} requests x {len(seeds)} held-out seeds")
     print(format_table(results))
     if args.json:
         path = Path(args.json)
