@@ -1,0 +1,26 @@
+"""RLlib callbacks, one concern each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+from rllib_ext.metrics import ACTION_FRACTION, EPISODE_INFO_KEYS
+
+EPISODE_WINDOW = 10  # env/* metrics are means over the last 10 finished episodes (across runners)
+
+
+class RoutingMetricsCallback(RLlibCallback):
+    """Log each finished episode's latency, throughput and routing balance (from the env's final ``info``)."""
+
+    def on_episode_end(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
+        if metrics_logger is None:
+            return
+        info = episode.get_infos(-1)
+        if not info or "mean_e2e_s" not in info:
+            return
+        for key, info_key in EPISODE_INFO_KEYS.items():
+            metrics_logger.log_value(key, float(info[info_key]), reduce="mean", window=EPISODE_WINDOW)
+        for replica, fraction in enumerate(info["action_distribution"]):
+            metrics_logger.log_value(ACTION_FRACTION.format(replica), float(fraction), reduce="mean", window=EPISODE_WINDOW)

@@ -1,0 +1,195 @@
+"""Training configuration (frozen, JSON-serialisable dataclasses) and the one function that builds the PPOConfig.
+
+``TrainConfig`` is what Tune trials, Ray Jobs and ``warmroute train`` pass around; ``build_ppo_config`` is the
+only place that turns it into RLlib settings, and ``KLRefConfig.learner_config_dict`` the only place learner
+knobs are packed (``KLRefPPOTorchLearner.build`` is the only place they are read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
+from envs.workload import WorkloadConfig
+from rllib_ext.callbacks import RoutingMetricsCallback
+from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
+from rllib_ext.models import DEFAULT_HIDDEN, RoutingModule, module_model_config
+from rllib_ext.ray_runtime import cpus_per_runner
+from rllib_ext.schedules import WarmupCoef, make_kl_schedule
+
+
+@dataclass(frozen=True)
+class KLRefConfig:
+    """Warm start: reference policy, KL-to-reference schedule, entropy and critic warm-ups."""
+
+    enable_warm_start: bool = False
+    """Load the behaviour-cloned actor and regularise towards it; off = cold-start PPO, same network."""
+    pretrained_actor_path: str | None = None
+    """Policy directory written by ``warmroute pretrain`` (its ``module/`` is loaded and frozen as reference)."""
+    kl_ref_coef_initial: float = 0.5
+    """KL(pi || pi_ref) coefficient at env step 0."""
+    kl_ref_coef_final: float = 0.0
+    """Coefficient after ``kl_ref_decay_steps`` env steps."""
+    kl_ref_decay_steps: int = 60_000
+    """Env steps over which the coefficient decays."""
+    kl_ref_schedule: str = "linear"
+    """``linear``, ``cosine``, ``exponential`` or ``constant``."""
+    warmup_steps: int = 10_000
+    """Env steps during which the entropy coefficient is ``entropy_warmup_coef``."""
+    entropy_warmup_coef: float = 0.01
+    """Entropy coefficient during the warm-up (the base value is ``PPOSettings.entropy_coeff``)."""
+    critic_warmup_steps: int = 4096
+    """Env steps at the start during which only the value function is trained (warm start only)."""
+    adaptive_warmup: bool = False
+    """Extend the entropy warm-up while balance is low; speed up the KL decay once latency beats the teacher."""
+    adaptive_balance_threshold: float = 0.9
+    """Balance score under which the adaptive controller extends the warm-up."""
+    adaptive_kl_speedup: float = 2.0
+    """KL-schedule steps advanced per env step once the policy beats its teacher (adaptive only)."""
+
+    def validate(self) -> None:
+        make_kl_schedule(self.kl_ref_schedule, self.kl_ref_coef_initial, self.kl_ref_coef_final, self.kl_ref_decay_steps)
+        WarmupCoef(0.0, self.entropy_warmup_coef, self.warmup_steps)
+        if self.critic_warmup_steps < 0:
+            raise ValueError(f"--critic-warmup-steps must be >= 0 (got {self.critic_warmup_steps})")
+        if self.enable_warm_start and not self.pretrained_actor_path:
+            raise ValueError("--enable-warm-start needs --pretrained-actor-path DIR (a directory written by `warmroute pretrain`)")
+        if not 0 <= self.adaptive_balance_threshold <= 1:
+            raise ValueError(f"--adaptive-balance-threshold must be in [0, 1] (got {self.adaptive_balance_threshold})")
+        if not self.adaptive_kl_speedup >= 1:
+            raise ValueError(f"--adaptive-kl-speedup must be >= 1 (got {self.adaptive_kl_speedup})")
+
+    def learner_config_dict(self, reference_module_path: str | None) -> dict[str, Any]:
+        warm = self.enable_warm_start
+        return {
+            "kl_ref_path": reference_module_path if warm else None,
+            "kl_ref_coef_initial": self.kl_ref_coef_initial,
+            "kl_ref_coef_final": self.kl_ref_coef_final,
+            "kl_ref_decay_steps": self.kl_ref_decay_steps,
+            "kl_ref_schedule": self.kl_ref_schedule,
+            "entropy_warmup_coef": self.entropy_warmup_coef,
+            "warmup_steps": self.warmup_steps,
+            "critic_warmup_steps": self.critic_warmup_steps if warm else 0,
+        }
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    """The usual PPO knobs (RLlib names)."""
+
+    lr: float = 3e-4
+    """Adam learning rate."""
+    gamma: float = 0.99
+    """Discount per routing decision."""
+    lambda_: float = 0.95
+    """GAE lambda."""
+    train_batch_size: int = 2048
+    """Env steps per training iteration."""
+    minibatch_size: int = 256
+    """Env steps per SGD minibatch."""
+    num_epochs: int = 5
+    """SGD passes over each batch."""
+    clip_param: float = 0.2
+    """PPO ratio clip."""
+    entropy_coeff: float = 0.0
+    """Entropy bonus after the warm-up."""
+    vf_loss_coeff: float = 0.5
+    """Value-loss weight."""
+    vf_clip_param: float = 1e4
+    """Clip of the squared value error (large: returns are tens of units; clipping would stall the critic)."""
+    grad_clip: float = 0.5
+    """Global gradient-norm clip."""
+    architecture: str = "scorer"
+    """Routing module architecture (``scorer`` or ``mlp``); a warm start uses the checkpoint's."""
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    """Hidden layer widths (a warm start uses the checkpoint's)."""
+
+    def validate(self) -> None:
+        positive = {"--lr": self.lr, "--train-batch-size": self.train_batch_size, "--minibatch-size": self.minibatch_size,
+                    "--num-epochs": self.num_epochs, "--clip-param": self.clip_param, "--vf-clip-param": self.vf_clip_param,
+                    "--grad-clip": self.grad_clip}
+        for flag, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{flag} must be > 0 (got {value})")
+        if not 0 < self.gamma <= 1 or not 0 <= self.lambda_ <= 1:
+            raise ValueError(f"--gamma must be in (0, 1] and --lambda in [0, 1] (got {self.gamma}, {self.lambda_})")
+        if self.entropy_coeff < 0 or self.vf_loss_coeff < 0:
+            raise ValueError("--entropy-coeff and --vf-loss-coeff must be >= 0")
+        if self.minibatch_size > self.train_batch_size:
+            raise ValueError(f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: env, PPO, warm start, scale."""
+
+    env: VidurEnvConfig = field(default_factory=lambda: VidurEnvConfig(reward_scale_s=10.0))
+    """Routing env; training uses reward_scale_s=10 so returns are tens of units."""
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    kl: KLRefConfig = field(default_factory=KLRefConfig)
+    iterations: int = 30
+    """Training iterations (each ``ppo.train_batch_size`` env steps)."""
+    num_env_runners: int = 2
+    """Parallel Ray env runners (0: sample in the driver, for debugging)."""
+    num_learners: int = 0
+    """Remote learner workers (0: learn in the driver process)."""
+    checkpoint_every: int = 10
+    """Save an RLlib checkpoint every this many iterations (and always at the end)."""
+    seed: int = 0
+    """Seed of torch, env runners and request streams."""
+
+    def validate(self) -> None:
+        self.ppo.validate()
+        self.kl.validate()
+        for flag, value, low in (("--iterations", self.iterations, 1), ("--num-env-runners", self.num_env_runners, 0),
+                                 ("--num-learners", self.num_learners, 0), ("--checkpoint-every", self.checkpoint_every, 1)):
+            if value < low:
+                raise ValueError(f"{flag} must be >= {low} (got {value})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env.to_dict(), "ppo": {**dataclasses.asdict(self.ppo), "hidden": list(self.ppo.hidden)},
+                "kl": dataclasses.asdict(self.kl), "iterations": self.iterations, "num_env_runners": self.num_env_runners,
+                "num_learners": self.num_learners, "checkpoint_every": self.checkpoint_every, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        ppo = {**data["ppo"], "hidden": tuple(data["ppo"]["hidden"])}
+        env = VidurEnvConfig.from_dict({**data["env"], "workload": WorkloadConfig.from_dict(data["env"]["workload"])})
+        return cls(env=env, ppo=PPOSettings(**ppo), kl=KLRefConfig(**data["kl"]),
+                   **{k: data[k] for k in ("iterations", "num_env_runners", "num_learners", "checkpoint_every", "seed")})
+
+
+def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_module_path: str | None) -> PPOConfig:
+    """The RLlib ``PPOConfig`` for ``cfg`` (new API stack, KL-to-reference learner, routing module)."""
+    p = cfg.ppo
+    return (
+        PPOConfig()
+        .environment(env=VidurRoutingEnv, env_config=cfg.env.to_dict())
+        .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
+                     num_cpus_per_env_runner=cpus_per_runner(cfg.num_env_runners) if cfg.num_env_runners else 1,
+                     rollout_fragment_length="auto")
+        .learners(num_learners=cfg.num_learners)
+        .training(
+            lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, train_batch_size_per_learner=p.train_batch_size,
+            minibatch_size=p.minibatch_size, num_epochs=p.num_epochs, clip_param=p.clip_param,
+            entropy_coeff=p.entropy_coeff, vf_loss_coeff=p.vf_loss_coeff, vf_clip_param=p.vf_clip_param,
+            grad_clip=p.grad_clip, grad_clip_by="global_norm", use_kl_loss=False,
+            learner_class=KLRefPPOTorchLearner, learner_config_dict=cfg.kl.learner_config_dict(reference_module_path),
+        )
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=RoutingModule, model_config=model_config))
+        .callbacks(RoutingMetricsCallback)
+        .fault_tolerance(restart_failed_env_runners=True, restart_failed_sub_environments=True,
+                         delay_between_env_runner_restarts_s=1.0)
+        .debugging(seed=cfg.seed)
+        .reporting(metrics_num_episodes_for_smoothing=10)
+    )
+
+
+def default_model_config(cfg: TrainConfig) -> dict[str, Any]:
+    return module_model_config(cfg.env.layout, cfg.ppo.architecture, cfg.ppo.hidden)
