@@ -4,6 +4,8 @@ Subcommands:
   evaluate        run routing policies (heuristics or saved policies) over held-out seeds
   collect-demos   record heuristic routing decisions with parallel Ray env runners (Parquet)
   pretrain        behaviour-clone the PPO routing module from demonstrations
+  train           PPO, cold or warm-started from a cloned policy with a scheduled KL to it
+  compare         cold vs warm runs from their own logs, by env-step bucket
 
 Any bad input exits with status 2 and one line naming the flag or file and the fix.
 """
@@ -98,6 +100,91 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from rllib_ext.train import train
+    from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+
+    config = TrainConfig(
+        env=env_config_from_args(args),
+        ppo=PPOSettings(
+            lr=args.lr, gamma=args.gamma, lambda_=args.lambda_, train_batch_size=args.train_batch_size,
+            minibatch_size=args.minibatch_size, num_epochs=args.num_epochs, clip_param=args.clip_param,
+            entropy_coeff=args.entropy_coeff, vf_loss_coeff=args.vf_loss_coeff, vf_clip_param=args.vf_clip_param,
+            grad_clip=args.grad_clip, architecture=args.architecture, hidden=tuple(int(h) for h in args.hidden.split(",")),
+        ),
+        kl=KLRefConfig(
+            enable_warm_start=args.enable_warm_start, pretrained_actor_path=args.pretrained_actor_path,
+            kl_ref_coef_initial=args.kl_ref_coef_initial, kl_ref_coef_final=args.kl_ref_coef_final,
+            kl_ref_decay_steps=args.kl_ref_decay_steps, kl_ref_schedule=args.kl_ref_schedule,
+            warmup_steps=args.warmup_steps, entropy_warmup_coef=args.entropy_warmup_coef,
+            critic_warmup_steps=args.critic_warmup_steps, adaptive_warmup=args.adaptive_warmup,
+            adaptive_balance_threshold=args.adaptive_balance_threshold, adaptive_kl_speedup=args.adaptive_kl_speedup,
+        ),
+        iterations=args.iterations, num_env_runners=args.num_env_runners, num_learners=args.num_learners,
+        checkpoint_every=args.checkpoint_every, seed=args.seed if args.seed is not None else 0,
+    )
+    if args.resume is None and args.output is None:
+        raise UsageError("--output DIR is required (or --resume DIR to continue a run)")
+    result = train(config, args.resume or args.output, resume=args.resume is not None, progress=not args.quiet)
+    print(f"exported policy to {result['policy']}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rllib_ext.compare import format_comparison, load_progress, plot_learning_curves
+
+    runs = {Path(run).name: load_progress(run) for run in args.runs}
+    print(format_comparison(runs))
+    if args.plot:
+        plot_learning_curves(runs, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **kwargs: object) -> None:
+    """Add ``--kebab-case`` with the ``--snake_case`` spelling as an alias."""
+    spellings = [name] + ([name.replace("-", "_").replace("__", "--", 1)] if "-" in name[2:] else [])
+    parser.add_argument(*spellings, **kwargs)
+
+
+def _add_train_args(parser: argparse.ArgumentParser) -> None:
+    run = parser.add_argument_group("run")
+    _flag(run, "--iterations", type=int, default=30, help="training iterations (each --train-batch-size env steps)")
+    _flag(run, "--num-env-runners", type=int, default=2, help="parallel env runners (0: sample in the driver)")
+    _flag(run, "--num-learners", type=int, default=0, help="remote learner workers (0: learn in the driver)")
+    _flag(run, "--output", default=None, help="new run directory (checkpoints/, tensorboard/, progress.jsonl, policy/)")
+    _flag(run, "--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
+    _flag(run, "--resume", default=None, help="continue the run in this directory from its latest checkpoint")
+    _flag(run, "--quiet", action="store_true", help="no per-iteration line")
+    ppo = parser.add_argument_group("PPO")
+    _flag(ppo, "--lr", type=float, default=3e-4)
+    _flag(ppo, "--gamma", type=float, default=0.99)
+    parser.add_argument("--lambda", dest="lambda_", type=float, default=0.95, help="GAE lambda")
+    _flag(ppo, "--train-batch-size", type=int, default=2048)
+    _flag(ppo, "--minibatch-size", type=int, default=256)
+    _flag(ppo, "--num-epochs", type=int, default=5)
+    _flag(ppo, "--clip-param", type=float, default=0.2)
+    _flag(ppo, "--entropy-coeff", type=float, default=0.0, help="entropy bonus after the warm-up")
+    _flag(ppo, "--vf-loss-coeff", type=float, default=0.5)
+    _flag(ppo, "--vf-clip-param", type=float, default=1e4)
+    _flag(ppo, "--grad-clip", type=float, default=0.5)
+    _flag(ppo, "--architecture", default="scorer", help="scorer or mlp (a warm start uses the checkpoint's)")
+    _flag(ppo, "--hidden", default="64,64", help="hidden widths (a warm start uses the checkpoint's)")
+    warm = parser.add_argument_group("warm start")
+    _flag(warm, "--enable-warm-start", action="store_true", help="load --pretrained-actor-path and regularise towards it")
+    _flag(warm, "--pretrained-actor-path", default=None, help="policy directory written by `warmroute pretrain`")
+    _flag(warm, "--kl-ref-coef-initial", type=float, default=0.5)
+    _flag(warm, "--kl-ref-coef-final", type=float, default=0.0)
+    _flag(warm, "--kl-ref-decay-steps", type=int, default=60_000)
+    _flag(warm, "--kl-ref-schedule", default="linear", help="linear, cosine, exponential or constant")
+    _flag(warm, "--warmup-steps", type=int, default=10_000, help="env steps with the raised entropy coefficient")
+    _flag(warm, "--entropy-warmup-coef", type=float, default=0.01)
+    _flag(warm, "--critic-warmup-steps", type=int, default=4096, help="env steps training only the critic (warm start)")
+    _flag(warm, "--adaptive-warmup", action="store_true", help="extend warm-up on low balance; faster KL decay once better than the teacher")
+    _flag(warm, "--adaptive-balance-threshold", type=float, default=0.9)
+    _flag(warm, "--adaptive-kl-speedup", type=float, default=2.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warmroute", description="Warm-started RL request routing in Vidur.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--seed", type=int, default=0)
     bc.add_argument("--quiet", action="store_true", help="no progress bar")
     bc.set_defaults(func=_pretrain)
+
+    train = sub.add_parser("train", help="PPO, cold or warm-started (KL to the cloned policy)")
+    _add_train_args(train)
+    add_workload_args(train, reward_scale_s=10.0)
+    train.set_defaults(func=_train)
+
+    compare = sub.add_parser("compare", help="compare training runs by env-step bucket")
+    compare.add_argument("--runs", nargs="+", required=True, help="run directories (e.g. COLD_DIR WARM_DIR)")
+    compare.add_argument("--plot", default=None, help="also write learning curves to this PNG")
+    compare.set_defaults(func=_compare)
     return parser
 
 

@@ -31,7 +31,7 @@ _WORKLOAD_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
-def add_workload_args(parser: argparse.ArgumentParser) -> None:
+def add_workload_args(parser: argparse.ArgumentParser, reward_scale_s: float = 1.0) -> None:
     group = parser.add_argument_group("workload (override fields of the --workload preset)")
     group.add_argument("--workload", default="default", help=f"preset: {', '.join(PRESETS)} (default: default)")
     for flag, (_, kind, text) in _WORKLOAD_FLAGS.items():
@@ -39,7 +39,7 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--replica-devices", default=None, help="comma-separated GPU per replica, e.g. h100,h100,a100,a100")
     env = parser.add_argument_group("environment")
     env.add_argument("--reward", choices=REWARDS, default="e2e", help="minus summed e2e latency or minus summed TTFT")
-    env.add_argument("--reward-scale-s", type=float, default=1.0, help="seconds of latency per unit of reward")
+    env.add_argument("--reward-scale-s", type=float, default=reward_scale_s, help="seconds of latency per unit of reward")
     env.add_argument("--oracle", action="store_true", help="observe the request's decode length (not known to real routers)")
 
 
