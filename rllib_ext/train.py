@@ -167,6 +167,10 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
         start, adaptive_state = 0, AdaptiveState()
         if policy_dir is not None:
             algo.restore_from_path(str(policy_dir / MODULE_DIR), component=MODULE_COMPONENT)
+            # restore_from_path pushes the weights to remote env runners fire-and-forget (timeout 0): measured here,
+            # some runners kept their random weights. Sync once more and wait for it before verifying every copy.
+            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True,
+                                               timeout_seconds=120)
             gap = verify_loaded_actor(algo, policy_dir)
             log(f"warm start: loaded {policy_dir} into the learner and {algo.env_runner_group.num_remote_env_runners()} "
                 f"env runners (max prob gap to BC probe {gap:.1e})")

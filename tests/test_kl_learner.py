@@ -1,0 +1,145 @@
+"""The KL-to-reference PPO learner trained for real (tiny config, RLlib + vidur): KL term, schedules in
+TensorBoard, resume, refusals before Ray, and the exact categorical KL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from envs.vidur_env import VidurEnvConfig
+from envs.workload import preset
+from rllib_ext import metrics as M
+from rllib_ext.bc import BCConfig, pretrain
+from rllib_ext.kl_ref_learner import categorical_kl
+from rllib_ext.schedules import LinearCoef
+from rllib_ext.train import PROGRESS_FILE, TENSORBOARD_DIR, train
+from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+
+BATCH = 128
+
+
+def _config(policy_dir: Path | None, iterations: int, **kl: object) -> TrainConfig:
+    return TrainConfig(
+        env=VidurEnvConfig(workload=preset("default").replace(num_requests=64), reward_scale_s=10.0),
+        ppo=PPOSettings(train_batch_size=BATCH, minibatch_size=64, num_epochs=1),
+        kl=KLRefConfig(enable_warm_start=policy_dir is not None, pretrained_actor_path=str(policy_dir) if policy_dir else None,
+                       kl_ref_coef_initial=1.0, kl_ref_coef_final=0.1, kl_ref_decay_steps=4 * BATCH,
+                       warmup_steps=BATCH, critic_warmup_steps=BATCH, **kl),
+        iterations=iterations, num_env_runners=0, checkpoint_every=1, seed=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def bc_policy(lo_demos, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("warm") / "bc"
+    pretrain(lo_demos[0], out, BCConfig(epochs=10), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def warm_run(bc_policy, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("warm") / "run"
+    train(_config(bc_policy, iterations=2), out, progress=False)
+    return out
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / PROGRESS_FILE).read_text().splitlines()]
+
+
+def test_kl_is_zero_for_identical_and_finite_for_near_deterministic_reference() -> None:
+    logits = torch.randn(16, 4)
+    assert torch.allclose(categorical_kl(logits, logits), torch.zeros(16), atol=1e-6)
+    sharp = torch.tensor([[80.0, -80.0, -80.0, -80.0]]).repeat(16, 1)  # reference probabilities 1 and ~1e-70
+    kl = categorical_kl(torch.zeros(16, 4), sharp)
+    assert torch.isfinite(kl).all() and (kl > 100).all()
+    reference = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=logits),
+                                                  torch.distributions.Categorical(logits=logits.flip(-1)))
+    torch.testing.assert_close(categorical_kl(logits, logits.flip(-1)), reference)
+
+
+def test_warm_run_logs_kl_and_follows_schedule(warm_run) -> None:
+    rows = _rows(warm_run)
+    schedule = LinearCoef(1.0, 0.1, 4 * BATCH)
+    assert [r[M.ENV_STEPS] for r in rows] == [BATCH, 2 * BATCH]
+    for row in rows:
+        assert row[M.KL_COEF] == pytest.approx(schedule.value(row[M.ENV_STEPS]), abs=1e-9)
+        assert np.isfinite(row[M.KL_REF]) and row[M.KL_REF] >= 0
+    assert rows[0][M.POLICY_FROZEN] == 1.0 and rows[1][M.POLICY_FROZEN] == 0.0
+    assert rows[0][M.ENTROPY_COEF] == 0.01 and rows[1][M.ENTROPY_COEF] == 0.0
+    assert (warm_run / "policy" / "probe.npz").is_file()
+
+
+def test_tensorboard_kl_coef_matches_schedule_exactly(warm_run) -> None:
+    events = EventAccumulator(str(warm_run / TENSORBOARD_DIR))
+    events.Reload()
+    scalars = events.Scalars(M.KL_COEF)
+    schedule = LinearCoef(1.0, 0.1, 4 * BATCH)
+    assert [s.step for s in scalars] == [BATCH, 2 * BATCH]
+    for s in scalars:
+        assert s.value == pytest.approx(schedule.value(s.step), rel=1e-6)  # float32 in the event file
+    for tag in (M.KL_REF, M.ENTROPY_COEF, M.ENTROPY, M.MEAN_E2E, M.BALANCE, M.ACTION_FRACTION.format(0)):
+        assert tag in events.Tags()["scalars"], tag
+
+
+def test_critic_warmup_keeps_the_cloned_actor(bc_policy, tmp_path: Path) -> None:
+    from rllib_ext.policy_io import action_probabilities, load_policy
+
+    run = tmp_path / "frozen"
+    train(_config(bc_policy, iterations=1), run, progress=False)
+    exported, _ = load_policy(run / "policy")
+    clone, _ = load_policy(bc_policy)
+    probe = np.load(bc_policy / "probe.npz")["obs"]
+    np.testing.assert_allclose(action_probabilities(exported, probe), action_probabilities(clone, probe), atol=1e-6)
+
+
+def test_resume_continues_schedule(bc_policy, tmp_path: Path) -> None:
+    run = tmp_path / "resume"
+    train(_config(bc_policy, iterations=2), run, progress=False)
+    train(_config(bc_policy, iterations=3), run, resume=True, progress=False)
+    rows = _rows(run)
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert rows[2][M.ENV_STEPS] == 3 * BATCH
+    assert rows[2][M.KL_COEF] == pytest.approx(LinearCoef(1.0, 0.1, 4 * BATCH).value(3 * BATCH), abs=1e-9)
+
+
+def test_cold_start_has_no_reference_term(tmp_path: Path, ray_session) -> None:
+    run = tmp_path / "cold"
+    train(_config(None, iterations=1), run, progress=False)
+    row = _rows(run)[0]
+    assert row[M.KL_COEF] == 0.0 and M.KL_REF not in row and row[M.POLICY_FROZEN] == 0.0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warmroute.cli", "train", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--kl-ref-coef-initial", "-1"], "--kl-ref-coef-initial"),
+        (["--kl-ref-coef-initial", "0.1", "--kl-ref-coef-final", "0.5"], "must not exceed"),
+        (["--kl_ref_decay_steps", "0"], "--kl-ref-decay-steps"),
+        (["--warmup-steps", "-5"], "--warmup-steps"),
+        (["--enable-warm-start"], "--pretrained-actor-path"),
+    ],
+)
+def test_invalid_settings_fail_before_ray(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = _cli("--output", str(tmp_path / "run"), "--iterations", "1", *args)
+    assert result.returncode == 2 and needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Ray" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_bc_checkpoint_for_other_layout_is_refused(bc_policy, tmp_path: Path) -> None:
+    result = _cli("--output", str(tmp_path / "run"), "--enable-warm-start", "--pretrained-actor-path", str(bc_policy),
+                  "--replicas", "6")
+    assert result.returncode == 2 and "num_replicas" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -1,0 +1,62 @@
+"""Coefficient schedules: exact values, validation with flag names, readable reprs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rllib_ext.schedules import ConstantCoef, CosineCoef, ExponentialCoef, LinearCoef, WarmupCoef, make_kl_schedule
+
+
+def test_linear_exact_values() -> None:
+    s = LinearCoef(1.0, 0.2, 1000)
+    assert [s.value(t) for t in (0, 250, 500, 1000, 5000)] == [1.0, 0.8, 0.6, pytest.approx(0.2), 0.2]
+    assert s.value(-10) == 1.0
+
+
+def test_cosine_ends_and_middle() -> None:
+    s = CosineCoef(1.0, 0.0, 100)
+    assert s.value(0) == 1.0 and s.value(50) == pytest.approx(0.5) and s.value(100) == pytest.approx(0.0)
+    assert s.value(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_exponential_is_geometric() -> None:
+    s = ExponentialCoef(1.0, 0.01, 100)
+    assert s.value(0) == 1.0 and s.value(50) == pytest.approx(0.1) and s.value(100) == 0.01
+    to_zero = ExponentialCoef(2.0, 0.0, 10)
+    assert to_zero.value(5) == pytest.approx(2.0 * 1e-3 ** 0.5) and to_zero.value(10) == 0.0
+
+
+def test_constant_and_warmup() -> None:
+    assert ConstantCoef(0.3).value(10**9) == 0.3
+    w = WarmupCoef(base_value=0.0, warmup_value=0.02, warmup_steps=100)
+    assert (w.value(99), w.value(100), w.value(100, extra_warmup_steps=50), w.value(150, 50)) == (0.02, 0.0, 0.02, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        ({"kind": "linear", "initial": -1.0, "final": 0.0, "decay_steps": 10}, "--kl-ref-coef-initial"),
+        ({"kind": "linear", "initial": 1.0, "final": -0.1, "decay_steps": 10}, "--kl-ref-coef-final"),
+        ({"kind": "cosine", "initial": 0.1, "final": 0.5, "decay_steps": 10}, "must not exceed"),
+        ({"kind": "exponential", "initial": 1.0, "final": 0.1, "decay_steps": 0}, "--kl-ref-decay-steps"),
+        ({"kind": "step", "initial": 1.0, "final": 0.1, "decay_steps": 10}, "--kl-ref-schedule"),
+        ({"kind": "linear", "initial": float("nan"), "final": 0.0, "decay_steps": 10}, "--kl-ref-coef-initial"),
+    ],
+)
+def test_invalid_kl_settings(kwargs: dict, flag: str) -> None:
+    with pytest.raises(ValueError, match=flag):
+        make_kl_schedule(**kwargs)
+
+
+def test_invalid_warmup_settings() -> None:
+    with pytest.raises(ValueError, match="--entropy-warmup-coef"):
+        WarmupCoef(0.0, -0.1, 10)
+    with pytest.raises(ValueError, match="--warmup-steps"):
+        WarmupCoef(0.0, 0.1, -1)
+
+
+def test_reprs_name_the_settings() -> None:
+    assert repr(make_kl_schedule("linear", 1, 0.1, 5)) == "LinearCoef(initial=1, final=0.1, decay_steps=5)"
+    assert repr(WarmupCoef(0, 0.01, 7)) == "WarmupCoef(base=0, warmup=0.01, warmup_steps=7)"
