@@ -57,7 +57,8 @@ class LinearCoef(_DecayCoef):
     """Straight line from ``initial`` to ``final``."""
 
     def value(self, step: int) -> float:
-        return self.initial + (self.final - self.initial) * self.progress(step)
+        p = self.progress(step)
+        return self.final if p >= 1.0 else self.initial + (self.final - self.initial) * p
 
 
 class CosineCoef(_DecayCoef):
@@ -85,7 +86,11 @@ class ExponentialCoef(_DecayCoef):
 
 
 class WarmupCoef:
-    """``warmup_value`` for the first ``warmup_steps`` env steps, ``base_value`` afterwards."""
+    """``warmup_value`` up to and including env step ``warmup_steps``, ``base_value`` afterwards.
+
+    (An update at lifetime step ``s`` learns from the batch sampled up to ``s``; it is a warm-up update when the
+    whole batch lies in the warm-up.)
+    """
 
     def __init__(self, base_value: float, warmup_value: float, warmup_steps: int) -> None:
         _check(math.isfinite(base_value) and base_value >= 0, f"--entropy-coeff must be a finite number >= 0 (got {base_value})")
@@ -95,7 +100,7 @@ class WarmupCoef:
 
     def value(self, step: int, extra_warmup_steps: int = 0) -> float:
         """``extra_warmup_steps`` lets the adaptive controller prolong the warm-up."""
-        return self.warmup_value if step < self.warmup_steps + extra_warmup_steps else self.base_value
+        return self.warmup_value if step <= self.warmup_steps + extra_warmup_steps else self.base_value
 
     def __repr__(self) -> str:
         return f"WarmupCoef(base={self.base_value:g}, warmup={self.warmup_value:g}, warmup_steps={self.warmup_steps})"

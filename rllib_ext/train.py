@@ -141,8 +141,12 @@ def _latest_checkpoint(output: Path) -> Path:
     return checkpoints[-1]
 
 
+def _print_now(line: str) -> None:
+    print(line, flush=True)  # visible at once under Ray Jobs and when piped to a file
+
+
 def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = _print_now) -> dict[str, Any]:
     """Train (or resume) a run in ``output``; return the final row of metrics and the exported policy path."""
     out = Path(output)
     if resume:
