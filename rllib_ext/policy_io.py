@@ -79,7 +79,7 @@ class CheckpointPolicy:
     def __init__(self, directory: str | Path, layout: ObservationLayout, greedy: bool = False) -> None:
         self.module, self.metadata = load_policy(directory, layout)
         self.greedy = greedy
-        self.name = f"{Path(directory).name}{' (greedy)' if greedy else ''}"
+        self.name = "/".join(Path(directory).absolute().parts[-2:]) + (" (greedy)" if greedy else "")
         self._rng = np.random.default_rng(0)
 
     def reset(self, seed: int) -> None:

@@ -92,7 +92,8 @@ def test_cli_pretrain_then_evaluate(lo_demos, tmp_path: Path) -> None:
     result = _cli("evaluate", "--policy", f"{out},least_outstanding", "--greedy", "--num-requests", "40",
                   "--episodes", "1", "--quiet", "--json", str(report))
     assert result.returncode == 0, result.stderr
-    assert set(json.loads(report.read_text())["policies"]) == {"cli_bc (greedy)", "least_outstanding"}
+    names = set(json.loads(report.read_text())["policies"])
+    assert "least_outstanding" in names and any(n.endswith("/cli_bc (greedy)") for n in names), names
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "corrupted", "replicas"])
