@@ -97,6 +97,7 @@ class VidurRoutingEnv(gym.Env):
         self._speeds = np.asarray(
             relative_device_speeds(self.workload.model, self.workload.devices, self.workload.tensor_parallel_size)
         )
+        self._worker, self._vector = worker, vector
         self._seed_stream = np.random.default_rng([self.workload.seed, worker, vector])
         self._sim = None
 
@@ -104,7 +105,7 @@ class VidurRoutingEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if seed is not None:
-            self._seed_stream = np.random.default_rng(seed)
+            self._seed_stream = np.random.default_rng([seed, self._worker, self._vector])
             self.episode_seed = int(seed)
         else:
             self.episode_seed = int(self._seed_stream.integers(HELD_OUT_SEED_BASE))

@@ -38,7 +38,7 @@ class AdaptiveWarmupController:
         self.state = state or AdaptiveState()
 
     def update(self, step: int, steps_this_iteration: int, balance: float | None, mean_latency_s: float | None) -> AdaptiveState:
-        in_warmup = step < self.warmup_steps + self.state.extra_warmup_steps
+        in_warmup = step <= self.warmup_steps + self.state.extra_warmup_steps
         if in_warmup and balance is not None and balance < self.balance_threshold:
             self.state.extra_warmup_steps += steps_this_iteration
         if mean_latency_s is not None and mean_latency_s < self.teacher_latency_s:

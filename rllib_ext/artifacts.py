@@ -49,6 +49,8 @@ def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]
         data = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{flag} {meta_path}: corrupted JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{flag} {meta_path}: not a WarmRoute metadata object")
     if data.get("kind") != kind:
         raise ArtifactError(f"{flag} {path}: holds a '{data.get('kind')}' artefact, expected '{kind}'")
     if data.get("format_version") != FORMAT_VERSION:

@@ -75,7 +75,7 @@ class BCConfig:
 def _split_by_episode(episode_ids: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Boolean mask of validation rows: whole episodes, at least one."""
     unique = np.unique(episode_ids)
-    count = max(1, int(round(fraction * len(unique)))) if len(unique) > 1 else 0
+    count = min(max(1, int(round(fraction * len(unique)))), len(unique) - 1) if len(unique) > 1 else 0
     held_out = set(rng.choice(unique, size=count, replace=False).tolist())
     mask = np.fromiter((e in held_out for e in episode_ids), dtype=bool, count=len(episode_ids))
     if not mask.any():  # a single episode: hold out its last rows instead
@@ -115,6 +115,8 @@ def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progres
     data = _arrays(table, layout)
     val_mask = _split_by_episode(data["episode"], config.validation_fraction, rng)
     train = {k: v[~val_mask] for k, v in data.items()}
+    if len(train["label"]) == 0:
+        raise ArtifactError(f"--demo {demo_dir}: nothing left to train on after the validation split; collect more --steps")
     val = {k: v[val_mask] for k, v in data.items()}
     module = build_module(layout, module_model_config(layout, config.architecture, config.hidden))
     optimizer = torch.optim.Adam(module.actor_parameters(), lr=config.lr)

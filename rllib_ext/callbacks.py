@@ -8,7 +8,9 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from rllib_ext.metrics import ACTION_FRACTION, EPISODE_INFO_KEYS
 
-EPISODE_WINDOW = 10  # env/* metrics are means over the last 10 finished episodes (across runners)
+# RLlib 2.60 clears mean stats at every reduce: env/* metrics are means over the episodes that finished during the
+# iteration (absent when none did); the window only bounds how many are kept within one iteration.
+EPISODE_WINDOW = 1000
 
 
 class RoutingMetricsCallback(RLlibCallback):

@@ -16,7 +16,8 @@ import numpy as np
 
 from rllib_ext import metrics as M
 from rllib_ext.artifacts import ArtifactError
-from rllib_ext.train import PROGRESS_FILE
+
+PROGRESS_FILE = "progress.jsonl"  # written by rllib_ext.train
 
 
 def load_progress(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -33,7 +34,7 @@ def load_progress(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if key in r]
+    values = [r[key] for r in rows if key in r and np.isfinite(r[key])]
     return float(np.mean(values)) if values else None
 
 

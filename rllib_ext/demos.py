@@ -125,6 +125,8 @@ def _sample_rounds(runners: EnvRunnerGroup, steps: int, rounds: int, tag: str) -
     for worker in remaining:
         launch(worker, first=True)
     while any(remaining.values()):
+        if runners.num_in_flight_async_reqs(tag=tag) == 0:
+            raise RuntimeError(f"collect-demos: env runners stopped answering with {sum(remaining.values())} chunks to go")
         for worker, columns in runners.fetch_ready_async_reqs(tags=tag, timeout_seconds=0.5):
             remaining[worker] -= 1
             if remaining[worker] > 0:
@@ -146,6 +148,8 @@ def build_teacher_runners(config: DemoConfig) -> EnvRunnerGroup:
                           "oracle": env.oracle, "epsilon": config.epsilon, "seed": config.seed},
         ))
         .debugging(seed=config.seed)
+        # A restarted runner would come back with the first teacher and its seed: fail loudly instead.
+        .fault_tolerance(restart_failed_env_runners=False)
     )
     return EnvRunnerGroup(config=algo_config, local_env_runner=False)
 

@@ -64,7 +64,7 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
         self.ref_modules: dict[str, RLModule] = {}
         if self.ref_path:
             for module_id in self.module.keys():
-                ref = RLModule.from_checkpoint(self.ref_path)
+                ref = RLModule.from_checkpoint(self.ref_path).to(self._device)
                 ref.eval()
                 for param in ref.parameters():
                     param.requires_grad_(False)
@@ -107,11 +107,17 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
         self.metrics.log_value((module_id, KL_REF), kl_ref.detach(), window=1)
         return ppo_loss + self.kl_coef * kl_ref  # L = L_PPO + coef(t) * KL(pi || pi_ref)
 
-    def apply_gradients(self, gradients_dict: dict[Any, torch.Tensor]) -> None:
-        if self.policy_frozen:
-            actor = {self.get_param_ref(p) for mid in self.module.keys()
-                     for p in self.module[mid].unwrapped().actor_parameters()}
+    def _actor_param_refs(self) -> set[Any]:
+        return {self.get_param_ref(p) for mid in self.module.keys() for p in self.module[mid].unwrapped().actor_parameters()}
+
+    def postprocess_gradients(self, gradients_dict: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
+        if self.policy_frozen:  # drop the actor's gradients before clipping, so they do not shrink the critic's step
+            actor = self._actor_param_refs()
             gradients_dict = {pid: g for pid, g in gradients_dict.items() if pid not in actor}
-            for pid in actor:
+        return super().postprocess_gradients(gradients_dict)
+
+    def apply_gradients(self, gradients_dict: dict[Any, torch.Tensor]) -> None:
+        if self.policy_frozen:  # backward() filled the actor's .grad; without it Adam skips those parameters
+            for pid in self._actor_param_refs():
                 self._params[pid].grad = None
         super().apply_gradients(gradients_dict)

@@ -58,7 +58,10 @@ def load_policy(directory: str | Path, layout: ObservationLayout | None = None, 
     module_path = Path(directory) / MODULE_DIR
     if not module_path.is_dir():
         raise ArtifactError(f"{flag} {directory}: missing {MODULE_DIR}/ (incomplete checkpoint)")
-    module = RLModule.from_checkpoint(str(module_path.absolute()))
+    try:
+        module = RLModule.from_checkpoint(str(module_path.absolute()))
+    except Exception as exc:  # RLlib raises many types for a damaged checkpoint
+        raise ArtifactError(f"{flag} {directory}: cannot load {MODULE_DIR}/ ({type(exc).__name__}); re-create the policy") from exc
     module.eval()
     verify_probe(module, directory, flag)
     return module, meta
@@ -66,7 +69,10 @@ def load_policy(directory: str | Path, layout: ObservationLayout | None = None, 
 
 def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "--policy", atol: float = 1e-5) -> float:
     """Max abs difference between ``module``'s action probabilities and the saved probe; raise if above ``atol``."""
-    probe = np.load(Path(directory) / PROBE_FILE, allow_pickle=False)
+    path = Path(directory) / PROBE_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{flag} {directory}: missing {PROBE_FILE} (incomplete policy directory)")
+    probe = np.load(path, allow_pickle=False)
     diff = float(np.abs(action_probabilities(module, probe["obs"]) - probe["probs"]).max())
     if diff > atol:
         raise ArtifactError(f"{flag} {directory}: loaded weights do not reproduce the saved policy (max prob diff {diff:.2e})")

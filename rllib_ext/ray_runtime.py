@@ -13,17 +13,18 @@ import os
 import ray
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
+def ensure_ray() -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
 
 
-def cpus_per_runner(num_env_runners: int) -> float:
-    """CPUs to ask per env runner: one each when the cluster has them, else an even share (oversubscribe)."""
-    available = float(ray.cluster_resources().get("CPU", 1.0))
+def cpus_per_runner(num_env_runners: int, reserved: int = 0) -> float:
+    """CPUs to ask per env runner: one each when the cluster has them (after ``reserved`` CPUs for learners),
+    else an even share (oversubscribe rather than wait forever for resources)."""
+    available = max(1.0, float(ray.cluster_resources().get("CPU", 1.0)) - reserved)
     return 1.0 if num_env_runners <= available else max(0.01, available / num_env_runners)

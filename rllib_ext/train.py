@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.core.rl_module.rl_module import RLModule
-from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 from tensorboardX import SummaryWriter
 
 from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
@@ -32,12 +33,12 @@ from envs.vidur_env import VidurRoutingEnv
 from rllib_ext import metrics as M
 from rllib_ext.adaptive import AdaptiveState, AdaptiveWarmupController
 from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
+from rllib_ext.compare import PROGRESS_FILE
 from rllib_ext.policy_io import MODULE_DIR, POLICY_KIND, PROBE_FILE, action_probabilities, save_policy
 from rllib_ext.ray_runtime import ensure_ray
 from rllib_ext.train_config import TrainConfig, build_ppo_config, default_model_config
 
 RUN_KIND = "training_run"
-PROGRESS_FILE = "progress.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 POLICY_DIR = "policy"
@@ -79,8 +80,8 @@ def _row(result: dict[str, Any], iteration: int, steps_this_iteration: int, wall
     learner = result.get("learners", {}).get("default_policy", {})
     steps = int(result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)))
     row: dict[str, Any] = {"iteration": iteration, M.ENV_STEPS: steps, M.ENV_STEPS_PER_S: steps_this_iteration / max(wall_s, 1e-9)}
-    for key, value in runners.items():
-        if isinstance(key, str) and key.startswith("env/") and np.isscalar(value):
+    for key, value in runners.items():  # absent or NaN when no episode finished during the iteration
+        if isinstance(key, str) and key.startswith("env/") and np.isscalar(value) and np.isfinite(value):
             row[key] = float(value)
     if "episode_return_mean" in runners and np.isfinite(runners["episode_return_mean"]):
         row[M.EPISODE_RETURN] = float(runners["episode_return_mean"])
@@ -135,7 +136,9 @@ def _probe_observations(cfg: TrainConfig, count: int = 64) -> np.ndarray:
 
 
 def _latest_checkpoint(output: Path) -> Path:
-    checkpoints = sorted((output / CHECKPOINTS_DIR).glob("iter_*"))
+    """The newest complete checkpoint (``adaptive_state.json`` is written last, so it marks completion)."""
+    checkpoints = sorted((p for p in (output / CHECKPOINTS_DIR).glob("iter_*") if (p / ADAPTIVE_FILE).is_file()),
+                         key=lambda p: int(p.name.split("_")[1]))
     if not checkpoints:
         raise ArtifactError(f"--resume {output}: no checkpoints under {CHECKPOINTS_DIR}/; nothing to resume")
     return checkpoints[-1]
@@ -145,13 +148,27 @@ def _print_now(line: str) -> None:
     print(line, flush=True)  # visible at once under Ray Jobs and when piped to a file
 
 
+def _lifetime_steps(algo: Algorithm) -> int:
+    return int(algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0))
+
+
+def _truncate_progress(output: Path, last_iteration: int) -> None:
+    path = output / PROGRESS_FILE
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["iteration"] <= last_iteration]
+        path.write_text("".join(row + "\n" for row in rows))
+
+
 def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = _print_now) -> dict[str, Any]:
     """Train (or resume) a run in ``output``; return the final row of metrics and the exported policy path."""
     out = Path(output)
     if resume:
         saved = read_metadata(out, RUN_KIND, "--resume")
-        cfg = TrainConfig.from_dict({**saved["config"], "iterations": max(cfg.iterations, saved["config"]["iterations"])})
+        try:
+            cfg = TrainConfig.from_dict({**saved["config"], "iterations": max(cfg.iterations, saved["config"]["iterations"])})
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"--resume {out}: metadata.json does not hold a training config of this version ({exc})") from exc
         checkpoint = _latest_checkpoint(out)
     else:
         require_fresh_output(out)
@@ -163,10 +180,10 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
         algo = Algorithm.from_checkpoint(str(checkpoint.absolute()))
         start = int(checkpoint.name.split("_")[1])
         adaptive_state = AdaptiveState(**json.loads((checkpoint / ADAPTIVE_FILE).read_text()))
-        log(f"resumed {out} from {checkpoint.name} at {algo.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME, default=0)} env steps")
+        algo.learner_group.foreach_learner(lambda learner, s=adaptive_state.to_dict(): learner.set_adaptive_state(**s))
+        _truncate_progress(out, start)  # iterations after the checkpoint are re-run
+        log(f"resumed {out} from {checkpoint.name} at {_lifetime_steps(algo)} env steps")
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_metadata(out, RUN_KIND, config=cfg.to_dict(), model_config=model_config, layout=cfg.env.layout.to_dict())
         algo = build_ppo_config(cfg, model_config, reference_path).build_algo()
         start, adaptive_state = 0, AdaptiveState()
         if policy_dir is not None:
@@ -175,9 +192,15 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
             # some runners kept their random weights. Sync once more and wait for it before verifying every copy.
             algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True,
                                                timeout_seconds=120)
-            gap = verify_loaded_actor(algo, policy_dir)
+            try:
+                gap = verify_loaded_actor(algo, policy_dir)
+            except ArtifactError:
+                algo.stop()
+                raise
             log(f"warm start: loaded {policy_dir} into the learner and {algo.env_runner_group.num_remote_env_runners()} "
                 f"env runners (max prob gap to BC probe {gap:.1e})")
+        out.mkdir(parents=True, exist_ok=True)
+        write_metadata(out, RUN_KIND, config=cfg.to_dict(), model_config=model_config, layout=cfg.env.layout.to_dict())
     controller = None
     if cfg.kl.adaptive_warmup:
         controller = AdaptiveWarmupController(cfg.kl.warmup_steps, cfg.kl.adaptive_balance_threshold,
@@ -185,7 +208,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
         log(repr(controller))
     writer = SummaryWriter(str(out / TENSORBOARD_DIR))
     row: dict[str, Any] = {}
-    previous_steps = int(algo.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME, default=0)) if resume else 0
+    previous_steps = _lifetime_steps(algo) if resume else 0
     try:
         for iteration in range(start + 1, cfg.iterations + 1):
             t0 = time.perf_counter()
@@ -221,6 +244,11 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
         save_policy(module, export, cfg.env.layout, probe_obs=_probe_observations(cfg), source="ppo",
                     env_config=cfg.env.to_dict(), warm_start=cfg.kl.enable_warm_start, run_dir=str(out.absolute()),
                     checkpoint=final.name, env_steps=int(row.get(M.ENV_STEPS, previous_steps)))
+    except BaseException:
+        if not resume and not any((out / CHECKPOINTS_DIR).glob("iter_*")):
+            writer.close()
+            shutil.rmtree(out, ignore_errors=True)  # nothing resumable yet: leave no half-made run behind
+        raise
     finally:
         writer.close()
         algo.stop()

@@ -90,7 +90,7 @@ class PPOSettings:
     lambda_: float = 0.95
     """GAE lambda."""
     train_batch_size: int = 2048
-    """Env steps per training iteration."""
+    """Env steps per training iteration (split evenly over ``num_learners`` learners)."""
     minibatch_size: int = 256
     """Env steps per SGD minibatch."""
     num_epochs: int = 5
@@ -119,7 +119,7 @@ class PPOSettings:
                 raise ValueError(f"{flag} must be > 0 (got {value})")
         if not 0 < self.gamma <= 1 or not 0 <= self.lambda_ <= 1:
             raise ValueError(f"--gamma must be in (0, 1] and --lambda in [0, 1] (got {self.gamma}, {self.lambda_})")
-        if self.entropy_coeff < 0 or self.vf_loss_coeff < 0:
+        if not (math.isfinite(self.entropy_coeff) and math.isfinite(self.vf_loss_coeff)) or self.entropy_coeff < 0 or self.vf_loss_coeff < 0:
             raise ValueError("--entropy-coeff and --vf-loss-coeff must be >= 0")
         if self.minibatch_size > self.train_batch_size:
             raise ValueError(f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})")
@@ -172,11 +172,11 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
         PPOConfig()
         .environment(env=VidurRoutingEnv, env_config=cfg.env.to_dict())
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
-                     num_cpus_per_env_runner=cpus_per_runner(cfg.num_env_runners) if cfg.num_env_runners else 1,
+                     num_cpus_per_env_runner=cpus_per_runner(cfg.num_env_runners, reserved=cfg.num_learners) if cfg.num_env_runners else 1,
                      rollout_fragment_length="auto")
         .learners(num_learners=cfg.num_learners)
         .training(
-            lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, train_batch_size_per_learner=p.train_batch_size,
+            lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, train_batch_size_per_learner=max(p.minibatch_size, p.train_batch_size // max(1, cfg.num_learners)),
             minibatch_size=p.minibatch_size, num_epochs=p.num_epochs, clip_param=p.clip_param,
             entropy_coeff=p.entropy_coeff, vf_loss_coeff=p.vf_loss_coeff, vf_clip_param=p.vf_clip_param,
             grad_clip=p.grad_clip, grad_clip_by="global_norm", use_kl_loss=False,

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from envs.observation import ObservationLayout
 from rllib_ext.artifacts import ArtifactError
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.policy_io import CheckpointPolicy, action_probabilities, load_policy
+
+pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +62,27 @@ def test_refuses_policy_for_other_replica_count(cloned) -> None:
         load_policy(out, ObservationLayout(num_replicas=6))
 
 
-def test_tampered_weights_are_detected(cloned, tmp_path: Path) -> None:
+def test_weights_that_differ_from_the_probe_are_refused(cloned, tmp_path: Path) -> None:
+    """Stand-in for a silently failed load: the module on disk no longer gives the saved probabilities."""
     out, _ = cloned
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    probe = dict(np.load(copy / "probe.npz"))
-    probe["probs"] = np.roll(probe["probs"], 1, axis=-1)
-    np.savez(copy / "probe.npz", **probe)
+    module, _ = load_policy(out)
+    with torch.no_grad():
+        for param in module.actor_parameters():
+            param.add_(0.5 * torch.randn_like(param))
+    shutil.rmtree(copy / "module")
+    module.save_to_path(str((copy / "module").absolute()))
     with pytest.raises(ArtifactError, match="do not reproduce"):
+        load_policy(copy)
+
+
+def test_incomplete_policy_dir_is_one_line_error(cloned, tmp_path: Path) -> None:
+    out, _ = cloned
+    copy = tmp_path / "no_probe"
+    shutil.copytree(out, copy)
+    (copy / "probe.npz").unlink()
+    with pytest.raises(ArtifactError, match="missing probe.npz"):
         load_policy(copy)
 
 

@@ -17,6 +17,8 @@ from envs.observation import ObservationLayout
 from rllib_ext.artifacts import ArtifactError
 from rllib_ext.demos import COLUMNS, DemoConfig, load_demos
 
+pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms
+
 
 def test_two_runners_collect_the_requested_decisions(lo_demos) -> None:
     out, summary, config = lo_demos

@@ -6,12 +6,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import ray.cloudpickle
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 from envs.workload import preset
 from rllib_ext.train_config import PPOSettings, TrainConfig, build_ppo_config, default_model_config
+
+pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms
 
 
 class CrashOnceEnv(VidurRoutingEnv):

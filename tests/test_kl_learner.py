@@ -22,6 +22,8 @@ from rllib_ext.schedules import LinearCoef
 from rllib_ext.train import PROGRESS_FILE, TENSORBOARD_DIR, train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 
+pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms
+
 BATCH = 128
 
 

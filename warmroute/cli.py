@@ -90,7 +90,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     config = BCConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, label_smoothing=args.label_smoothing,
         validation_fraction=args.validation_fraction, patience=args.patience, architecture=args.architecture,
-        hidden=tuple(int(h) for h in args.hidden.split(",")), num_replicas=args.replicas, seed=args.seed,
+        hidden=args.hidden, num_replicas=args.replicas, seed=args.seed,
     )
     result = pretrain(args.demo, args.output, config, progress=not args.quiet)
     val = result["validation"]
@@ -110,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
             lr=args.lr, gamma=args.gamma, lambda_=args.lambda_, train_batch_size=args.train_batch_size,
             minibatch_size=args.minibatch_size, num_epochs=args.num_epochs, clip_param=args.clip_param,
             entropy_coeff=args.entropy_coeff, vf_loss_coeff=args.vf_loss_coeff, vf_clip_param=args.vf_clip_param,
-            grad_clip=args.grad_clip, architecture=args.architecture, hidden=tuple(int(h) for h in args.hidden.split(",")),
+            grad_clip=args.grad_clip, architecture=args.architecture, hidden=args.hidden,
         ),
         kl=KLRefConfig(
             enable_warm_start=args.enable_warm_start, pretrained_actor_path=args.pretrained_actor_path,
@@ -120,7 +120,8 @@ def _train(args: argparse.Namespace) -> int:
             critic_warmup_steps=args.critic_warmup_steps, adaptive_warmup=args.adaptive_warmup,
             adaptive_balance_threshold=args.adaptive_balance_threshold, adaptive_kl_speedup=args.adaptive_kl_speedup,
         ),
-        iterations=args.iterations, num_env_runners=args.num_env_runners, num_learners=args.num_learners,
+        iterations=args.iterations if args.iterations is not None else (0 if args.resume else DEFAULT_ITERATIONS),
+        num_env_runners=args.num_env_runners, num_learners=args.num_learners,
         checkpoint_every=args.checkpoint_every, seed=args.seed if args.seed is not None else 0,
     )
     if args.resume is None and args.output is None:
@@ -133,12 +134,27 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from rllib_ext.compare import format_comparison, load_progress, plot_learning_curves
 
-    runs = {Path(run).name: load_progress(run) for run in args.runs}
+    names = [Path(run).name for run in args.runs]
+    runs = {(name if names.count(name) == 1 else str(Path(run))): load_progress(run) for name, run in zip(names, args.runs)}
     print(format_comparison(runs))
     if args.plot:
         plot_learning_curves(runs, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+DEFAULT_ITERATIONS = 30
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    """argparse type for ``--hidden 64,64`` (argparse turns the ValueError into a one-line usage error)."""
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 64,64 (got '{text}')") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive (got '{text}')")
+    return widths
 
 
 def _flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **kwargs: object) -> None:
@@ -149,7 +165,8 @@ def _flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
-    _flag(run, "--iterations", type=int, default=30, help="training iterations (each --train-batch-size env steps)")
+    _flag(run, "--iterations", type=int, default=None,
+          help=f"training iterations, each --train-batch-size env steps (default {DEFAULT_ITERATIONS}; with --resume: the saved run's)")
     _flag(run, "--num-env-runners", type=int, default=2, help="parallel env runners (0: sample in the driver)")
     _flag(run, "--num-learners", type=int, default=0, help="remote learner workers (0: learn in the driver)")
     _flag(run, "--output", default=None, help="new run directory (checkpoints/, tensorboard/, progress.jsonl, policy/)")
@@ -169,7 +186,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     _flag(ppo, "--vf-clip-param", type=float, default=1e4)
     _flag(ppo, "--grad-clip", type=float, default=0.5)
     _flag(ppo, "--architecture", default="scorer", help="scorer or mlp (a warm start uses the checkpoint's)")
-    _flag(ppo, "--hidden", default="64,64", help="hidden widths (a warm start uses the checkpoint's)")
+    _flag(ppo, "--hidden", type=_widths, default=(64, 64), help="hidden widths (a warm start uses the checkpoint's)")
     warm = parser.add_argument_group("warm start")
     _flag(warm, "--enable-warm-start", action="store_true", help="load --pretrained-actor-path and regularise towards it")
     _flag(warm, "--pretrained-actor-path", default=None, help="policy directory written by `warmroute pretrain`")
@@ -220,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--validation-fraction", type=float, default=0.1, help="fraction of episodes held out")
     bc.add_argument("--patience", type=int, default=8, help="epochs without improvement before stopping")
     bc.add_argument("--architecture", default="scorer", help="scorer (permutation-equivariant) or mlp")
-    bc.add_argument("--hidden", default="64,64", help="comma-separated hidden layer widths")
+    bc.add_argument("--hidden", type=_widths, default=(64, 64), help="comma-separated hidden layer widths")
     bc.add_argument("--replicas", type=int, default=None, help="refuse demos made for another replica count")
     bc.add_argument("--seed", type=int, default=0)
     bc.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -243,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, WorkloadError, ArtifactError, PredictorDataUnavailable, ValueError) as exc:
+    except (UsageError, WorkloadError, ArtifactError, PredictorDataUnavailable, ValueError, OSError) as exc:
         print(f"warmroute {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
