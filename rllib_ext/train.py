@@ -148,6 +148,10 @@ def _print_now(line: str) -> None:
     print(line, flush=True)  # visible at once under Ray Jobs and when piped to a file
 
 
+def _set_adaptive_state(learner: Any, state: dict[str, int]) -> None:
+    learner.set_adaptive_state(**state)
+
+
 def _lifetime_steps(algo: Algorithm) -> int:
     return int(algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0))
 
@@ -180,7 +184,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
         algo = Algorithm.from_checkpoint(str(checkpoint.absolute()))
         start = int(checkpoint.name.split("_")[1])
         adaptive_state = AdaptiveState(**json.loads((checkpoint / ADAPTIVE_FILE).read_text()))
-        algo.learner_group.foreach_learner(lambda learner, s=adaptive_state.to_dict(): learner.set_adaptive_state(**s))
+        algo.learner_group.foreach_learner(partial(_set_adaptive_state, state=adaptive_state.to_dict()))
         _truncate_progress(out, start)  # iterations after the checkpoint are re-run
         log(f"resumed {out} from {checkpoint.name} at {_lifetime_steps(algo)} env steps")
     else:
@@ -218,7 +222,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
                        cfg.kl.warmup_steps + adaptive_state.extra_warmup_steps)
             if controller is not None:
                 adaptive_state = controller.update(steps, steps - previous_steps, row.get(M.BALANCE), row.get(M.MEAN_E2E))
-                algo.learner_group.foreach_learner(lambda learner, s=adaptive_state.to_dict(): learner.set_adaptive_state(**s))
+                algo.learner_group.foreach_learner(partial(_set_adaptive_state, state=adaptive_state.to_dict()))
                 row.update({"adaptive/" + k: v for k, v in adaptive_state.to_dict().items()})
             previous_steps = steps
             for key, value in row.items():

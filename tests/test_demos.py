@@ -103,3 +103,15 @@ def test_layout_json_roundtrip(lo_demos) -> None:
     out, _, config = lo_demos
     stored = json.loads((out / "metadata.json").read_text())["layout"]
     assert ObservationLayout.from_dict(stored) == config.env.layout
+
+
+def test_cli_collects_with_two_runners(tmp_path: Path) -> None:
+    out = tmp_path / "demos"
+    result = subprocess.run(
+        [sys.executable, "-m", "warmroute.cli", "collect-demos", "--policy", "least_work,power_of_two", "--steps", "120",
+         "--steps-per-round", "60", "--num-env-runners", "2", "--num-requests", "40", "--output", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table, meta = load_demos(out)
+    assert meta["teachers"] == ["least_work", "power_of_two"] and meta["num_env_runners"] == 2
+    assert table.num_rows >= 240 and "decisions" in result.stdout
