@@ -174,13 +174,13 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
                      num_cpus_per_env_runner=cpus_per_runner(cfg.num_env_runners, reserved=cfg.num_learners) if cfg.num_env_runners else 1,
                      rollout_fragment_length="auto")
-        .learners(num_learners=cfg.num_learners)
+        .learners(num_learners=cfg.num_learners, learner_class=KLRefPPOTorchLearner,
+                  learner_config_dict=cfg.kl.learner_config_dict(reference_module_path))
         .training(
             lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, train_batch_size_per_learner=max(p.minibatch_size, p.train_batch_size // max(1, cfg.num_learners)),
             minibatch_size=p.minibatch_size, num_epochs=p.num_epochs, clip_param=p.clip_param,
             entropy_coeff=p.entropy_coeff, vf_loss_coeff=p.vf_loss_coeff, vf_clip_param=p.vf_clip_param,
             grad_clip=p.grad_clip, grad_clip_by="global_norm", use_kl_loss=False,
-            learner_class=KLRefPPOTorchLearner, learner_config_dict=cfg.kl.learner_config_dict(reference_module_path),
         )
         .rl_module(rl_module_spec=RLModuleSpec(module_class=RoutingModule, model_config=model_config))
         .callbacks(RoutingMetricsCallback)
