@@ -11,8 +11,8 @@ install: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e ".[test]" pytest==9.2.0
+	$(PY) -m pip install --quiet -r requirements.txt pytest==9.2.0
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The warm-start pipeline on the default workload, small enough to finish in a few minutes on 2 cores:
