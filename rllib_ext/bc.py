@@ -72,14 +72,18 @@ class BCConfig:
                 raise ValueError(message)
 
 
-def _split_by_episode(episode_ids: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Boolean mask of validation rows: whole episodes, at least one."""
-    unique = np.unique(episode_ids)
-    count = min(max(1, int(round(fraction * len(unique)))), len(unique) - 1) if len(unique) > 1 else 0
-    held_out = set(rng.choice(unique, size=count, replace=False).tolist())
+def _split_by_episode(episode_ids: np.ndarray, teachers: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of validation rows: whole episodes, drawn per teacher so every teacher is validated."""
+    held_out: set[str] = set()
+    for teacher in np.unique(teachers):
+        unique = np.unique(episode_ids[teachers == teacher])
+        count = min(max(1, int(round(fraction * len(unique)))), len(unique) - 1) if len(unique) > 1 else 0
+        held_out.update(rng.choice(unique, size=count, replace=False).tolist())
     mask = np.fromiter((e in held_out for e in episode_ids), dtype=bool, count=len(episode_ids))
-    if not mask.any():  # a single episode: hold out its last rows instead
-        mask[-max(1, int(fraction * len(mask))):] = True
+    for teacher in np.unique(teachers):  # a teacher with a single episode: hold out the tail of its rows
+        rows = np.flatnonzero(teachers == teacher)
+        if not mask[rows].any():
+            mask[rows[-max(1, int(fraction * len(rows))):]] = True
     return mask
 
 
@@ -113,7 +117,7 @@ def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progres
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data = _arrays(table, layout)
-    val_mask = _split_by_episode(data["episode"], config.validation_fraction, rng)
+    val_mask = _split_by_episode(data["episode"], data["teacher"], config.validation_fraction, rng)
     train = {k: v[~val_mask] for k, v in data.items()}
     if len(train["label"]) == 0:
         raise ArtifactError(f"--demo {demo_dir}: nothing left to train on after the validation split; collect more --steps")

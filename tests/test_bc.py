@@ -130,3 +130,15 @@ def test_cli_bad_demo_input_exits_2_and_writes_nothing(lo_demos, tmp_path: Path,
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_validation_split_holds_out_whole_episodes_of_every_teacher() -> None:
+    from rllib_ext.bc import _split_by_episode
+
+    episodes = np.array([f"e{i // 10}" for i in range(200)])  # 20 episodes of 10 rows
+    teachers = np.where(np.arange(200) < 180, "least_outstanding", "round_robin")  # round_robin: 2 episodes
+    mask = _split_by_episode(episodes, teachers, 0.1, np.random.default_rng(0))
+    for episode in np.unique(episodes):
+        assert len(set(mask[episodes == episode])) == 1  # never split inside an episode
+    assert mask[teachers == "round_robin"].any() and mask[teachers == "least_outstanding"].any()
+    assert (~mask[teachers == "round_robin"]).any()  # and something left to train on
