@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Cluster launch configurations: Ray Jobs, cluster launcher, KubeRay (planned: empty today)."""

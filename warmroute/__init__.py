@@ -1,0 +1,1 @@
+"""The ``warmroute`` command-line interface."""
