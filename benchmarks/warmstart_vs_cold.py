@@ -8,8 +8,10 @@ Per workload:
 
 Printed figures (the acceptance criteria of the warm-start issue):
  * iteration 0 of the warm start (the loaded clone, before any update) vs its teacher: latency ratio, balance;
-   cold start's iteration 0 (first training iteration's episodes) for comparison;
- * env steps until training episodes first reach the teacher's mean latency, warm vs cold;
+   cold start's iteration 0 for comparison (both from the runs' ``iter_0000`` checkpoints, on the test seeds);
+ * env steps until a run first reaches the teacher's mean latency (within ``--reach-tolerance``): every
+   ``--eval-every`` iterations the checkpoint's policy (sampled) is evaluated on the same held-out seeds as the
+   teacher, a paired comparison free of the seed-to-seed noise of training episodes;
  * final mean latency of warm and cold PPO vs the best heuristic on the test seeds.
 
 Run:
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.rllib.core.rl_module.rl_module import RLModule
 
 from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
 from envs.heuristics import ROUTERS
@@ -38,7 +41,7 @@ from rllib_ext.compare import first_step_reaching, format_comparison, load_progr
 from rllib_ext.demos import DemoConfig, collect_demos
 from rllib_ext.metrics import BALANCE, MEAN_E2E
 from rllib_ext.policy_io import CheckpointPolicy
-from rllib_ext.train import train
+from rllib_ext.train import CHECKPOINTS_DIR, MODULE_COMPONENT, train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 
 VALIDATION_BASE_SEED = 1  # evaluation_seeds(1, n) and evaluation_seeds(0, n) never overlap
@@ -64,7 +67,7 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
         kl = KLRefConfig(enable_warm_start=warm, pretrained_actor_path=str(clone) if warm else None,
                          kl_ref_decay_steps=args.kl_decay_steps)
         cfg = TrainConfig(env=env, ppo=ppo, kl=kl, iterations=args.iterations, num_env_runners=args.num_env_runners,
-                          checkpoint_every=args.iterations, seed=args.seed)
+                          checkpoint_every=args.eval_every, seed=args.seed)
         train(cfg, root / label, progress=not args.quiet)
         runs[label] = load_progress(root / label)
 
@@ -75,6 +78,11 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
             key = f"{label}_ppo{'_greedy' if greedy else ''}"
             results[key] = evaluate_policy(CheckpointPolicy(root / label / "policy", layout, greedy=greedy), env, test_seeds)
     teacher_train = evaluate_policy(HeuristicPolicy(teacher, layout), env, TRAINING_SEEDS)["mean_e2e_s"]
+    curve_seeds = test_seeds[: args.curve_episodes]
+    teacher_curve = evaluate_policy(HeuristicPolicy(teacher, layout), env, curve_seeds)["mean_e2e_s"]
+    curves = {label: checkpoint_curve(root / label, env, curve_seeds) for label in runs}
+    threshold = teacher_curve * (1 + args.reach_tolerance)
+    reach = {label: next((step for step, latency, _ in curve if latency <= threshold), None) for label, curve in curves.items()}
     best_heuristic = min(ROUTERS, key=lambda h: results[h]["mean_e2e_s"])
     best = results[best_heuristic]["mean_e2e_s"]
     summary = {
@@ -82,6 +90,12 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
         "best_heuristic": best_heuristic,
         "iteration0_warm_latency_ratio": results["bc_clone"]["mean_e2e_s"] / results[teacher]["mean_e2e_s"],
         "iteration0_warm_balance": results["bc_clone"]["balance_score"],
+        "iteration0_checkpoint": {label: {"latency_ratio_to_teacher": curve[0][1] / teacher_curve, "balance": curve[0][2]}
+                                  for label, curve in curves.items()},
+        "checkpoint_curves": {label: [{"env_steps": s, "mean_e2e_s": lat, "balance": b} for s, lat, b in curve]
+                              for label, curve in curves.items()},
+        "teacher_latency_curve_seeds_s": teacher_curve,
+        "steps_to_teacher_latency_checkpoints": reach,
         "iteration0_training_episodes": {k: {"mean_e2e_s": r[0].get(MEAN_E2E), "balance": r[0].get(BALANCE)} for k, r in runs.items()},
         "teacher_latency_training_seeds_s": teacher_train,
         "steps_to_teacher_latency": {k: first_step_reaching(r, teacher_train) for k, r in runs.items()},
@@ -94,6 +108,18 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
     return summary
 
 
+def checkpoint_curve(run_dir: Path, env: VidurEnvConfig, seeds: list[int]) -> list[tuple[int, float, float]]:
+    """(env steps, mean latency, balance) of every checkpoint's sampled policy on ``seeds``."""
+    rows = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
+    steps_at = {0: 0, **{r["iteration"]: r["perf/env_steps_lifetime"] for r in rows}}
+    curve = []
+    for checkpoint in sorted((run_dir / CHECKPOINTS_DIR).glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
+        module = RLModule.from_checkpoint(str((checkpoint / MODULE_COMPONENT).absolute()))
+        metrics = evaluate_policy(CheckpointPolicy.from_module(module, checkpoint.name), env, seeds)
+        curve.append((steps_at[int(checkpoint.name.split("_")[1])], metrics["mean_e2e_s"], metrics["balance_score"]))
+    return curve
+
+
 def print_summary(name: str, s: dict[str, Any]) -> None:
     r = s["test_results"]
     print(f"\n=== {name}: held-out test seeds, mean end-to-end latency (s) ===")
@@ -101,9 +127,14 @@ def print_summary(name: str, s: dict[str, Any]) -> None:
         print(f"  {key:<20} {r[key]['mean_e2e_s']:.3f}   p99 {r[key]['p99_e2e_s']:.2f}   balance {r[key]['balance_score']:.3f}")
     print(f"  iteration 0 (warm = loaded clone): latency / teacher {s['iteration0_warm_latency_ratio']:.3f}, "
           f"balance {s['iteration0_warm_balance']:.3f}")
-    print(f"  first training iteration episodes: {s['iteration0_training_episodes']}")
-    print(f"  env steps to reach teacher latency ({s['teacher_latency_training_seeds_s']:.3f}s on training seeds): "
-          f"{s['steps_to_teacher_latency']}")
+    print("  iteration 0 checkpoints (before any update) vs teacher, same seeds: " + ", ".join(
+        f"{k} latency x{v['latency_ratio_to_teacher']:.3f} balance {v['balance']:.3f}" for k, v in s["iteration0_checkpoint"].items()))
+    for label, curve in s["checkpoint_curves"].items():
+        print(f"  {label} checkpoints: " + " ".join(f"{p['env_steps']}:{p['mean_e2e_s']:.3f}" for p in curve))
+    print(f"  env steps to reach teacher latency {s['teacher_latency_curve_seeds_s']:.3f}s (+tolerance) on the same seeds: "
+          f"{s['steps_to_teacher_latency_checkpoints']}")
+    print(f"  (training-episode criterion, noisy: teacher {s['teacher_latency_training_seeds_s']:.3f}s on training seeds: "
+          f"{s['steps_to_teacher_latency']})")
     print("  final vs best heuristic (" + s["best_heuristic"] + "): "
           + ", ".join(f"{k} {v:+.1%}" for k, v in s["final_vs_best_heuristic"].items()))
 
@@ -117,6 +148,9 @@ def main() -> None:
     parser.add_argument("--num-env-runners", type=int, default=2)
     parser.add_argument("--demo-steps", type=int, default=20_000)
     parser.add_argument("--episodes", type=int, default=5, help="held-out test episodes per policy")
+    parser.add_argument("--eval-every", type=int, default=5, help="iterations between evaluated checkpoints")
+    parser.add_argument("--curve-episodes", type=int, default=3, help="held-out episodes per checkpoint evaluation")
+    parser.add_argument("--reach-tolerance", type=float, default=0.01, help="'reached' = within this fraction of the teacher")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True, help="directory for demos, clones, runs, JSON and plots (replaced)")
     parser.add_argument("--quiet", action="store_true")

@@ -88,6 +88,14 @@ class CheckpointPolicy:
         self.name = "/".join(Path(directory).absolute().parts[-2:]) + (" (greedy)" if greedy else "")
         self._rng = np.random.default_rng(0)
 
+    @classmethod
+    def from_module(cls, module: RoutingModule, name: str, greedy: bool = False) -> CheckpointPolicy:
+        """Wrap an already loaded module (e.g. from an RLlib training checkpoint)."""
+        policy = cls.__new__(cls)
+        policy.module, policy.metadata, policy.greedy, policy.name = module, {}, greedy, name
+        policy._rng = np.random.default_rng(0)
+        return policy
+
     def reset(self, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
 

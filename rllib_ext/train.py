@@ -148,6 +148,13 @@ def _print_now(line: str) -> None:
     print(line, flush=True)  # visible at once under Ray Jobs and when piped to a file
 
 
+def _save_checkpoint(algo: Algorithm, out: Path, iteration: int, adaptive_state: AdaptiveState) -> Path:
+    checkpoint = out / CHECKPOINTS_DIR / f"iter_{iteration:04d}"
+    algo.save_to_path(str(checkpoint.absolute()))
+    (checkpoint / ADAPTIVE_FILE).write_text(json.dumps(adaptive_state.to_dict()))  # written last: marks completion
+    return checkpoint
+
+
 def _set_adaptive_state(learner: Any, state: dict[str, int]) -> None:
     learner.set_adaptive_state(**state)
 
@@ -205,6 +212,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
                 f"env runners (max prob gap to BC probe {gap:.1e})")
         out.mkdir(parents=True, exist_ok=True)
         write_metadata(out, RUN_KIND, config=cfg.to_dict(), model_config=model_config, layout=cfg.env.layout.to_dict())
+        _save_checkpoint(algo, out, 0, adaptive_state)  # the policy before any update (warm: the verified clone)
     controller = None
     if cfg.kl.adaptive_warmup:
         controller = AdaptiveWarmupController(cfg.kl.warmup_steps, cfg.kl.adaptive_balance_threshold,
@@ -234,9 +242,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
             if progress:
                 log(_console_line(row, cfg.iterations))
             if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
-                checkpoint = out / CHECKPOINTS_DIR / f"iter_{iteration:04d}"
-                algo.save_to_path(str(checkpoint.absolute()))
-                (checkpoint / ADAPTIVE_FILE).write_text(json.dumps(adaptive_state.to_dict()))
+                _save_checkpoint(algo, out, iteration, adaptive_state)
         final = _latest_checkpoint(out)
         module = RLModule.from_checkpoint(str((final / MODULE_COMPONENT).absolute()))
         export = out / POLICY_DIR
@@ -249,9 +255,9 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
                     env_config=cfg.env.to_dict(), warm_start=cfg.kl.enable_warm_start, run_dir=str(out.absolute()),
                     checkpoint=final.name, env_steps=int(row.get(M.ENV_STEPS, previous_steps)))
     except BaseException:
-        if not resume and not any((out / CHECKPOINTS_DIR).glob("iter_*")):
+        if not resume and not any(p.name != "iter_0000" for p in (out / CHECKPOINTS_DIR).glob("iter_*")):
             writer.close()
-            shutil.rmtree(out, ignore_errors=True)  # nothing resumable yet: leave no half-made run behind
+            shutil.rmtree(out, ignore_errors=True)  # nothing trained yet: leave no half-made run behind
         raise
     finally:
         writer.close()
