@@ -116,7 +116,8 @@ def _train(args: argparse.Namespace) -> int:
             enable_warm_start=args.enable_warm_start, pretrained_actor_path=args.pretrained_actor_path,
             kl_ref_coef_initial=args.kl_ref_coef_initial, kl_ref_coef_final=args.kl_ref_coef_final,
             kl_ref_decay_steps=args.kl_ref_decay_steps, kl_ref_schedule=args.kl_ref_schedule,
-            warmup_steps=args.warmup_steps, entropy_warmup_coef=args.entropy_warmup_coef,
+            warmup_steps=args.warmup_steps if args.warmup_steps is not None else (DEFAULT_WARMUP_STEPS if args.enable_warm_start else 0),
+            entropy_warmup_coef=args.entropy_warmup_coef,
             critic_warmup_steps=args.critic_warmup_steps, adaptive_warmup=args.adaptive_warmup,
             adaptive_balance_threshold=args.adaptive_balance_threshold, adaptive_kl_speedup=args.adaptive_kl_speedup,
         ),
@@ -144,6 +145,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 DEFAULT_ITERATIONS = 30
+DEFAULT_WARMUP_STEPS = 10_000
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -194,7 +196,9 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     _flag(warm, "--kl-ref-coef-final", type=float, default=0.0)
     _flag(warm, "--kl-ref-decay-steps", type=int, default=60_000)
     _flag(warm, "--kl-ref-schedule", default="linear", help="linear, cosine, exponential or constant")
-    _flag(warm, "--warmup-steps", type=int, default=10_000, help="env steps with the raised entropy coefficient")
+    _flag(warm, "--warmup-steps", type=int, default=None,
+          help=f"env steps with the raised entropy coefficient (default {DEFAULT_WARMUP_STEPS} with --enable-warm-start, "
+               "0 otherwise: plain cold-start PPO)")
     _flag(warm, "--entropy-warmup-coef", type=float, default=0.01)
     _flag(warm, "--critic-warmup-steps", type=int, default=4096, help="env steps training only the critic (warm start)")
     _flag(warm, "--adaptive-warmup", action="store_true", help="extend warm-up on low balance; faster KL decay once better than the teacher")
