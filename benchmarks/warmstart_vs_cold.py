@@ -110,7 +110,7 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
 
 def checkpoint_curve(run_dir: Path, env: VidurEnvConfig, seeds: list[int]) -> list[tuple[int, float, float]]:
     """(env steps, mean latency, balance) of every checkpoint's sampled policy on ``seeds``."""
-    rows = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
+    rows = load_progress(run_dir)
     steps_at = {0: 0, **{r["iteration"]: r["perf/env_steps_lifetime"] for r in rows}}
     curve = []
     for checkpoint in sorted((run_dir / CHECKPOINTS_DIR).glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):

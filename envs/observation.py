@@ -16,6 +16,7 @@ column equals its ``argmin`` over the raw quantity.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -69,11 +70,11 @@ class ObservationLayout:
     def dim(self) -> int:
         return self.num_replicas * self.num_replica_features + self.num_request_features
 
-    @property
+    @cached_property  # read on every env step: build the arrays once per layout
     def replica_scales(self) -> np.ndarray:
         return np.array([scale for _, scale in REPLICA_FEATURES], dtype=np.float64)
 
-    @property
+    @cached_property
     def request_scales(self) -> np.ndarray:
         extra = ORACLE_REQUEST_FEATURES if self.oracle else ()
         return np.array([scale for _, scale in REQUEST_FEATURES + extra], dtype=np.float64)

@@ -74,6 +74,7 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
         self.kl_step_offset = 0
         self.kl_coef = self.kl_schedule.value(0)
         self.policy_frozen = self.critic_warmup_steps > 0
+        self._actor_refs: set[Any] | None = None
         self._entropy = _ScheduledValue(self.entropy_schedule.value(0))
         for module_id in self.module.keys():
             self.entropy_coeff_schedulers_per_module[module_id] = self._entropy
@@ -108,7 +109,10 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
         return ppo_loss + self.kl_coef * kl_ref  # L = L_PPO + coef(t) * KL(pi || pi_ref)
 
     def _actor_param_refs(self) -> set[Any]:
-        return {self.get_param_ref(p) for mid in self.module.keys() for p in self.module[mid].unwrapped().actor_parameters()}
+        if self._actor_refs is None:  # parameters are fixed once the learner is built
+            self._actor_refs = {self.get_param_ref(p) for mid in self.module.keys()
+                                for p in self.module[mid].unwrapped().actor_parameters()}
+        return self._actor_refs
 
     def postprocess_gradients(self, gradients_dict: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
         if self.policy_frozen:  # drop the actor's gradients before clipping, so they do not shrink the critic's step
