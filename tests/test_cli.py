@@ -86,3 +86,19 @@ def test_trace_workload_runs(tmp_path: Path) -> None:
     result = _run("evaluate", "--policy", "least_outstanding", "--lengths", f"trace:{trace}", "--num-requests", "30",
                   "--episodes", "1", "--quiet", "--qps", "5")
     assert result.returncode == 0, result.stderr
+
+
+def test_seed_underscore_spellings_parse_like_kebab_case() -> None:
+    from warmroute.cli import build_parser
+
+    parser = build_parser()
+    kebab = parser.parse_args(["train", "--enable-warm-start", "--pretrained-actor-path", "bc", "--kl-ref-coef-initial", "0.3",
+                               "--kl-ref-decay-steps", "500", "--warmup-steps", "7", "--num-env-runners", "1"])
+    snake = parser.parse_args(["train", "--enable_warm_start", "--pretrained_actor_path", "bc", "--kl_ref_coef_initial", "0.3",
+                               "--kl_ref_decay_steps", "500", "--warmup_steps", "7", "--num_env_runners", "1"])
+    assert vars(kebab) == vars(snake)
+    assert snake.kl_ref_coef_initial == 0.3 and snake.enable_warm_start
+    demos = parser.parse_args(["collect-demos", "--output", "d", "--num_env_runners", "3", "--steps_per_round", "64"])
+    assert (demos.num_env_runners, demos.steps_per_round) == (3, 64)
+    bc = parser.parse_args(["pretrain", "--demo", "d", "--output", "p", "--label_smoothing", "0.1", "--batch_size", "32"])
+    assert (bc.label_smoothing, bc.batch_size) == (0.1, 32)
