@@ -22,20 +22,23 @@ import numpy as np
 
 from envs.evaluation import evaluation_seeds
 from envs.lookahead import lookahead_episode
-from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
+from envs.workload import WorkloadError
+from warmroute.workload_args import add_workload_args, env_config_from_args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", default="heterogeneous", help="workload preset")
+    add_workload_args(parser)  # --workload PRESET plus overrides such as --qps
     parser.add_argument("--base", default="speed_aware", help="heuristic router the lookahead improves on")
     parser.add_argument("--episodes", type=int, default=2, help="held-out test seeds, one process each")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="episodes run in parallel")
     args = parser.parse_args()
-    env_config = VidurEnvConfig(workload=preset(args.workload))
+    try:
+        env_config = env_config_from_args(args)
+    except WorkloadError as error:
+        parser.error(str(error))
     seeds = evaluation_seeds(0, args.episodes)
-    print(f"{args.workload}: clairvoyant one-step lookahead over {args.base} on {len(seeds)} test seed(s); "
+    print(f"{env_config.workload.name} (qps {env_config.workload.qps:g}): clairvoyant one-step lookahead over {args.base} on {len(seeds)} test seed(s); "
           f"each takes minutes", flush=True)
     with ProcessPoolExecutor(min(args.workers, len(seeds))) as pool:
         rows = list(pool.map(lookahead_episode, [env_config] * len(seeds), [args.base] * len(seeds), seeds))
