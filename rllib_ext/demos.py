@@ -75,14 +75,20 @@ class DemoConfig:
 
 
 def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[str, np.ndarray]:
-    """Run on an env runner: sample and flatten episode chunks into per-decision columns."""
+    """Run on an env runner: sample and flatten episode chunks into per-decision columns.
+
+    Episodes are numbered in the order this runner starts them (RLlib's own ids are random UUIDs), so episode ids,
+    and the validation split drawn from them, are the same on every run with the same seed.
+    """
     episodes = runner.sample(num_timesteps=num_timesteps, explore=True, force_reset=force_reset)
+    numbers: dict[str, int] = runner.__dict__.setdefault("_warmroute_episode_numbers", {})
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "reward")}
     for episode in episodes:
         n = len(episode)
         if n == 0:
             continue
-        parts["episode_id"].append(np.full(n, f"w{runner.worker_index}-{episode.id_}", dtype=object))
+        number = numbers.setdefault(episode.id_, len(numbers))
+        parts["episode_id"].append(np.full(n, f"w{runner.worker_index:03d}-e{number:06d}", dtype=object))
         parts["step"].append(np.arange(episode.t_started, episode.t_started + n, dtype=np.int64))
         parts["obs"].append(np.asarray(episode.get_observations(slice(0, n)), dtype=np.float32))
         parts["action"].append(np.asarray(episode.get_actions(), dtype=np.int64))
@@ -174,9 +180,12 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
                     local_env_runner=False,
                 )
                 start = time.perf_counter()
+                chunks: dict[int, int] = {}
                 for worker, columns in _sample_rounds(runners, config.steps_per_round, rounds, tag=teacher):
                     table = _to_table(columns, teacher, layout.dim, layout.num_replicas)
-                    pq.write_table(table, staging / f"part-{teacher}-w{worker:03d}-{rows:09d}.parquet")
+                    chunk = chunks[worker] = chunks.get(worker, -1) + 1
+                    # Named by worker and chunk, not arrival order: sorted shards read back in the same order every run.
+                    pq.write_table(table, staging / f"part-{teacher}-w{worker:03d}-c{chunk:06d}.parquet")
                     rows += table.num_rows
                     bar.set_postfix(decisions=rows, per_s=f"{rows / max(sample_s + time.perf_counter() - start, 1e-9):.0f}")
                     bar.update(1)

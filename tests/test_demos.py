@@ -33,6 +33,18 @@ def test_two_runners_collect_the_requested_decisions(lo_demos) -> None:
     assert {"ray", "torch", "vidur"} <= set(meta["versions"])
 
 
+def test_collection_is_reproducible_under_a_seed(lo_demos, tmp_path: Path) -> None:
+    """Same seed, same dataset in the same order, whichever runner finishes first (BC's split depends on it)."""
+    from rllib_ext.demos import collect_demos
+
+    first_dir, _, config = lo_demos
+    collect_demos(config, tmp_path / "again", progress=False)
+    first, _ = load_demos(first_dir)
+    again, _ = load_demos(tmp_path / "again")
+    for column in ("episode_id", "step", "obs", "action", "teacher", "worker"):
+        assert first.column(column).equals(again.column(column)), column
+
+
 def test_schema_and_labels(lo_demos) -> None:
     out, _, config = lo_demos
     table, _ = load_demos(out)
