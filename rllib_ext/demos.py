@@ -118,8 +118,8 @@ def _to_table(columns: dict[str, np.ndarray], teacher: str, obs_dim: int, num_re
     })
 
 
-def _sample_rounds(runners: EnvRunnerGroup, steps: int, rounds: int, tag: str) -> Iterator[tuple[int, dict]]:
-    """Yield ``(worker, columns)`` as each runner finishes a chunk, relaunching it at once until it has done
+def _sample_rounds(runners: EnvRunnerGroup, steps: int, rounds: int, tag: str) -> Iterator[tuple[int, int, dict]]:
+    """Yield ``(worker, chunk_index, columns)`` as each runner finishes a chunk, relaunching it at once until it has done
     ``rounds`` chunks. Runners never wait for each other (no per-round barrier), so a slow episode on one runner
     does not idle the rest."""
     remaining = {worker: rounds for worker in runners.healthy_worker_ids()}
@@ -137,7 +137,7 @@ def _sample_rounds(runners: EnvRunnerGroup, steps: int, rounds: int, tag: str) -
             remaining[worker] -= 1
             if remaining[worker] > 0:
                 launch(worker, first=False)
-            yield worker, columns
+            yield worker, rounds - remaining[worker] - 1, columns
 
 
 def build_teacher_runners(config: DemoConfig) -> EnvRunnerGroup:
@@ -180,10 +180,8 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
                     local_env_runner=False,
                 )
                 start = time.perf_counter()
-                chunks: dict[int, int] = {}
-                for worker, columns in _sample_rounds(runners, config.steps_per_round, rounds, tag=teacher):
+                for worker, chunk, columns in _sample_rounds(runners, config.steps_per_round, rounds, tag=teacher):
                     table = _to_table(columns, teacher, layout.dim, layout.num_replicas)
-                    chunk = chunks[worker] = chunks.get(worker, -1) + 1
                     # Named by worker and chunk, not arrival order: sorted shards read back in the same order every run.
                     pq.write_table(table, staging / f"part-{teacher}-w{worker:03d}-c{chunk:06d}.parquet")
                     rows += table.num_rows

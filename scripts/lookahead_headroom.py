@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from envs.evaluation import evaluation_seeds
+from envs.heuristics import ROUTERS
 from envs.lookahead import lookahead_episode
 from envs.workload import WorkloadError
 from warmroute.workload_args import add_workload_args, env_config_from_args
@@ -36,7 +37,11 @@ def main() -> None:
     try:
         env_config = env_config_from_args(args)
     except WorkloadError as error:
-        parser.error(str(error))
+        raise SystemExit(f"lookahead_headroom.py: {error}") from None
+    if args.base not in ROUTERS:
+        raise SystemExit(f"lookahead_headroom.py: --base: unknown router '{args.base}'; choose one of: {', '.join(ROUTERS)}")
+    if args.episodes < 1 or args.workers < 1:
+        raise SystemExit("lookahead_headroom.py: --episodes and --workers must be >= 1")
     seeds = evaluation_seeds(0, args.episodes)
     print(f"{env_config.workload.name} (qps {env_config.workload.qps:g}): clairvoyant one-step lookahead over {args.base} on {len(seeds)} test seed(s); "
           f"each takes minutes", flush=True)

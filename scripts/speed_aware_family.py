@@ -23,7 +23,7 @@ import numpy as np
 from envs.evaluation import evaluate_policy, evaluation_seeds
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
+from envs.workload import PRESETS, preset
 
 SCALES = dict(REPLICA_FEATURES)
 
@@ -56,6 +56,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=5, help="test seeds per setting")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
+    if args.workload not in PRESETS:
+        raise SystemExit(f"speed_aware_family.py: --workload: unknown preset '{args.workload}'; choose one of: {', '.join(PRESETS)}")
+    if args.episodes < 1 or args.workers < 1:
+        raise SystemExit("speed_aware_family.py: --episodes and --workers must be >= 1")
     grid = [(1.0, 1.0, 0.0)]  # speed_aware first: the reference
     grid += [p for p in itertools.product((0.0, 1.0, 4.0), (0.7, 0.85, 1.0, 1.15, 1.3), (0.0, 0.5, 2.0)) if p != grid[0]]
     with ProcessPoolExecutor(args.workers) as pool:
