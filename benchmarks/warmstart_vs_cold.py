@@ -41,8 +41,9 @@ from rllib_ext.compare import first_step_reaching, format_comparison, load_progr
 from rllib_ext.demos import DemoConfig, collect_demos
 from rllib_ext.metrics import BALANCE, MEAN_E2E
 from rllib_ext.policy_io import CheckpointPolicy
-from rllib_ext.train import CHECKPOINTS_DIR, MODULE_COMPONENT, train
-from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+from rllib_ext.run_dir import RunDir, checkpoint_iteration, checkpoint_module
+from rllib_ext.train import train
+from rllib_ext.train_config import WARM_START_ENTROPY_WARMUP_STEPS, KLRefConfig, PPOSettings, TrainConfig
 
 VALIDATION_BASE_SEED = 1  # evaluation_seeds(1, n) and evaluation_seeds(0, n) never overlap
 TRAINING_SEEDS = list(range(1000, 1010))  # seeds of the kind training episodes draw (below 2**31)
@@ -64,8 +65,9 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
     ppo = PPOSettings(train_batch_size=args.train_batch_size)
     runs = {}
     for label, warm in (("cold", False), ("warm", True)):
+        # Both runs get the warm start's entropy warm-up, so the start is the only difference.
         kl = KLRefConfig(enable_warm_start=warm, pretrained_actor_path=str(clone) if warm else None,
-                         kl_ref_decay_steps=args.kl_decay_steps)
+                         kl_ref_decay_steps=args.kl_decay_steps, warmup_steps=WARM_START_ENTROPY_WARMUP_STEPS)
         cfg = TrainConfig(env=env, ppo=ppo, kl=kl, iterations=args.iterations, num_env_runners=args.num_env_runners,
                           checkpoint_every=args.eval_every, seed=args.seed)
         train(cfg, root / label, progress=not args.quiet)
@@ -76,7 +78,7 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
     for label in runs:
         for greedy in (False, True):
             key = f"{label}_ppo{'_greedy' if greedy else ''}"
-            results[key] = evaluate_policy(CheckpointPolicy(root / label / "policy", layout, greedy=greedy), env, test_seeds)
+            results[key] = evaluate_policy(CheckpointPolicy(RunDir(root / label).policy.path, layout, greedy=greedy), env, test_seeds)
     teacher_train = evaluate_policy(HeuristicPolicy(teacher, layout), env, TRAINING_SEEDS)["mean_e2e_s"]
     curve_seeds = test_seeds[: args.curve_episodes]
     teacher_curve = evaluate_policy(HeuristicPolicy(teacher, layout), env, curve_seeds)["mean_e2e_s"]
@@ -113,10 +115,10 @@ def checkpoint_curve(run_dir: Path, env: VidurEnvConfig, seeds: list[int]) -> li
     rows = load_progress(run_dir)
     steps_at = {0: 0, **{r["iteration"]: r["perf/env_steps_lifetime"] for r in rows}}
     curve = []
-    for checkpoint in sorted((run_dir / CHECKPOINTS_DIR).glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
-        module = RLModule.from_checkpoint(str((checkpoint / MODULE_COMPONENT).absolute()))
+    for checkpoint in RunDir(run_dir).complete_checkpoints():
+        module = RLModule.from_checkpoint(str(checkpoint_module(checkpoint).absolute()))
         metrics = evaluate_policy(CheckpointPolicy.from_module(module, checkpoint.name), env, seeds)
-        curve.append((steps_at[int(checkpoint.name.split("_")[1])], metrics["mean_e2e_s"], metrics["balance_score"]))
+        curve.append((steps_at[checkpoint_iteration(checkpoint)], metrics["mean_e2e_s"], metrics["balance_score"]))
     return curve
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from envs.errors import WarmRouteError
+
 
 @dataclass(frozen=True)
 class DeviceSpec:
@@ -80,5 +82,5 @@ def get_device(name: str) -> DeviceSpec:
     """Look up a device by its vidur name (case-insensitive); unknown names fail loudly rather than guess."""
     spec = _DEVICES.get(name.strip().lower())
     if spec is None:
-        raise ValueError(f"unknown device '{name}'; choose one of: {', '.join(DEVICE_NAMES)}")
+        raise WarmRouteError(f"unknown device '{name}'; choose one of: {', '.join(DEVICE_NAMES)}")
     return spec

@@ -8,15 +8,41 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from envs.errors import WarmRouteError
 from envs.heuristics import make_router
 from envs.metrics import request_latencies, summarize
 from envs.observation import ObservationLayout
 from envs.vidur_env import HELD_OUT_SEED_BASE, VidurEnvConfig, VidurRoutingEnv
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What ``warmroute evaluate`` runs: which policies, on how many held-out seeds, and how they act."""
+
+    policies: tuple[str, ...]
+    """Router names (see envs.heuristics) and/or saved policy directories, comma-separated on the command line."""
+    env: VidurEnvConfig = field(default_factory=VidurEnvConfig)
+    """Routing env (workload, reward, observation)."""
+    episodes: int = 5
+    """Episodes (held-out seeds) per policy."""
+    greedy: bool = False
+    """Saved policies take their most likely action instead of sampling (heuristics are deterministic anyway)."""
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            raise WarmRouteError("--policy: give at least one router name or saved policy directory")
+        if self.episodes < 1:
+            raise WarmRouteError(f"--episodes must be >= 1 (got {self.episodes})")
+
+    @property
+    def seeds(self) -> list[int]:
+        return evaluation_seeds(self.env.workload.seed, self.episodes)
 
 
 class Policy(Protocol):

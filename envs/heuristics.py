@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from envs.errors import WarmRouteError
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, ObservationLayout
 
 Router = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -41,7 +42,7 @@ def _tied_best(*keys: np.ndarray) -> np.ndarray:
 def make_router(name: str, layout: ObservationLayout) -> Router:
     """Return the router called ``name`` for observations of ``layout``."""
     if name not in ROUTERS:
-        raise ValueError(f"--policy: unknown router '{name}'; choose one of: {', '.join(ROUTERS)} or a checkpoint path")
+        raise WarmRouteError(f"--policy: unknown router '{name}'; choose one of: {', '.join(ROUTERS)} or a checkpoint path")
     return lambda obs, rng: ROUTERS[name](layout.split(np.asarray(obs, dtype=np.float64))[0], rng)
 
 

@@ -20,6 +20,8 @@ from functools import cached_property
 
 import numpy as np
 
+from envs.errors import WarmRouteError
+
 OBSERVATION_VERSION = 1
 
 # (name, scale): the observation value is raw / scale.
@@ -105,11 +107,11 @@ class ObservationLayout:
         return cls(num_replicas=int(data["num_replicas"]), oracle=bool(data["oracle"]), version=int(data["version"]))
 
     def check_compatible(self, other: dict, *, source: str) -> None:
-        """Raise ``ValueError`` naming ``source`` when ``other`` (a stored layout dict) differs from this layout."""
+        """Raise :class:`~envs.errors.WarmRouteError` naming ``source`` when ``other`` (a stored layout dict) differs from this layout."""
         mine = self.to_dict()
         for key in ("version", "num_replicas", "oracle", "dim", "replica_features", "request_features"):
             if other.get(key) != mine[key]:
-                raise ValueError(
+                raise WarmRouteError(
                     f"{source}: observation layout mismatch on '{key}' (artefact has {other.get(key)!r}, "
                     f"this run needs {mine[key]!r}); re-create it for this workload"
                 )

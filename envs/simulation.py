@@ -44,6 +44,7 @@ from vidur.entities.base_entity import BaseEntity
 from vidur.events import BaseEvent
 from vidur.simulator import Simulator
 
+from envs.errors import WarmRouteError
 from envs.predictor import RooflinePredictorConfig
 from envs.workload import WorkloadConfig, WorkloadError
 
@@ -52,7 +53,7 @@ _NETWORK_DEVICE = {"h100": "h100_dgx", "a100": "a100_dgx", "a40": "a40_pairwise_
 VIDUR_CACHE_DIR = Path(os.environ.get("WARMROUTE_CACHE", Path.home() / ".cache" / "warmroute")) / "vidur"
 
 
-class PredictorDataUnavailable(RuntimeError):
+class PredictorDataUnavailable(WarmRouteError):
     """vidur's own predictors could not fetch their profiling data (no network or no access)."""
 
 

@@ -25,11 +25,12 @@ from vidur.events.global_schedule_event import GlobalScheduleEvent
 from vidur.events.replica_schedule_event import ReplicaScheduleEvent
 from vidur.events.request_arrival_event import RequestArrivalEvent
 
+from envs.errors import WarmRouteError
 from envs.metrics import episode_metrics
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
 from envs.predictor import relative_device_speeds
 from envs.simulation import new_simulator
-from envs.workload import WorkloadConfig, preset
+from envs.workload import DEFAULT_PRESET, WorkloadConfig, preset
 
 REWARDS = ("e2e", "ttft")
 # Training episodes draw request seeds below this; evaluation uses seeds from it upwards (held out).
@@ -40,7 +41,7 @@ HELD_OUT_SEED_BASE = 2**31
 class VidurEnvConfig:
     """Everything that defines the routing env; JSON-serialisable through ``to_dict``."""
 
-    workload: WorkloadConfig = field(default_factory=lambda: preset("default"))
+    workload: WorkloadConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
     """Cluster and traffic (see envs.workload)."""
     reward: str = "e2e"
     """``e2e``: minus summed end-to-end latency; ``ttft``: minus summed time to first token."""
@@ -51,9 +52,9 @@ class VidurEnvConfig:
 
     def __post_init__(self) -> None:
         if self.reward not in REWARDS:
-            raise ValueError(f"--reward must be one of {', '.join(REWARDS)} (got '{self.reward}')")
+            raise WarmRouteError(f"--reward must be one of {', '.join(REWARDS)} (got '{self.reward}')")
         if not self.reward_scale_s > 0:
-            raise ValueError(f"--reward-scale-s must be > 0 (got {self.reward_scale_s})")
+            raise WarmRouteError(f"--reward-scale-s must be > 0 (got {self.reward_scale_s})")
 
     @property
     def layout(self) -> ObservationLayout:

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from envs.devices import DEVICE_NAMES
+from envs.errors import WarmRouteError
 
 MODEL_NAMES: tuple[str, ...] = (
     "meta-llama/Llama-3-8B",
@@ -33,7 +34,7 @@ LENGTH_KINDS: tuple[str, ...] = ("fixed", "uniform", "zipf", "trace")
 MAX_SEED = 100_000  # evaluation seeds are 2**31 + seed * 10_000 + k and must stay below 2**32
 
 
-class WorkloadError(ValueError):
+class WorkloadError(WarmRouteError):
     """Invalid workload setting; the message names the CLI flag and how to fix it."""
 
 
@@ -42,7 +43,7 @@ class WorkloadConfig:
     """Cluster and traffic of one routing problem. All fields are CLI-overridable (``--kebab-case``)."""
 
     num_replicas: int = 4
-    """Number of model replicas the router chooses between (flag ``--replicas``)."""
+    """Number of model replicas the router chooses between."""
     model: str = "meta-llama/Llama-3-8B"
     """Model served by every replica (a vidur model name)."""
     device: str = "h100"
@@ -187,8 +188,9 @@ def _validate_trace(path: str, num_requests: int) -> None:
 # Capacities (requests/s at saturation, least_outstanding routing) measured by scripts/measure_capacity.py;
 # presets run at 85% of them. See docs/workloads.md for the table and how to re-measure.
 LOAD_FACTOR = 0.85
+DEFAULT_PRESET = "default"
 PRESETS: dict[str, WorkloadConfig] = {
-    "default": WorkloadConfig(name="default"),
+    DEFAULT_PRESET: WorkloadConfig(name=DEFAULT_PRESET),
     "heterogeneous": WorkloadConfig(name="heterogeneous", replica_devices=("h100", "h100", "a100", "a100"), qps=32.2),
     "bursty": WorkloadConfig(name="bursty", arrival="gamma:3", qps=43.5),
 }

@@ -13,11 +13,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-METADATA_FILE = "metadata.json"
+from envs.errors import WarmRouteError
+from rllib_ext.run_dir import METADATA_FILE
+
 FORMAT_VERSION = 1
 
 
-class ArtifactError(ValueError):
+class ArtifactError(WarmRouteError):
     """A missing, corrupted or mismatched artefact; the message names the path and the fix."""
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
 from rllib_ext.artifacts import ArtifactError, require_fresh_output
 from rllib_ext.demos import load_demos
@@ -69,7 +70,7 @@ class BCConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise WarmRouteError(message)
 
 
 def _split_by_episode(episode_ids: np.ndarray, teachers: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

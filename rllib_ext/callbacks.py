@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.utils.annotations import override
 
 from rllib_ext.metrics import ACTION_FRACTION, EPISODE_INFO_KEYS
 
@@ -16,6 +17,7 @@ EPISODE_WINDOW = 1000
 class RoutingMetricsCallback(RLlibCallback):
     """Log each finished episode's latency, throughput and routing balance (from the env's final ``info``)."""
 
+    @override(RLlibCallback)
     def on_episode_end(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
         if metrics_logger is None:
             return

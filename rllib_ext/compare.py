@@ -16,20 +16,19 @@ import numpy as np
 
 from rllib_ext import metrics as M
 from rllib_ext.artifacts import ArtifactError
-
-PROGRESS_FILE = "progress.jsonl"  # written by rllib_ext.train
+from rllib_ext.run_dir import RunDir
 
 
 def load_progress(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / PROGRESS_FILE
+    path = RunDir(run_dir).progress
     if not path.is_file():
-        raise ArtifactError(f"--runs {run_dir}: no {PROGRESS_FILE}; is this a `warmroute train` output directory?")
+        raise ArtifactError(f"--runs {run_dir}: no {path.name}; is this a `warmroute train` output directory?")
     try:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"--runs {path}: corrupted line {exc.lineno}") from exc
     if not rows:
-        raise ArtifactError(f"--runs {run_dir}: {PROGRESS_FILE} is empty (no finished iteration)")
+        raise ArtifactError(f"--runs {run_dir}: {path.name} is empty (no finished iteration)")
     return rows
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,13 +32,14 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.env_runner_group import EnvRunnerGroup
 from tqdm.auto import tqdm
 
+from envs.errors import WarmRouteError
 from envs.heuristics import ROUTERS
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
 from rllib_ext.ray_runtime import cpus_per_runner, ensure_ray
+from rllib_ext.run_dir import DemoDir
 from rllib_ext.teacher import TEACHER_ACTION, TEACHER_TIES, HeuristicTeacherModule
 
-DEMO_KIND = "demonstrations"
 COLUMNS = ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "teacher", "reward", "explored", "worker")
 
 
@@ -63,32 +65,29 @@ class DemoConfig:
     def __post_init__(self) -> None:
         unknown = [t for t in self.teachers if t not in ROUTERS]
         if not self.teachers or unknown:
-            raise ValueError(f"--policy: unknown router(s) {unknown or '(none given)'}; choose from: {', '.join(ROUTERS)}")
+            raise WarmRouteError(f"--policy: unknown router(s) {unknown or '(none given)'}; choose from: {', '.join(ROUTERS)}")
         if self.steps < 1:
-            raise ValueError(f"--steps must be >= 1 (got {self.steps})")
+            raise WarmRouteError(f"--steps must be >= 1 (got {self.steps})")
         if self.num_env_runners < 1:
-            raise ValueError(f"--num-env-runners must be >= 1 for parallel collection (got {self.num_env_runners})")
+            raise WarmRouteError(f"--num-env-runners must be >= 1 for parallel collection (got {self.num_env_runners})")
         if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"--epsilon must be in [0, 1] (got {self.epsilon})")
+            raise WarmRouteError(f"--epsilon must be in [0, 1] (got {self.epsilon})")
         if self.steps_per_round < 1:
-            raise ValueError(f"--steps-per-round must be >= 1 (got {self.steps_per_round})")
+            raise WarmRouteError(f"--steps-per-round must be >= 1 (got {self.steps_per_round})")
 
 
 def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[str, np.ndarray]:
     """Run on an env runner: sample and flatten episode chunks into per-decision columns.
 
-    Episodes are numbered in the order this runner starts them (RLlib's own ids are random UUIDs), so episode ids,
-    and the validation split drawn from them, are the same on every run with the same seed.
+    ``episode_id`` holds RLlib's episode id (a random UUID); the driver renumbers it (:func:`_number_episodes`).
     """
     episodes = runner.sample(num_timesteps=num_timesteps, explore=True, force_reset=force_reset)
-    numbers: dict[str, int] = runner.__dict__.setdefault("_warmroute_episode_numbers", {})
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "reward")}
     for episode in episodes:
         n = len(episode)
         if n == 0:
             continue
-        number = numbers.setdefault(episode.id_, len(numbers))
-        parts["episode_id"].append(np.full(n, f"w{runner.worker_index:03d}-e{number:06d}", dtype=object))
+        parts["episode_id"].append(np.full(n, episode.id_, dtype=object))
         parts["step"].append(np.arange(episode.t_started, episode.t_started + n, dtype=np.int64))
         parts["obs"].append(np.asarray(episode.get_observations(slice(0, n)), dtype=np.float32))
         parts["action"].append(np.asarray(episode.get_actions(), dtype=np.int64))
@@ -98,6 +97,16 @@ def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[
     columns = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
     columns["worker"] = np.full(len(columns["step"]), runner.worker_index, dtype=np.int32)
     return columns
+
+
+def _number_episodes(uuids: np.ndarray, worker: int, numbers: dict[str, int]) -> np.ndarray:
+    """``w<worker>-e<n>`` ids, n counting the worker's episodes in the order they started (``numbers`` keeps the count).
+
+    RLlib's episode ids are random UUIDs; numbered ids make the dataset, and the validation split drawn from its
+    episodes, the same on every run with the same seed. A worker's chunks reach the driver in the order it sampled
+    them (one request in flight per worker), so the numbering is deterministic.
+    """
+    return np.array([f"w{worker:03d}-e{numbers.setdefault(u, len(numbers)):06d}" for u in uuids], dtype=object)
 
 
 def _to_table(columns: dict[str, np.ndarray], teacher: str, obs_dim: int, num_replicas: int) -> pa.Table:
@@ -170,6 +179,7 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     rows, sample_s = 0, 0.0
+    episode_numbers: dict[int, dict[str, int]] = defaultdict(dict)  # per worker, across teachers
     try:
         with tqdm(total=rounds * len(config.teachers) * config.num_env_runners, desc="collect-demos",
                   unit="chunk", disable=not progress) as bar:
@@ -181,16 +191,16 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
                 )
                 start = time.perf_counter()
                 for worker, chunk, columns in _sample_rounds(runners, config.steps_per_round, rounds, tag=teacher):
+                    columns["episode_id"] = _number_episodes(columns["episode_id"], worker, episode_numbers[worker])
                     table = _to_table(columns, teacher, layout.dim, layout.num_replicas)
-                    # Named by worker and chunk, not arrival order: sorted shards read back in the same order every run.
-                    pq.write_table(table, staging / f"part-{teacher}-w{worker:03d}-c{chunk:06d}.parquet")
+                    pq.write_table(table, DemoDir(staging).shard(teacher, worker, chunk))
                     rows += table.num_rows
                     bar.set_postfix(decisions=rows, per_s=f"{rows / max(sample_s + time.perf_counter() - start, 1e-9):.0f}")
                     bar.update(1)
                 sample_s += time.perf_counter() - start
         summary = {"num_rows": rows, "sample_seconds": sample_s, "decisions_per_s": rows / max(sample_s, 1e-9)}
         write_metadata(
-            staging, DEMO_KIND, layout=layout.to_dict(), env_config=config.env.to_dict(), teachers=list(config.teachers),
+            staging, DemoDir.KIND, layout=layout.to_dict(), env_config=config.env.to_dict(), teachers=list(config.teachers),
             steps_per_teacher=config.steps, epsilon=config.epsilon, num_env_runners=config.num_env_runners,
             seed=config.seed, **summary,
         )
@@ -207,8 +217,8 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
 
 def load_demos(directory: str | Path, flag: str = "--demo") -> tuple[pa.Table, dict[str, Any]]:
     """Read a demonstrations directory, refusing empty, corrupted or incomplete data with a one-line error."""
-    meta = read_metadata(directory, DEMO_KIND, flag)
-    shards = sorted(Path(directory).glob("*.parquet"))
+    meta = read_metadata(directory, DemoDir.KIND, flag)
+    shards = DemoDir(directory).shards()
     if not shards:
         raise ArtifactError(f"{flag} {directory}: no Parquet shards; collect demonstrations with `warmroute collect-demos`")
     try:

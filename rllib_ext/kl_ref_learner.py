@@ -12,7 +12,7 @@ Schedules (``rllib_ext.schedules``) are driven by RLlib's lifetime env-step coun
 During a critic warm-up (the first ``critic_warmup_steps`` env steps) the actor's gradients are dropped, so the
 value function learns the cloned policy's returns before any policy update can erase what was cloned.
 
-All settings arrive in ``config.learner_config_dict`` (see ``rllib_ext.train.KLRefConfig.learner_config_dict``)
+All settings arrive in ``config.learner_config_dict`` (see ``rllib_ext.train_config.KLRefConfig.learner_config_dict``)
 and are read in :meth:`build` only.
 """
 
@@ -24,7 +24,9 @@ import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.schedules.scheduler import Scheduler
 
 from rllib_ext.metrics import ENTROPY_COEF, KL_COEF, KL_REF, POLICY_FROZEN
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
@@ -37,22 +39,10 @@ def categorical_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tens
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
 
 
-class _ScheduledValue:
-    """Adapter giving a schedule the ``get_current_value``/``update`` interface PPO's loss expects."""
-
-    def __init__(self, value: float) -> None:
-        self.current = value
-
-    def get_current_value(self) -> float:
-        return self.current
-
-    def update(self, timestep: int) -> float:
-        return self.current
-
-
 class KLRefPPOTorchLearner(PPOTorchLearner):
     """``PPOTorchLearner`` + ``coef(t) * KL(pi || pi_ref)``, entropy warm-up, critic warm-up."""
 
+    @override(PPOTorchLearner)
     def build(self) -> None:
         super().build()
         cfg = self.config.learner_config_dict
@@ -75,24 +65,33 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
         self.kl_coef = self.kl_schedule.value(0)
         self.policy_frozen = self.critic_warmup_steps > 0
         self._actor_refs: set[Any] | None = None
-        self._entropy = _ScheduledValue(self.entropy_schedule.value(0))
+        # RLlib internal relied on: PPO's loss reads the entropy coefficient from PPOLearner's
+        # ``entropy_coeff_schedulers_per_module`` (pinned by tests/test_kl_learner.py). Each module gets an RLlib
+        # ``Scheduler`` holding the warm-up; it is advanced in ``before_gradient_based_update`` (PPO advances it only
+        # after the update, which would lag the warm-up by one iteration) and shifted by the adaptive extension.
         for module_id in self.module.keys():
-            self.entropy_coeff_schedulers_per_module[module_id] = self._entropy
+            self.entropy_coeff_schedulers_per_module[module_id] = Scheduler(
+                self.entropy_schedule.piecewise(), framework="torch", device=self._device)
+        self.entropy_coef = self.entropy_schedule.value(0)
 
     def set_adaptive_state(self, extra_warmup_steps: int, kl_step_offset: int) -> None:
         self.extra_warmup_steps, self.kl_step_offset = int(extra_warmup_steps), int(kl_step_offset)
 
+    @override(PPOTorchLearner)
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
         step = int(timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0))
         self.kl_coef = self.kl_schedule.value(step + self.kl_step_offset) if self.ref_modules else 0.0
-        self._entropy.current = self.entropy_schedule.value(step, self.extra_warmup_steps)
+        for module_id in self.module.keys():
+            self.entropy_coef = self.entropy_coeff_schedulers_per_module[module_id].update(
+                timestep=max(0, step - self.extra_warmup_steps))
         self.policy_frozen = step <= self.critic_warmup_steps  # the update at step s learns from steps up to s
         for module_id in self.module.keys():
             self.metrics.log_value((module_id, KL_COEF), self.kl_coef, window=1)
-            self.metrics.log_value((module_id, ENTROPY_COEF), self._entropy.current, window=1)
+            self.metrics.log_value((module_id, ENTROPY_COEF), self.entropy_coef, window=1)
             self.metrics.log_value((module_id, POLICY_FROZEN), float(self.policy_frozen), window=1)
 
+    @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
         ppo_loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
@@ -114,12 +113,14 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
                                 for p in self.module[mid].unwrapped().actor_parameters()}
         return self._actor_refs
 
+    @override(PPOTorchLearner)
     def postprocess_gradients(self, gradients_dict: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
         if self.policy_frozen:  # drop the actor's gradients before clipping, so they do not shrink the critic's step
             actor = self._actor_param_refs()
             gradients_dict = {pid: g for pid, g in gradients_dict.items() if pid not in actor}
         return super().postprocess_gradients(gradients_dict)
 
+    @override(PPOTorchLearner)
     def apply_gradients(self, gradients_dict: dict[Any, torch.Tensor]) -> None:
         if self.policy_frozen:  # backward() filled the actor's .grad; without it Adam skips those parameters
             for pid in self._actor_param_refs():

@@ -25,8 +25,10 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
 from torch import nn
 
+from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
 
 ARCHITECTURES = ("scorer", "mlp")
@@ -37,9 +39,9 @@ def module_model_config(layout: ObservationLayout, architecture: str = "scorer",
                         hidden: tuple[int, ...] = DEFAULT_HIDDEN) -> dict[str, Any]:
     """The ``model_config`` of the routing module for observations of ``layout``."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"--architecture must be one of {', '.join(ARCHITECTURES)} (got '{architecture}')")
+        raise WarmRouteError(f"--architecture must be one of {', '.join(ARCHITECTURES)} (got '{architecture}')")
     if not hidden or min(hidden) < 1:
-        raise ValueError(f"--hidden needs at least one positive layer width (got {list(hidden)})")
+        raise WarmRouteError(f"--hidden needs at least one positive layer width (got {list(hidden)})")
     return {
         "architecture": architecture,
         "hidden": list(hidden),
@@ -62,6 +64,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 class RoutingModule(TorchRLModule, ValueFunctionAPI):
     """Categorical routing policy with a value function, for PPO on ``VidurRoutingEnv``."""
 
+    @override(TorchRLModule)
     def setup(self) -> None:
         cfg = self.model_config
         self.architecture = cfg.get("architecture", "scorer")
@@ -99,12 +102,15 @@ class RoutingModule(TorchRLModule, ValueFunctionAPI):
             return self.actor(self._per_replica_inputs(obs)).squeeze(-1)
         return self.actor(obs)
 
+    @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self.logits(batch[Columns.OBS])}
 
+    @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return self._forward(batch, **kwargs)
 
+    @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         obs = batch[Columns.OBS]
         if self.architecture == "scorer":

@@ -19,10 +19,7 @@ from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
 from envs.observation import ObservationLayout
 from rllib_ext.artifacts import ArtifactError, read_metadata, write_metadata
 from rllib_ext.models import RoutingModule
-
-POLICY_KIND = "policy"
-MODULE_DIR = "module"
-PROBE_FILE = "probe.npz"
+from rllib_ext.run_dir import PolicyDir
 
 
 def build_module(layout: ObservationLayout, model_config: dict[str, Any]) -> RoutingModule:
@@ -44,24 +41,25 @@ def action_probabilities(module: RoutingModule, obs: np.ndarray) -> np.ndarray:
 def save_policy(module: RoutingModule, directory: Path, layout: ObservationLayout, probe_obs: np.ndarray,
                 **metadata: Any) -> None:
     """Write ``module`` with metadata and a probe batch into ``directory`` (which must exist)."""
-    module.save_to_path(str((directory / MODULE_DIR).absolute()))
-    np.savez(directory / PROBE_FILE, obs=probe_obs.astype(np.float32), probs=action_probabilities(module, probe_obs))
-    write_metadata(directory, POLICY_KIND, layout=layout.to_dict(), model_config=module.model_config, **metadata)
+    folder = PolicyDir(directory)
+    module.save_to_path(str(folder.module.absolute()))
+    np.savez(folder.probe, obs=probe_obs.astype(np.float32), probs=action_probabilities(module, probe_obs))
+    write_metadata(folder.path, PolicyDir.KIND, layout=layout.to_dict(), model_config=module.model_config, **metadata)
 
 
 def load_policy(directory: str | Path, layout: ObservationLayout | None = None, flag: str = "--policy") -> tuple[RoutingModule, dict[str, Any]]:
     """Load a saved policy, refusing one made for another observation layout; verify it against its probe."""
-    meta = read_metadata(directory, POLICY_KIND, flag)
+    meta = read_metadata(directory, PolicyDir.KIND, flag)
     stored = meta["layout"]
     expected = layout or ObservationLayout.from_dict(stored)
     expected.check_compatible(stored, source=f"{flag} {directory}")
-    module_path = Path(directory) / MODULE_DIR
+    module_path = PolicyDir(directory).module
     if not module_path.is_dir():
-        raise ArtifactError(f"{flag} {directory}: missing {MODULE_DIR}/ (incomplete checkpoint)")
+        raise ArtifactError(f"{flag} {directory}: missing {module_path.name}/ (incomplete checkpoint)")
     try:
         module = RLModule.from_checkpoint(str(module_path.absolute()))
     except Exception as exc:  # RLlib raises many types for a damaged checkpoint
-        raise ArtifactError(f"{flag} {directory}: cannot load {MODULE_DIR}/ ({type(exc).__name__}); re-create the policy") from exc
+        raise ArtifactError(f"{flag} {directory}: cannot load {module_path.name}/ ({type(exc).__name__}); re-create the policy") from exc
     module.eval()
     verify_probe(module, directory, flag)
     return module, meta
@@ -69,9 +67,9 @@ def load_policy(directory: str | Path, layout: ObservationLayout | None = None, 
 
 def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "--policy", atol: float = 1e-5) -> float:
     """Max abs difference between ``module``'s action probabilities and the saved probe; raise if above ``atol``."""
-    path = Path(directory) / PROBE_FILE
+    path = PolicyDir(directory).probe
     if not path.is_file():
-        raise ArtifactError(f"{flag} {directory}: missing {PROBE_FILE} (incomplete policy directory)")
+        raise ArtifactError(f"{flag} {directory}: missing {path.name} (incomplete policy directory)")
     probe = np.load(path, allow_pickle=False)
     diff = float(np.abs(action_probabilities(module, probe["obs"]) - probe["probs"]).max())
     if diff > atol:

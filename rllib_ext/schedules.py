@@ -1,7 +1,7 @@
 """Coefficient schedules over lifetime env steps: small, validated, interchangeable objects.
 
 Every schedule answers ``value(step)`` for a lifetime env-step count, which RLlib restores with a checkpoint, so
-a resumed run continues its schedules exactly where they stopped. Invalid settings raise ``ValueError`` naming
+a resumed run continues its schedules exactly where they stopped. Invalid settings raise ``WarmRouteError`` naming
 the CLI flag, before any Ray work starts.
 
 * KL-to-reference coefficient: starts high so PPO stays near the cloned policy while the critic is still poor,
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 
+from envs.errors import WarmRouteError
+
 KL_SCHEDULES = ("linear", "cosine", "exponential", "constant")
 
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise WarmRouteError(message)
 
 
 class ConstantCoef:
@@ -101,6 +103,14 @@ class WarmupCoef:
     def value(self, step: int, extra_warmup_steps: int = 0) -> float:
         """``extra_warmup_steps`` lets the adaptive controller prolong the warm-up."""
         return self.warmup_value if step <= self.warmup_steps + extra_warmup_steps else self.base_value
+
+    def piecewise(self) -> list[list[float]]:
+        """The same schedule in RLlib's ``[[step, value], ...]`` form (``Scheduler``; past the last point: base).
+
+        ``value(s, extra)`` equals the RLlib schedule at ``max(0, s - extra)``.
+        """
+        end = self.warmup_steps + 1
+        return [[0, self.warmup_value], [end, self.warmup_value], [end, self.base_value]]
 
     def __repr__(self) -> str:
         return f"WarmupCoef(base={self.base_value:g}, warmup={self.warmup_value:g}, warmup_steps={self.warmup_steps})"

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
 
+from envs.errors import WarmRouteError
 from envs.heuristics import ROUTERS, equivalent_actions, make_router
 from envs.observation import ObservationLayout
 
@@ -32,6 +34,7 @@ class HeuristicTeacherModule(TorchRLModule):
     Not trainable: ``_forward_train`` raises.
     """
 
+    @override(TorchRLModule)
     def setup(self) -> None:
         cfg = self.model_config
         self.layout = ObservationLayout(num_replicas=int(cfg["num_replicas"]), oracle=bool(cfg.get("oracle", False)))
@@ -40,14 +43,15 @@ class HeuristicTeacherModule(TorchRLModule):
     def set_teacher(self, router: str, epsilon: float, seed: int) -> None:
         """Switch the router (demo collection reuses one set of env runners for several teachers)."""
         if router not in ROUTERS:
-            raise ValueError(f"--policy: unknown router '{router}'; choose one of: {', '.join(ROUTERS)}")
+            raise WarmRouteError(f"--policy: unknown router '{router}'; choose one of: {', '.join(ROUTERS)}")
         if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"--epsilon must be in [0, 1] (got {epsilon})")
+            raise WarmRouteError(f"--epsilon must be in [0, 1] (got {epsilon})")
         self.router_name = router
         self.epsilon = epsilon
         self._router = make_router(router, self.layout)
         self._rng = np.random.default_rng(seed)
 
+    @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         obs = batch[Columns.OBS]
         obs_np = obs.detach().cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
@@ -61,5 +65,6 @@ class HeuristicTeacherModule(TorchRLModule):
             TEACHER_TIES: torch.as_tensor(ties, dtype=torch.bool),
         }
 
+    @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         raise NotImplementedError("HeuristicTeacherModule is a fixed router and cannot be trained")

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.learner.learner import ENTROPY_KEY
 from ray.rllib.core.rl_module.rl_module import RLModule
-from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 from tensorboardX import SummaryWriter
 
 from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
@@ -33,17 +35,11 @@ from envs.vidur_env import VidurRoutingEnv
 from rllib_ext import metrics as M
 from rllib_ext.adaptive import AdaptiveState, AdaptiveWarmupController
 from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
-from rllib_ext.compare import PROGRESS_FILE
-from rllib_ext.policy_io import MODULE_DIR, POLICY_KIND, PROBE_FILE, action_probabilities, save_policy
+from rllib_ext.policy_io import action_probabilities, save_policy
 from rllib_ext.ray_runtime import ensure_ray
+from rllib_ext.run_dir import MODULE_COMPONENT, PolicyDir, RunDir, checkpoint_iteration, checkpoint_module
 from rllib_ext.train_config import TrainConfig, build_ppo_config, default_model_config
 
-RUN_KIND = "training_run"
-CHECKPOINTS_DIR = "checkpoints"
-TENSORBOARD_DIR = "tensorboard"
-POLICY_DIR = "policy"
-ADAPTIVE_FILE = "adaptive_state.json"
-MODULE_COMPONENT = "learner_group/learner/rl_module/default_policy"
 PROBE_ATOL = 1e-5
 
 
@@ -54,7 +50,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _probs_of_learner(learner: Any, obs: np.ndarray) -> np.ndarray:
-    return action_probabilities(learner.module["default_policy"].unwrapped(), obs)
+    return action_probabilities(learner.module[DEFAULT_MODULE_ID].unwrapped(), obs)
 
 
 def _probs_of_runner(runner: Any, obs: np.ndarray) -> np.ndarray:
@@ -63,7 +59,7 @@ def _probs_of_runner(runner: Any, obs: np.ndarray) -> np.ndarray:
 
 def verify_loaded_actor(algo: Algorithm, policy_dir: Path) -> float:
     """Max abs probability gap between the BC probe and every learner and env-runner copy; raise if it is off."""
-    probe = np.load(policy_dir / PROBE_FILE, allow_pickle=False)
+    probe = np.load(PolicyDir(policy_dir).probe, allow_pickle=False)
     copies = algo.learner_group.foreach_learner(partial(_probs_of_learner, obs=probe["obs"]))
     copies = [c.get() if hasattr(c, "get") else c for c in copies]
     copies += algo.env_runner_group.foreach_env_runner(partial(_probs_of_runner, obs=probe["obs"]))
@@ -76,22 +72,22 @@ def verify_loaded_actor(algo: Algorithm, policy_dir: Path) -> float:
 
 def _row(result: dict[str, Any], iteration: int, steps_this_iteration: int, wall_s: float, warmup_steps: int) -> dict[str, Any]:
     """One flat row of progress.jsonl / TensorBoard from an RLlib result dict."""
-    runners = result.get("env_runners", {})
-    learner = result.get("learners", {}).get("default_policy", {})
+    runners = result.get(ENV_RUNNER_RESULTS, {})
+    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
     steps = int(result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)))
     row: dict[str, Any] = {"iteration": iteration, M.ENV_STEPS: steps, M.ENV_STEPS_PER_S: steps_this_iteration / max(wall_s, 1e-9)}
     for key, value in runners.items():  # absent or NaN when no episode finished during the iteration
         if isinstance(key, str) and key.startswith("env/") and np.isscalar(value) and np.isfinite(value):
             row[key] = float(value)
-    if "episode_return_mean" in runners and np.isfinite(runners["episode_return_mean"]):
-        row[M.EPISODE_RETURN] = float(runners["episode_return_mean"])
+    if EPISODE_RETURN_MEAN in runners and np.isfinite(runners[EPISODE_RETURN_MEAN]):
+        row[M.EPISODE_RETURN] = float(runners[EPISODE_RETURN_MEAN])
         if steps <= warmup_steps:
             row[M.REWARD_WARMUP] = row[M.EPISODE_RETURN]
     for key, value in learner.items():
         if np.isscalar(value) and np.isfinite(value):
             row[key if "/" in key else f"learner/{key}"] = float(value)
-    if "learner/entropy" in row:
-        row[M.ENTROPY] = row["learner/entropy"]
+    if f"learner/{ENTROPY_KEY}" in row:
+        row[M.ENTROPY] = row[f"learner/{ENTROPY_KEY}"]
     return row
 
 
@@ -110,16 +106,16 @@ def _reference(cfg: TrainConfig) -> tuple[dict[str, Any], str | None, Path | Non
     if not cfg.kl.enable_warm_start:
         return default_model_config(cfg), None, None
     policy_dir = Path(cfg.kl.pretrained_actor_path).absolute()
-    meta = read_metadata(policy_dir, POLICY_KIND, "--pretrained-actor-path")
+    meta = read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path")
     cfg.env.layout.check_compatible(meta["layout"], source=f"--pretrained-actor-path {policy_dir}")
-    return meta["model_config"], str(policy_dir / MODULE_DIR), policy_dir
+    return meta["model_config"], str(PolicyDir(policy_dir).module), policy_dir
 
 
 def _teacher_latency(cfg: TrainConfig, policy_dir: Path | None) -> float:
     """Mean latency of the best of the clone's teachers (or of least_outstanding) on two held-out seeds."""
     teachers = ["least_outstanding"]
     if policy_dir is not None:
-        teachers = [t for t in read_metadata(policy_dir, POLICY_KIND, "--pretrained-actor-path").get("teachers", []) if t in ROUTERS] or teachers
+        teachers = [t for t in read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path").get("teachers", []) if t in ROUTERS] or teachers
     seeds = evaluation_seeds(cfg.env.workload.seed, 2)
     return min(evaluate_policy(HeuristicPolicy(t, cfg.env.layout), cfg.env, seeds)["mean_e2e_s"] for t in teachers)
 
@@ -137,10 +133,9 @@ def _probe_observations(cfg: TrainConfig, count: int = 64) -> np.ndarray:
 
 def _latest_checkpoint(output: Path) -> Path:
     """The newest complete checkpoint (``adaptive_state.json`` is written last, so it marks completion)."""
-    checkpoints = sorted((p for p in (output / CHECKPOINTS_DIR).glob("iter_*") if (p / ADAPTIVE_FILE).is_file()),
-                         key=lambda p: int(p.name.split("_")[1]))
+    checkpoints = RunDir(output).complete_checkpoints()
     if not checkpoints:
-        raise ArtifactError(f"--resume {output}: no checkpoints under {CHECKPOINTS_DIR}/; nothing to resume")
+        raise ArtifactError(f"--resume {output}: no checkpoints under {RunDir(output).checkpoints.name}/; nothing to resume")
     return checkpoints[-1]
 
 
@@ -149,9 +144,9 @@ def _print_now(line: str) -> None:
 
 
 def _save_checkpoint(algo: Algorithm, out: Path, iteration: int, adaptive_state: AdaptiveState) -> Path:
-    checkpoint = out / CHECKPOINTS_DIR / f"iter_{iteration:04d}"
+    checkpoint = RunDir(out).checkpoint(iteration)
     algo.save_to_path(str(checkpoint.absolute()))
-    (checkpoint / ADAPTIVE_FILE).write_text(json.dumps(adaptive_state.to_dict()))  # written last: marks completion
+    (checkpoint / RunDir.ADAPTIVE_FILE).write_text(json.dumps(adaptive_state.to_dict()))  # written last: marks completion
     return checkpoint
 
 
@@ -164,7 +159,7 @@ def _lifetime_steps(algo: Algorithm) -> int:
 
 
 def _truncate_progress(output: Path, last_iteration: int) -> None:
-    path = output / PROGRESS_FILE
+    path = RunDir(output).progress
     if path.is_file():
         rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["iteration"] <= last_iteration]
         path.write_text("".join(row + "\n" for row in rows))
@@ -175,7 +170,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
     """Train (or resume) a run in ``output``; return the final row of metrics and the exported policy path."""
     out = Path(output)
     if resume:
-        saved = read_metadata(out, RUN_KIND, "--resume")
+        saved = read_metadata(out, RunDir.KIND, "--resume")
         try:
             cfg = TrainConfig.from_dict({**saved["config"], "iterations": max(cfg.iterations, saved["config"]["iterations"])})
         except (KeyError, TypeError) as exc:
@@ -183,14 +178,13 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
         checkpoint = _latest_checkpoint(out)
     else:
         require_fresh_output(out)
-    cfg.validate()
     model_config, reference_path, policy_dir = _reference(cfg)
     ensure_ray()
     seed_everything(cfg.seed)
     if resume:
         algo = Algorithm.from_checkpoint(str(checkpoint.absolute()))
-        start = int(checkpoint.name.split("_")[1])
-        adaptive_state = AdaptiveState(**json.loads((checkpoint / ADAPTIVE_FILE).read_text()))
+        start = checkpoint_iteration(checkpoint)
+        adaptive_state = AdaptiveState(**json.loads((checkpoint / RunDir.ADAPTIVE_FILE).read_text()))
         algo.learner_group.foreach_learner(partial(_set_adaptive_state, state=adaptive_state.to_dict()))
         _truncate_progress(out, start)  # iterations after the checkpoint are re-run
         log(f"resumed {out} from {checkpoint.name} at {_lifetime_steps(algo)} env steps")
@@ -198,7 +192,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
         algo = build_ppo_config(cfg, model_config, reference_path).build_algo()
         start, adaptive_state = 0, AdaptiveState()
         if policy_dir is not None:
-            algo.restore_from_path(str(policy_dir / MODULE_DIR), component=MODULE_COMPONENT)
+            algo.restore_from_path(str(PolicyDir(policy_dir).module), component=MODULE_COMPONENT)
             # restore_from_path pushes the weights to remote env runners fire-and-forget (timeout 0): measured here,
             # some runners kept their random weights. Sync once more and wait for it before verifying every copy.
             algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True,
@@ -211,14 +205,14 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
             log(f"warm start: loaded {policy_dir} into the learner and {algo.env_runner_group.num_remote_env_runners()} "
                 f"env runners (max prob gap to BC probe {gap:.1e})")
         out.mkdir(parents=True, exist_ok=True)
-        write_metadata(out, RUN_KIND, config=cfg.to_dict(), model_config=model_config, layout=cfg.env.layout.to_dict())
+        write_metadata(out, RunDir.KIND, config=cfg.to_dict(), model_config=model_config, layout=cfg.env.layout.to_dict())
         _save_checkpoint(algo, out, 0, adaptive_state)  # the policy before any update (warm: the verified clone)
     controller = None
     if cfg.kl.adaptive_warmup:
         controller = AdaptiveWarmupController(cfg.kl.warmup_steps, cfg.kl.adaptive_balance_threshold,
                                               cfg.kl.adaptive_kl_speedup, _teacher_latency(cfg, policy_dir), adaptive_state)
         log(repr(controller))
-    writer = SummaryWriter(str(out / TENSORBOARD_DIR))
+    writer = SummaryWriter(str(RunDir(out).tensorboard))
     row: dict[str, Any] = {}
     previous_steps = _lifetime_steps(algo) if resume else 0
     try:
@@ -237,15 +231,15 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
                 if key != "iteration":
                     writer.add_scalar(key, value, global_step=steps)
             writer.flush()
-            with open(out / PROGRESS_FILE, "a") as handle:
+            with open(RunDir(out).progress, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
             if progress:
                 log(_console_line(row, cfg.iterations))
             if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
                 _save_checkpoint(algo, out, iteration, adaptive_state)
         final = _latest_checkpoint(out)
-        module = RLModule.from_checkpoint(str((final / MODULE_COMPONENT).absolute()))
-        export = out / POLICY_DIR
+        module = RLModule.from_checkpoint(str(checkpoint_module(final).absolute()))
+        export = RunDir(out).policy.path
         if export.exists():
             for path in export.rglob("*"):
                 if path.is_file():
@@ -255,7 +249,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progres
                     env_config=cfg.env.to_dict(), warm_start=cfg.kl.enable_warm_start, run_dir=str(out.absolute()),
                     checkpoint=final.name, env_steps=int(row.get(M.ENV_STEPS, previous_steps)))
     except BaseException:
-        if not resume and not any(p.name != "iter_0000" for p in (out / CHECKPOINTS_DIR).glob("iter_*")):
+        if not resume and not any(p != RunDir(out).checkpoint(0) for p in RunDir(out).checkpoints.glob("iter_*")):
             writer.close()
             shutil.rmtree(out, ignore_errors=True)  # nothing trained yet: leave no half-made run behind
         raise

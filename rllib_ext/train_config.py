@@ -10,18 +10,25 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from envs.errors import WarmRouteError
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 from envs.workload import WorkloadConfig
+from rllib_ext.artifacts import ArtifactError, read_metadata
 from rllib_ext.callbacks import RoutingMetricsCallback
 from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
-from rllib_ext.models import DEFAULT_HIDDEN, RoutingModule, module_model_config
+from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, RoutingModule, module_model_config
 from rllib_ext.ray_runtime import cpus_per_runner
+from rllib_ext.run_dir import RunDir
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
+
+WARM_START_ENTROPY_WARMUP_STEPS = 10_000
+"""Entropy warm-up of a warm start when ``KLRefConfig.warmup_steps`` is not given (a cold start gets none)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,10 @@ class KLRefConfig:
     kl_ref_decay_steps: int = 60_000
     """Env steps over which the coefficient decays."""
     kl_ref_schedule: str = "linear"
-    """``linear``, ``cosine``, ``exponential`` or ``constant``."""
-    warmup_steps: int = 10_000
-    """Env steps during which the entropy coefficient is ``entropy_warmup_coef``."""
+    """Shape of the coefficient's decay over ``kl_ref_decay_steps``."""
+    warmup_steps: int | None = None
+    """Env steps during which the entropy coefficient is ``entropy_warmup_coef`` (unset: 10000 with a warm start,
+    0 for a cold start, which is then plain PPO)."""
     entropy_warmup_coef: float = 0.01
     """Entropy coefficient during the warm-up (the base value is ``PPOSettings.entropy_coeff``)."""
     critic_warmup_steps: int = 4096
@@ -53,17 +61,21 @@ class KLRefConfig:
     adaptive_kl_speedup: float = 2.0
     """KL-schedule steps advanced per env step once the policy beats its teacher (adaptive only)."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        if self.warmup_steps is None:  # resolved here, so the Python API and the CLI agree and JSON holds the value
+            object.__setattr__(self, "warmup_steps", WARM_START_ENTROPY_WARMUP_STEPS if self.enable_warm_start else 0)
         make_kl_schedule(self.kl_ref_schedule, self.kl_ref_coef_initial, self.kl_ref_coef_final, self.kl_ref_decay_steps)
         WarmupCoef(0.0, self.entropy_warmup_coef, self.warmup_steps)
         if self.critic_warmup_steps < 0:
-            raise ValueError(f"--critic-warmup-steps must be >= 0 (got {self.critic_warmup_steps})")
+            raise WarmRouteError(f"--critic-warmup-steps must be >= 0 (got {self.critic_warmup_steps})")
         if self.enable_warm_start and not self.pretrained_actor_path:
-            raise ValueError("--enable-warm-start needs --pretrained-actor-path DIR (a directory written by `warmroute pretrain`)")
+            raise WarmRouteError("--enable-warm-start needs --pretrained-actor-path DIR (a directory written by `warmroute pretrain`)")
+        if self.pretrained_actor_path and not self.enable_warm_start:
+            raise WarmRouteError("--pretrained-actor-path is only used with --enable-warm-start; add it or drop the path")
         if not 0 <= self.adaptive_balance_threshold <= 1:
-            raise ValueError(f"--adaptive-balance-threshold must be in [0, 1] (got {self.adaptive_balance_threshold})")
+            raise WarmRouteError(f"--adaptive-balance-threshold must be in [0, 1] (got {self.adaptive_balance_threshold})")
         if not self.adaptive_kl_speedup >= 1:
-            raise ValueError(f"--adaptive-kl-speedup must be >= 1 (got {self.adaptive_kl_speedup})")
+            raise WarmRouteError(f"--adaptive-kl-speedup must be >= 1 (got {self.adaptive_kl_speedup})")
 
     def learner_config_dict(self, reference_module_path: str | None) -> dict[str, Any]:
         warm = self.enable_warm_start
@@ -110,19 +122,21 @@ class PPOSettings:
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
     """Hidden layer widths (a warm start uses the checkpoint's)."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise WarmRouteError(f"--architecture must be one of {', '.join(ARCHITECTURES)} (got '{self.architecture}')")
         positive = {"--lr": self.lr, "--train-batch-size": self.train_batch_size, "--minibatch-size": self.minibatch_size,
                     "--num-epochs": self.num_epochs, "--clip-param": self.clip_param, "--vf-clip-param": self.vf_clip_param,
                     "--grad-clip": self.grad_clip}
         for flag, value in positive.items():
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{flag} must be > 0 (got {value})")
+                raise WarmRouteError(f"{flag} must be > 0 (got {value})")
         if not 0 < self.gamma <= 1 or not 0 <= self.lambda_ <= 1:
-            raise ValueError(f"--gamma must be in (0, 1] and --lambda in [0, 1] (got {self.gamma}, {self.lambda_})")
+            raise WarmRouteError(f"--gamma must be in (0, 1] and --lambda in [0, 1] (got {self.gamma}, {self.lambda_})")
         if not (math.isfinite(self.entropy_coeff) and math.isfinite(self.vf_loss_coeff)) or self.entropy_coeff < 0 or self.vf_loss_coeff < 0:
-            raise ValueError("--entropy-coeff and --vf-loss-coeff must be >= 0")
+            raise WarmRouteError("--entropy-coeff and --vf-loss-coeff must be >= 0")
         if self.minibatch_size > self.train_batch_size:
-            raise ValueError(f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})")
+            raise WarmRouteError(f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})")
 
 
 @dataclass(frozen=True)
@@ -144,13 +158,11 @@ class TrainConfig:
     seed: int = 0
     """Seed of torch, env runners and request streams."""
 
-    def validate(self) -> None:
-        self.ppo.validate()
-        self.kl.validate()
+    def __post_init__(self) -> None:
         for flag, value, low in (("--iterations", self.iterations, 1), ("--num-env-runners", self.num_env_runners, 0),
                                  ("--num-learners", self.num_learners, 0), ("--checkpoint-every", self.checkpoint_every, 1)):
             if value < low:
-                raise ValueError(f"{flag} must be >= {low} (got {value})")
+                raise WarmRouteError(f"{flag} must be >= {low} (got {value})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env.to_dict(), "ppo": {**dataclasses.asdict(self.ppo), "hidden": list(self.ppo.hidden)},
@@ -163,6 +175,15 @@ class TrainConfig:
         env = VidurEnvConfig.from_dict({**data["env"], "workload": WorkloadConfig.from_dict(data["env"]["workload"])})
         return cls(env=env, ppo=PPOSettings(**ppo), kl=KLRefConfig(**data["kl"]),
                    **{k: data[k] for k in ("iterations", "num_env_runners", "num_learners", "checkpoint_every", "seed")})
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, flag: str = "--resume") -> TrainConfig:
+        """The config a training run in ``run_dir`` was started with (from its ``metadata.json``)."""
+        saved = read_metadata(run_dir, RunDir.KIND, flag)
+        try:
+            return cls.from_dict(saved["config"])
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{flag} {run_dir}: metadata.json does not hold a training config of this version ({exc})") from exc
 
 
 def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_module_path: str | None) -> PPOConfig:

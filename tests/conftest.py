@@ -1,6 +1,10 @@
-"""Shared fixtures: small workloads that simulate in well under a second."""
+"""Shared fixtures and helpers: small workloads that simulate in well under a second, the real CLI in a subprocess."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -8,6 +12,16 @@ from envs.simulation import quiet_vidur_logging
 from envs.workload import WorkloadConfig, preset
 
 quiet_vidur_logging()
+
+
+def _run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warmroute.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_cli(*args)``: ``warmroute ARGS...`` run for real in a fresh interpreter, output captured as text."""
+    return _run_cli
 
 
 @pytest.fixture

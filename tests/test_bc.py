@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,18 +92,14 @@ def test_replica_mismatch_refused_before_writing(lo_demos, tmp_path: Path) -> No
     assert not out.exists()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "warmroute.cli", *args], capture_output=True, text=True, timeout=300)
-
-
-def test_cli_pretrain_then_evaluate(lo_demos, tmp_path: Path) -> None:
+def test_cli_pretrain_then_evaluate(lo_demos, tmp_path: Path, run_cli) -> None:
     demo_dir, _, _ = lo_demos
     out = tmp_path / "cli_bc"
-    result = _cli("pretrain", "--demo", str(demo_dir), "--output", str(out), "--epochs", "5", "--quiet")
+    result = run_cli("pretrain", "--demo", str(demo_dir), "--output", str(out), "--epochs", "5", "--quiet")
     assert result.returncode == 0, result.stderr
     assert "validation accuracy" in result.stdout
     report = tmp_path / "eval.json"
-    result = _cli("evaluate", "--policy", f"{out},least_outstanding", "--greedy", "--num-requests", "40",
+    result = run_cli("evaluate", "--policy", f"{out},least_outstanding", "--greedy", "--num-requests", "40",
                   "--episodes", "1", "--quiet", "--json", str(report))
     assert result.returncode == 0, result.stderr
     names = set(json.loads(report.read_text())["policies"])
@@ -113,7 +107,7 @@ def test_cli_pretrain_then_evaluate(lo_demos, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "corrupted", "replicas"])
-def test_cli_bad_demo_input_exits_2_and_writes_nothing(lo_demos, tmp_path: Path, case: str) -> None:
+def test_cli_bad_demo_input_exits_2_and_writes_nothing(lo_demos, tmp_path: Path, case: str, run_cli) -> None:
     demo_dir, _, _ = lo_demos
     src = tmp_path / "demo"
     extra: list[str] = []
@@ -126,7 +120,7 @@ def test_cli_bad_demo_input_exits_2_and_writes_nothing(lo_demos, tmp_path: Path,
         src = demo_dir
         extra = ["--replicas", "8"]
     out = tmp_path / "out"
-    result = _cli("pretrain", "--demo", str(src), "--output", str(out), "--quiet", *extra)
+    result = run_cli("pretrain", "--demo", str(src), "--output", str(out), "--quiet", *extra)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not out.exists()

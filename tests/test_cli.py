@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from rllib_ext.train_config import WARM_START_ENTROPY_WARMUP_STEPS, KLRefConfig, PPOSettings, TrainConfig
+from warmroute import cli
+from warmroute.cli import build_parser
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "warmroute.cli", *args], capture_output=True, text=True, timeout=120)
 
-
-def test_evaluate_writes_json_for_each_policy(tmp_path: Path) -> None:
+def test_evaluate_writes_json_for_each_policy(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "eval.json"
-    result = _run("evaluate", "--policy", "round_robin,least_outstanding", "--num-requests", "40", "--episodes", "2",
+    result = run_cli("evaluate", "--policy", "round_robin,least_outstanding", "--num-requests", "40", "--episodes", "2",
                   "--json", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert "least_outstanding" in result.stdout
@@ -31,8 +31,8 @@ def test_evaluate_writes_json_for_each_policy(tmp_path: Path) -> None:
         assert metrics["episodes"] == 2
 
 
-def test_heterogeneous_flags(tmp_path: Path) -> None:
-    result = _run("evaluate", "--policy", "speed_aware", "--replicas", "3", "--replica-devices", "h100,a100,l40",
+def test_heterogeneous_flags(tmp_path: Path, run_cli) -> None:
+    result = run_cli("evaluate", "--policy", "speed_aware", "--replicas", "3", "--replica-devices", "h100,a100,l40",
                   "--num-requests", "30", "--episodes", "1", "--quiet", "--qps", "10")
     assert result.returncode == 0, result.stderr
     assert "1 x h100 + 1 x a100 + 1 x l40" in result.stdout
@@ -55,11 +55,11 @@ def test_heterogeneous_flags(tmp_path: Path) -> None:
         (["--seed", "-1"], "--seed"),
     ],
 )
-def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str) -> None:
+def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str, run_cli) -> None:
     base = ["evaluate", "--policy", "round_robin", "--num-requests", "10", "--episodes", "1", "--quiet"]
     if "--policy" in args:
         base = ["evaluate", "--num-requests", "10", "--episodes", "1", "--quiet"]
-    result = _run(*base, *args)
+    result = run_cli(*base, *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -71,26 +71,24 @@ def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str) -> No
     ("content", "needle"),
     [("a,b\n1,2\n", "lacks column"), ("num_prefill_tokens,num_decode_tokens\n100,20\n", "has 1 requests")],
 )
-def test_bad_trace_file_is_one_line(tmp_path: Path, content: str, needle: str) -> None:
+def test_bad_trace_file_is_one_line(tmp_path: Path, content: str, needle: str, run_cli) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text(content)
-    result = _run("evaluate", "--policy", "round_robin", "--lengths", f"trace:{trace}", "--num-requests", "10",
+    result = run_cli("evaluate", "--policy", "round_robin", "--lengths", f"trace:{trace}", "--num-requests", "10",
                   "--episodes", "1", "--quiet")
     assert result.returncode == 2 and needle in result.stderr and "--lengths" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_trace_workload_runs(tmp_path: Path) -> None:
+def test_trace_workload_runs(tmp_path: Path, run_cli) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{200 + 7 * i},{20 + i}\n" for i in range(30)))
-    result = _run("evaluate", "--policy", "least_outstanding", "--lengths", f"trace:{trace}", "--num-requests", "30",
+    result = run_cli("evaluate", "--policy", "least_outstanding", "--lengths", f"trace:{trace}", "--num-requests", "30",
                   "--episodes", "1", "--quiet", "--qps", "5")
     assert result.returncode == 0, result.stderr
 
 
 def test_seed_underscore_spellings_parse_like_kebab_case() -> None:
-    from warmroute.cli import build_parser
-
     parser = build_parser()
     kebab = parser.parse_args(["train", "--enable-warm-start", "--pretrained-actor-path", "bc", "--kl-ref-coef-initial", "0.3",
                                "--kl-ref-decay-steps", "500", "--warmup-steps", "7", "--num-env-runners", "1"])
@@ -102,3 +100,66 @@ def test_seed_underscore_spellings_parse_like_kebab_case() -> None:
     assert (demos.num_env_runners, demos.steps_per_round) == (3, 64)
     bc = parser.parse_args(["pretrain", "--demo", "d", "--output", "p", "--label_smoothing", "0.1", "--batch_size", "32"])
     assert (bc.label_smoothing, bc.batch_size) == (0.1, 32)
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+
+
+def test_every_flag_has_help_and_takes_no_default_from_the_cli() -> None:
+    for name, parser in _subparsers().items():
+        for action in _flags(parser):
+            assert action.help and action.help != argparse.SUPPRESS, f"{name} {action.option_strings[0]}: no help"
+            assert action.default is argparse.SUPPRESS, f"{name} {action.option_strings[0]}: default set in the CLI"
+    tree = ast.parse(Path(cli.__file__).read_text())  # and no DEFAULT_* constant or default= keyword in the module
+    assert not [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id.startswith("DEFAULT")]
+    assert not [k for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords if k.arg == "default"]
+
+
+def test_multi_word_flags_accept_the_underscore_spelling_on_every_subcommand() -> None:
+    for name, parser in _subparsers().items():
+        for action in _flags(parser):
+            for flag in (s for s in action.option_strings if "-" in s[2:]):
+                assert "--" + flag[2:].replace("-", "_") in action.option_strings, f"{name} {flag}"
+    args = build_parser().parse_args(["evaluate", "--policy", "round_robin", "--num_requests", "40"])
+    assert args.num_requests == 40
+
+
+def test_flags_with_a_fixed_set_of_values_offer_choices() -> None:
+    parsers = _subparsers()
+    for command, dests in {"train": ("architecture", "kl_ref_schedule", "workload", "model", "device", "replica_scheduler",
+                                     "predictor", "reward"), "pretrain": ("architecture",)}.items():
+        actions = {a.dest: a for a in _flags(parsers[command])}
+        for dest in dests:
+            assert actions[dest].choices, f"{command} --{dest}"
+
+
+def test_help_shows_the_dataclass_defaults() -> None:
+    actions = {a.dest: a for a in _flags(_subparsers()["train"])}
+    assert f"(default: {TrainConfig().iterations})" in actions["iterations"].help
+    assert f"(default: {PPOSettings().lr})" in actions["lr"].help
+    assert f"(default: {TrainConfig().env.reward_scale_s})" in actions["reward_scale_s"].help
+
+
+def test_untyped_flags_leave_every_setting_to_the_config_dataclasses() -> None:
+    from warmroute.cli import _train_config
+
+    cold, _, resume = _train_config(build_parser().parse_args(["train", "--output", "run"]))
+    assert cold == TrainConfig() and not resume and cold.kl.warmup_steps == 0  # a cold start is plain PPO
+    warm, _, _ = _train_config(build_parser().parse_args(["train", "--output", "run", "--enable-warm-start",
+                                                          "--pretrained-actor-path", "bc"]))
+    assert warm.kl == KLRefConfig(enable_warm_start=True, pretrained_actor_path="bc")
+    assert warm.kl.warmup_steps == WARM_START_ENTROPY_WARMUP_STEPS  # same rule in the Python API and the CLI
+
+
+def test_parse_errors_are_one_line_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--kl-ref-schedule", "sigmoid"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warmroute train: error:") and "--kl-ref-schedule" in err[0]

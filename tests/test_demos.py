@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +97,11 @@ def test_refuses_missing_empty_and_corrupted(tmp_path: Path, lo_demos) -> None:
         load_demos(no_rows)
 
 
-def test_cli_refuses_non_empty_output_and_writes_nothing(tmp_path: Path) -> None:
+def test_cli_refuses_non_empty_output_and_writes_nothing(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    result = subprocess.run(
-        [sys.executable, "-m", "warmroute.cli", "collect-demos", "--policy", "round_robin", "--steps", "10",
-         "--output", str(out), "--quiet"], capture_output=True, text=True, timeout=120)
+    result = run_cli("collect-demos", "--policy", "round_robin", "--steps", "10", "--output", str(out), "--quiet")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "--output" in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
@@ -117,12 +113,10 @@ def test_layout_json_roundtrip(lo_demos) -> None:
     assert ObservationLayout.from_dict(stored) == config.env.layout
 
 
-def test_cli_collects_with_two_runners(tmp_path: Path) -> None:
+def test_cli_collects_with_two_runners(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "demos"
-    result = subprocess.run(
-        [sys.executable, "-m", "warmroute.cli", "collect-demos", "--policy", "least_work,power_of_two", "--steps", "120",
-         "--steps-per-round", "60", "--num-env-runners", "2", "--num-requests", "40", "--output", str(out), "--quiet"],
-        capture_output=True, text=True, timeout=240)
+    result = run_cli("collect-demos", "--policy", "least_work,power_of_two", "--steps", "120", "--steps-per-round", "60",
+                     "--num-env-runners", "2", "--num-requests", "40", "--output", str(out), "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     table, meta = load_demos(out)
     assert meta["teachers"] == ["least_work", "power_of_two"] and meta["num_env_runners"] == 2

@@ -4,8 +4,6 @@ TensorBoard, resume, refusals before Ray, and the exact categorical KL."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +16,15 @@ from envs.workload import preset
 from rllib_ext import metrics as M
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.kl_ref_learner import categorical_kl
+from rllib_ext.run_dir import RunDir
 from rllib_ext.schedules import LinearCoef
-from rllib_ext.train import PROGRESS_FILE, TENSORBOARD_DIR, train
+from rllib_ext.train import train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 
 pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms
 
 BATCH = 128
+WARM = ("--enable-warm-start", "--pretrained-actor-path", "missing-bc")
 
 
 def _config(policy_dir: Path | None, iterations: int, **kl: object) -> TrainConfig:
@@ -53,7 +53,7 @@ def warm_run(bc_policy, tmp_path_factory) -> Path:
 
 
 def _rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / PROGRESS_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in RunDir(run).progress.read_text().splitlines()]
 
 
 def test_kl_is_zero_for_identical_and_finite_for_near_deterministic_reference() -> None:
@@ -80,7 +80,7 @@ def test_warm_run_logs_kl_and_follows_schedule(warm_run) -> None:
 
 
 def test_tensorboard_kl_coef_matches_schedule_exactly(warm_run) -> None:
-    events = EventAccumulator(str(warm_run / TENSORBOARD_DIR))
+    events = EventAccumulator(str(RunDir(warm_run).tensorboard))
     events.Reload()
     scalars = events.Scalars(M.KL_COEF)
     schedule = LinearCoef(1.0, 0.1, 4 * BATCH)
@@ -119,29 +119,29 @@ def test_cold_start_has_no_reference_term(tmp_path: Path, ray_session) -> None:
     assert row[M.KL_COEF] == 0.0 and M.KL_REF not in row and row[M.POLICY_FROZEN] == 0.0
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "warmroute.cli", "train", *args], capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--kl-ref-coef-initial", "-1"], "--kl-ref-coef-initial"),
-        (["--kl-ref-coef-initial", "0.1", "--kl-ref-coef-final", "0.5"], "must not exceed"),
-        (["--kl_ref_decay_steps", "0"], "--kl-ref-decay-steps"),
+        ([*WARM, "--kl-ref-coef-initial", "-1"], "--kl-ref-coef-initial"),
+        ([*WARM, "--kl-ref-coef-initial", "0.1", "--kl-ref-coef-final", "0.5"], "must not exceed"),
+        ([*WARM, "--kl_ref_decay_steps", "0"], "--kl-ref-decay-steps"),
         (["--warmup-steps", "-5"], "--warmup-steps"),
         (["--enable-warm-start"], "--pretrained-actor-path"),
+        (["--pretrained-actor-path", "bc"], "only applies with --enable-warm-start"),
+        (["--kl-ref-decay-steps", "500"], "only applies with --enable-warm-start"),
+        ([*WARM, "--hidden", "32"], "the clone's network is used"),
+        (["--resume", "run", "--lr", "0.1"], "is ignored with --resume"),
     ],
 )
-def test_invalid_settings_fail_before_ray(tmp_path: Path, args: list[str], needle: str) -> None:
-    result = _cli("--output", str(tmp_path / "run"), "--iterations", "1", *args)
+def test_invalid_settings_fail_before_ray(tmp_path: Path, args: list[str], needle: str, run_cli) -> None:
+    result = run_cli("train", "--output", str(tmp_path / "run"), "--iterations", "1", *args)
     assert result.returncode == 2 and needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Ray" not in result.stderr and not (tmp_path / "run").exists()
 
 
-def test_bc_checkpoint_for_other_layout_is_refused(bc_policy, tmp_path: Path) -> None:
-    result = _cli("--output", str(tmp_path / "run"), "--enable-warm-start", "--pretrained-actor-path", str(bc_policy),
+def test_bc_checkpoint_for_other_layout_is_refused(bc_policy, tmp_path: Path, run_cli) -> None:
+    result = run_cli("train", "--output", str(tmp_path / "run"), "--enable-warm-start", "--pretrained-actor-path", str(bc_policy),
                   "--replicas", "6")
     assert result.returncode == 2 and "num_replicas" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -60,3 +60,23 @@ def test_invalid_warmup_settings() -> None:
 def test_reprs_name_the_settings() -> None:
     assert repr(make_kl_schedule("linear", 1, 0.1, 5)) == "LinearCoef(initial=1, final=0.1, decay_steps=5)"
     assert repr(WarmupCoef(0, 0.01, 7)) == "WarmupCoef(base=0, warmup=0.01, warmup_steps=7)"
+
+
+def test_rllib_scheduler_built_from_the_warmup_gives_the_same_coefficients() -> None:
+    from ray.rllib.utils.schedules.scheduler import Scheduler
+
+    warmup = WarmupCoef(base_value=0.001, warmup_value=0.02, warmup_steps=100)
+    scheduler = Scheduler(warmup.piecewise(), framework="torch")
+    for step, extra in [(0, 0), (100, 0), (101, 0), (5000, 0), (150, 50), (151, 50), (30, 100)]:
+        assert scheduler.update(timestep=max(0, step - extra)) == warmup.value(step, extra), (step, extra)
+        assert float(scheduler.get_current_value()) == pytest.approx(warmup.value(step, extra))
+
+
+def test_ppo_loss_still_reads_the_entropy_coefficient_from_the_scheduler_dict() -> None:
+    """Pins the RLlib internal KLRefPPOTorchLearner relies on for the entropy warm-up (see its ``build``)."""
+    import inspect
+
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+    assert "self.entropy_coeff_schedulers_per_module[module_id].get_current_value()" in inspect.getsource(
+        PPOTorchLearner.compute_loss_for_module)

@@ -1,64 +1,62 @@
-"""Workload and env flags shared by every ``warmroute`` subcommand.
+"""Workload and env flags shared by ``evaluate``, ``collect-demos`` and ``train``.
 
-Flags default to ``None`` so that only what the user typed overrides the chosen ``--workload`` preset.
+Workload flags override fields of the chosen ``--workload`` preset; only what the user typed is applied. A new
+workload flag is one line in :data:`WORKLOAD_FLAGS` (type, help and shown default come from the
+``WorkloadConfig`` field and its docstring).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
+from envs.devices import DEVICE_NAMES
 from envs.vidur_env import REWARDS, VidurEnvConfig
-from envs.workload import LENGTH_KINDS, PREDICTORS, PRESETS, REPLICA_SCHEDULERS, WorkloadConfig, preset
+from envs.workload import DEFAULT_PRESET, MODEL_NAMES, PREDICTORS, PRESETS, REPLICA_SCHEDULERS, WorkloadConfig, preset
+from warmroute.flags import add_config_flags, add_flag, given
 
-# flag -> (WorkloadConfig field, type, help)
-_WORKLOAD_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--replicas": ("num_replicas", int, "number of replicas"),
-    "--qps": ("qps", float, "mean arrival rate, requests per simulated second"),
-    "--num-requests": ("num_requests", int, "requests per episode"),
-    "--lengths": ("lengths", str, f"request lengths: {', '.join(k for k in LENGTH_KINDS if k != 'trace')} or trace:PATH"),
-    "--arrival": ("arrival", str, "arrival process: poisson or gamma:CV"),
-    "--model": ("model", str, "vidur model name, e.g. meta-llama/Llama-3-8B"),
-    "--device": ("device", str, "GPU of every replica: h100, a100, a40, l40"),
-    "--replica-scheduler": ("replica_scheduler", str, f"per-replica batching: {', '.join(REPLICA_SCHEDULERS)}"),
-    "--tensor-parallel-size": ("tensor_parallel_size", int, "GPUs per replica"),
-    "--chunk-size": ("chunk_size", int, "sarathi prefill chunk, tokens"),
-    "--min-tokens": ("min_tokens", int, "smallest total tokens of a synthetic request"),
-    "--max-tokens": ("max_tokens", int, "largest total tokens of a request"),
-    "--prefill-to-decode-ratio": ("prefill_to_decode_ratio", float, "prefill tokens per decode token"),
-    "--zipf-theta": ("zipf_theta", float, "Zipf skew of request length, in (0, 1)"),
-    "--predictor": ("predictor", str, f"execution-time predictor: {', '.join(PREDICTORS)}"),
-    "--seed": ("seed", int, "base seed of the run"),
+# WorkloadConfig field -> (flag, choices or None). One line per flag.
+WORKLOAD_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "num_replicas": ("--replicas", None),
+    "qps": ("--qps", None),
+    "num_requests": ("--num-requests", None),
+    "lengths": ("--lengths", None),
+    "arrival": ("--arrival", None),
+    "model": ("--model", MODEL_NAMES),
+    "device": ("--device", DEVICE_NAMES),
+    "replica_devices": ("--replica-devices", None),
+    "replica_scheduler": ("--replica-scheduler", REPLICA_SCHEDULERS),
+    "tensor_parallel_size": ("--tensor-parallel-size", None),
+    "chunk_size": ("--chunk-size", None),
+    "min_tokens": ("--min-tokens", None),
+    "max_tokens": ("--max-tokens", None),
+    "prefill_to_decode_ratio": ("--prefill-to-decode-ratio", None),
+    "zipf_theta": ("--zipf-theta", None),
+    "predictor": ("--predictor", PREDICTORS),
+    "seed": ("--seed", None),
 }
+ENV_FLAGS = ("reward", "reward_scale_s", "oracle")
 
 
-def add_workload_args(parser: argparse.ArgumentParser, reward_scale_s: float = 1.0) -> None:
-    group = parser.add_argument_group("workload (override fields of the --workload preset)")
-    group.add_argument("--workload", default="default", help=f"preset: {', '.join(PRESETS)} (default: default)")
-    for flag, (_, kind, text) in _WORKLOAD_FLAGS.items():
-        group.add_argument(flag, type=kind, default=None, help=text)
-    group.add_argument("--replica-devices", default=None, help="comma-separated GPU per replica, e.g. h100,h100,a100,a100")
-    env = parser.add_argument_group("environment")
-    env.add_argument("--reward", choices=REWARDS, default="e2e", help="minus summed e2e latency or minus summed TTFT")
-    env.add_argument("--reward-scale-s", type=float, default=reward_scale_s, help="seconds of latency per unit of reward")
-    env.add_argument("--oracle", action="store_true", help="observe the request's decode length (not known to real routers)")
+def add_workload_args(parser: argparse.ArgumentParser, base: VidurEnvConfig) -> None:
+    """Workload flags (shown defaults: the default preset's) and env flags (shown defaults: ``base``'s)."""
+    group = parser.add_argument_group(f"workload (override fields of the --workload preset; defaults shown: {DEFAULT_PRESET})")
+    add_flag(group, "--workload", "preset the workload flags below override", choices=tuple(PRESETS),
+             shown_default=base.workload.name)
+    add_config_flags(group, preset(DEFAULT_PRESET), WORKLOAD_FLAGS,
+                     flags={field: flag for field, (flag, _) in WORKLOAD_FLAGS.items()},
+                     choices={field: values for field, (_, values) in WORKLOAD_FLAGS.items() if values})
+    add_config_flags(parser.add_argument_group("environment"), base, ENV_FLAGS, choices={"reward": REWARDS})
 
 
-def workload_from_args(args: argparse.Namespace) -> WorkloadConfig:
-    """The preset with the user's overrides applied (validated: bad values raise a one-line WorkloadError)."""
-    base = preset(args.workload)
-    changes: dict[str, object] = {
-        name: getattr(args, flag[2:].replace("-", "_"))
-        for flag, (name, _, _) in _WORKLOAD_FLAGS.items()
-        if getattr(args, flag[2:].replace("-", "_")) is not None
-    }
-    if args.replica_devices is not None:
-        changes["replica_devices"] = tuple(d.strip() for d in args.replica_devices.split(",") if d.strip())
-    if changes:
-        return base.replace(name=f"{base.name}+overrides", **changes)
-    return base
+def workload_from_args(args: argparse.Namespace, base: WorkloadConfig) -> WorkloadConfig:
+    """``base`` (or the typed ``--workload`` preset) with the typed overrides (validated: bad values raise WorkloadError)."""
+    workload = preset(args.workload) if hasattr(args, "workload") else base
+    changes = {name: value for name, value in given(args, WorkloadConfig).items() if name in WORKLOAD_FLAGS}
+    return workload.replace(name=f"{workload.name}+overrides", **changes) if changes else workload
 
 
-def env_config_from_args(args: argparse.Namespace) -> VidurEnvConfig:
-    return VidurEnvConfig(
-        workload=workload_from_args(args), reward=args.reward, reward_scale_s=args.reward_scale_s, oracle=args.oracle
-    )
+def env_config_from_args(args: argparse.Namespace, base: VidurEnvConfig) -> VidurEnvConfig:
+    """``base`` with the typed workload and env flags applied."""
+    env = {name: value for name, value in given(args, VidurEnvConfig).items() if name in ENV_FLAGS}
+    return dataclasses.replace(base, workload=workload_from_args(args, base.workload), **env)
