@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,20 +43,27 @@ def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int) ->
     """Episode return from here if ``action`` is taken now and ``policy`` afterwards, computed in a forked child."""
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: play the episode out, send the return, exit without running the parent's cleanup
-        os.close(read_end)
-        obs, total, done, *_ = env.step(action)
-        while not done:
-            obs, reward, done, *_ = env.step(policy.act(obs))
-            total += reward
-        os.write(write_end, struct.pack("d", total))
-        os._exit(0)
+    if pid == 0:  # child: play the episode out and send the return; it must never return into the parent's code
+        status = 1
+        try:
+            os.close(read_end)
+            obs, total, done, *_ = env.step(action)
+            while not done:
+                obs, reward, done, *_ = env.step(policy.act(obs))
+                total += reward
+            os.write(write_end, struct.pack("d", total))
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)  # also when it raised: skips the parent's cleanup and the rest of its program
     os.close(write_end)
     data = os.read(read_end, 8)
     os.close(read_end)
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
     if len(data) != 8:
-        raise RuntimeError("a lookahead child process died before reporting its return")
+        raise RuntimeError(f"a lookahead child process failed before reporting its return (exit status {status >> 8}; "
+                           "its traceback is above)")
     return struct.unpack("d", data)[0]
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from envs.evaluation import HeuristicPolicy, evaluate_policy
-from envs.lookahead import lookahead_episode
-from envs.vidur_env import VidurEnvConfig
+from envs.lookahead import _return_after, lookahead_episode
+from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 
 
 @pytest.mark.slow
@@ -24,3 +26,13 @@ def test_lookahead_is_never_worse_than_its_base_router(small_hetero_workload) ->
         assert 0.0 <= result.base_scheduling_delay_s < result.base_mean_e2e_s
     # Round robin ignores load on a mixed fleet: the lookahead must find better replicas for some requests.
     assert changed["round_robin"] > 0
+
+
+def test_a_lookahead_child_that_raises_exits_instead_of_running_on(small_workload) -> None:
+    env = VidurRoutingEnv(VidurEnvConfig(workload=small_workload.replace(num_requests=20)))
+    env.reset(seed=1)
+    parent = os.getpid()
+    with pytest.raises(RuntimeError, match="failed before reporting its return"):
+        _return_after(env, HeuristicPolicy("round_robin", env.layout), action=99)  # step(99) raises in the child
+    assert os.getpid() == parent  # only the parent gets here
+    assert env.step(0)[0] is not None  # and its own episode is untouched
