@@ -1,17 +1,19 @@
 # Two commands on a fresh machine: `make run` (venv, pinned deps, the main job) and `make test`.
+# `make lint` (ruff check + format check) and `make test-fast` (tests not marked slow) are the quick checks.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_TOOLS := pytest==9.2.0 ruff==0.17.6
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-fast lint bench clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt pytest==9.2.0
+	$(PY) -m pip install --quiet -r requirements.txt $(DEV_TOOLS)
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -29,6 +31,13 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) benchmarks/env_throughput.py
