@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
 from rllib_ext.artifacts import ArtifactError
 from rllib_ext.bc import BCConfig, pretrain
@@ -56,7 +57,7 @@ def test_checkpoint_policy_is_deterministic_per_seed(cloned) -> None:
 
 def test_refuses_policy_for_other_replica_count(cloned) -> None:
     out, _ = cloned
-    with pytest.raises(ValueError, match="num_replicas"):
+    with pytest.raises(WarmRouteError, match="num_replicas"):
         load_policy(out, ObservationLayout(num_replicas=6))
 
 
@@ -87,7 +88,7 @@ def test_incomplete_policy_dir_is_one_line_error(cloned, tmp_path: Path) -> None
 def test_replica_mismatch_refused_before_writing(lo_demos, tmp_path: Path) -> None:
     demo_dir, _, _ = lo_demos
     out = tmp_path / "bc8"
-    with pytest.raises(ValueError, match="num_replicas"):
+    with pytest.raises(WarmRouteError, match="num_replicas"):
         pretrain(demo_dir, out, BCConfig(num_replicas=8), progress=False)
     assert not out.exists()
 

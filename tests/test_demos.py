@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from envs.errors import WarmRouteError
 from envs.heuristics import make_router
 from envs.observation import ObservationLayout
 from rllib_ext.artifacts import ArtifactError
@@ -66,11 +67,11 @@ def test_schema_and_labels(lo_demos) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="--policy"):
+    with pytest.raises(WarmRouteError, match="--policy"):
         DemoConfig(teachers=("oracle",))
-    with pytest.raises(ValueError, match="--epsilon"):
+    with pytest.raises(WarmRouteError, match="--epsilon"):
         DemoConfig(epsilon=1.5)
-    with pytest.raises(ValueError, match="--num-env-runners"):
+    with pytest.raises(WarmRouteError, match="--num-env-runners"):
         DemoConfig(num_env_runners=0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs.errors import WarmRouteError
 from envs.heuristics import ROUTERS, make_router
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
 
@@ -75,5 +76,5 @@ def test_every_router_handles_batches(name: str) -> None:
 
 
 def test_unknown_router_names_choices() -> None:
-    with pytest.raises(ValueError, match="unknown router 'fastest'.*round_robin"):
+    with pytest.raises(WarmRouteError, match="unknown router 'fastest'.*round_robin"):
         make_router("fastest", LAYOUT)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
+from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
 from rllib_ext.models import module_model_config
 from rllib_ext.policy_io import build_module
@@ -56,7 +57,7 @@ def test_logits_are_unbounded() -> None:
 
 
 def test_bad_model_config() -> None:
-    with pytest.raises(ValueError, match="--architecture"):
+    with pytest.raises(WarmRouteError, match="--architecture"):
         module_model_config(LAYOUT, "transformer")
-    with pytest.raises(ValueError, match="--hidden"):
+    with pytest.raises(WarmRouteError, match="--hidden"):
         module_model_config(LAYOUT, "scorer", hidden=())

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from envs.errors import WarmRouteError
 from rllib_ext.schedules import ConstantCoef, CosineCoef, ExponentialCoef, LinearCoef, WarmupCoef, make_kl_schedule
 
 
@@ -46,14 +47,14 @@ def test_constant_and_warmup() -> None:
     ],
 )
 def test_invalid_kl_settings(kwargs: dict, flag: str) -> None:
-    with pytest.raises(ValueError, match=flag):
+    with pytest.raises(WarmRouteError, match=flag):
         make_kl_schedule(**kwargs)
 
 
 def test_invalid_warmup_settings() -> None:
-    with pytest.raises(ValueError, match="--entropy-warmup-coef"):
+    with pytest.raises(WarmRouteError, match="--entropy-warmup-coef"):
         WarmupCoef(0.0, -0.1, 10)
-    with pytest.raises(ValueError, match="--warmup-steps"):
+    with pytest.raises(WarmRouteError, match="--warmup-steps"):
         WarmupCoef(0.0, 0.1, -1)
 
 
