@@ -64,7 +64,6 @@ _TYPES: dict[str, Callable[[str], Any]] = {
     "str": str,
     "int | None": int,
     "str | None": str,
-    "float | None": float,
     "tuple[int, ...]": widths,
     "tuple[str, ...]": comma_list,
 }
