@@ -32,10 +32,13 @@ from envs.errors import WarmRouteError
 from envs.evaluation import EvaluationConfig, HeuristicPolicy, Policy, evaluate_policy, format_table
 from envs.heuristics import ROUTERS
 from envs.observation import ObservationLayout
-from rllib_ext.bc import BCConfig
-from rllib_ext.demos import DemoConfig
+from rllib_ext.bc import BCConfig, pretrain
+from rllib_ext.compare import format_comparison, load_progress, plot_learning_curves
+from rllib_ext.demos import DemoConfig, collect_demos
 from rllib_ext.models import ARCHITECTURES
+from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.schedules import KL_SCHEDULES
+from rllib_ext.train import train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 from warmroute.flags import HelpFormatter, OneLineParser, add_config_flags, add_flag, default_of, flag_of, given
 from warmroute.workload_args import add_workload_args, env_config_from_args
@@ -81,14 +84,10 @@ def _make_policy(name: str, layout: ObservationLayout, greedy: bool) -> Policy:
         return HeuristicPolicy(name, layout)
     if not Path(name).exists():
         raise WarmRouteError(f"--policy: '{name}' is neither a router ({', '.join(ROUTERS)}) nor an existing policy directory")
-    from rllib_ext.policy_io import CheckpointPolicy  # torch/ray import only when needed
-
     return CheckpointPolicy(name, layout, greedy=greedy)
 
 
 def _collect_demos(args: argparse.Namespace) -> int:
-    from rllib_ext.demos import collect_demos
-
     config = DemoConfig(env=env_config_from_args(args, default_of(DemoConfig, "env")), **given(args, DemoConfig))
     summary = collect_demos(config, args.output, progress=not hasattr(args, "quiet"))
     print(f"wrote {summary['num_rows']} decisions to {args.output} "
@@ -97,8 +96,6 @@ def _collect_demos(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from rllib_ext.bc import pretrain
-
     result = pretrain(args.demo, args.output, BCConfig(**given(args, BCConfig)), progress=not hasattr(args, "quiet"))
     val = result["validation"]
     per_teacher = ", ".join(f"{t} {a:.3f}" for t, a in val["accuracy_per_teacher"].items())
@@ -127,16 +124,12 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
 
 def _train(args: argparse.Namespace) -> int:
     config, run_dir, resume = _train_config(args)
-    from rllib_ext.train import train  # Ray and torch start only once the input is known to be good
-
     result = train(config, run_dir, resume=resume, progress=not hasattr(args, "quiet"))
     print(f"exported policy to {result['policy']}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from rllib_ext.compare import format_comparison, load_progress, plot_learning_curves
-
     names = [Path(run).name for run in args.runs]
     runs = {(name if names.count(name) == 1 else str(Path(run))): load_progress(run) for name, run in zip(names, args.runs)}
     print(format_comparison(runs))
