@@ -145,3 +145,16 @@ def test_bc_checkpoint_for_other_layout_is_refused(bc_policy, tmp_path: Path, ru
                   "--replicas", "6")
     assert result.returncode == 2 and "num_replicas" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_cli_resume_keeps_the_saved_settings_and_extends_iterations(tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "cli_run"
+    tiny = ["--num-requests", "64", "--train-batch-size", str(BATCH), "--minibatch-size", "64", "--num-epochs", "1",
+            "--num-env-runners", "0", "--quiet"]
+    first = run_cli("train", "--output", str(run), "--iterations", "1", "--seed", "2", *tiny)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_cli("train", "--resume", str(run), "--iterations", "2", "--quiet")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert [r["iteration"] for r in _rows(run)] == [1, 2] and _rows(run)[1][M.ENV_STEPS] == 2 * BATCH
+    saved = TrainConfig.from_run(run)
+    assert (saved.seed, saved.ppo.train_batch_size, saved.kl.warmup_steps, saved.iterations) == (2, BATCH, 0, 1)
