@@ -157,9 +157,3 @@ def add_config_flags(parser: argparse._ActionsContainer, config: type | object, 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The fields of dataclass ``cls`` the user typed (keyword arguments for ``cls``)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-
-
-def typed(args: argparse.Namespace, *names: str) -> list[str]:
-    """Which of ``names`` the user typed."""
-    return [name for name in names if hasattr(args, name)]
-
