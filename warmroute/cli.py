@@ -6,6 +6,7 @@ Subcommands:
   pretrain        behaviour-clone the PPO routing module from demonstrations
   train           PPO, cold or warm-started from a cloned policy with a scheduled KL to it
   compare         cold vs warm runs from their own logs, by env-step bucket
+  submit          run any of these on a Ray cluster through Ray Jobs
 
 Any bad input exits with status 2 and one line naming the flag or file and the fix.
 """
@@ -25,6 +26,7 @@ from envs.observation import ObservationLayout
 from envs.simulation import PredictorDataUnavailable
 from envs.workload import WorkloadError
 from rllib_ext.artifacts import ArtifactError
+from warmroute.submit import add_submit_parser
 from warmroute.workload_args import add_workload_args, env_config_from_args
 
 
@@ -256,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--runs", nargs="+", required=True, help="run directories (e.g. COLD_DIR WARM_DIR)")
     compare.add_argument("--plot", default=None, help="also write learning curves to this PNG")
     compare.set_defaults(func=_compare)
+
+    add_submit_parser(sub)
     return parser
 
 
