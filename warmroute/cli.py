@@ -124,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
             adaptive_balance_threshold=args.adaptive_balance_threshold, adaptive_kl_speedup=args.adaptive_kl_speedup,
         ),
         iterations=args.iterations if args.iterations is not None else (0 if args.resume else DEFAULT_ITERATIONS),
-        num_env_runners=args.num_env_runners, num_learners=args.num_learners,
+        num_env_runners=args.num_env_runners, num_learners=args.num_learners, placement=args.placement,
         checkpoint_every=args.checkpoint_every, seed=args.seed if args.seed is not None else 0,
     )
     if args.resume is None and args.output is None:
@@ -173,6 +173,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
           help=f"training iterations, each --train-batch-size env steps (default {DEFAULT_ITERATIONS}; with --resume: the saved run's)")
     _flag(run, "--num-env-runners", type=int, default=2, help="parallel env runners (0: sample in the driver)")
     _flag(run, "--num-learners", type=int, default=0, help="remote learner workers (0: learn in the driver)")
+    _flag(run, "--placement", default="pack", help="pack or spread: placement-group strategy of sweep trials (docs/cluster.md)")
     _flag(run, "--output", default=None, help="new run directory (checkpoints/, tensorboard/, progress.jsonl, policy/)")
     _flag(run, "--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
     _flag(run, "--resume", default=None, help="continue the run in this directory from its latest checkpoint")

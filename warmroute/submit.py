@@ -33,7 +33,7 @@ ENTRYPOINT_NUM_CPUS = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # argparse dests of warmroute subcommands that name paths. Inputs are read; outputs are written (``--resume`` is both).
-INPUT_DESTS = ("pretrained_actor_path", "demo", "runs")
+INPUT_DESTS = ("pretrained_actor_path", "demo", "runs", "space")
 OUTPUT_DESTS = ("output", "resume", "json", "plot")
 
 
@@ -229,8 +229,9 @@ def _under(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
-def _values(value: str | list[str] | None) -> list[str]:
-    return [] if value is None else [value] if isinstance(value, str) else list(value)
+def _values(value: object) -> list[str]:
+    """The path strings a dest holds (``--resume`` is a directory for train, a switch for sweep)."""
+    return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _flag(dest: str) -> str:
