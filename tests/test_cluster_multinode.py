@@ -48,7 +48,7 @@ def run_node_loss(result_file: Path) -> None:
     from rllib_ext.train_config import PPOSettings, TrainConfig, build_ppo_config, default_model_config
 
     quiet_vidur_logging()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
@@ -56,7 +56,7 @@ def run_node_loss(result_file: Path) -> None:
     try:
         cfg = TrainConfig(env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)),
                           ppo=PPOSettings(train_batch_size=300, minibatch_size=100, num_epochs=1),
-                          num_env_runners=RUNNERS, placement="spread")
+                          num_env_runners=RUNNERS)
         config = build_ppo_config(cfg, default_model_config(cfg), None).env_runners(num_cpus_per_env_runner=CPUS_PER_RUNNER)
         algo = config.build_algo()
         before = algo.env_runner_group.foreach_env_runner(_runner_node, local_env_runner=False)
