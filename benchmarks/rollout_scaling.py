@@ -34,6 +34,7 @@ import time
 from functools import partial
 
 import ray
+from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.env.env_runner_group import EnvRunnerGroup
 
 from envs.simulation import quiet_vidur_logging
@@ -42,7 +43,7 @@ from envs.workload import preset
 from rllib_ext.train_config import TrainConfig, build_ppo_config, default_model_config
 
 
-def _sample(runner, num_timesteps: int) -> int:
+def _sample(runner: EnvRunner, num_timesteps: int) -> int:
     return sum(len(episode) for episode in runner.sample(num_timesteps=num_timesteps, explore=True))
 
 

@@ -27,7 +27,7 @@ CPUS_PER_RUNNER = 0.5  # two fit on a 1-CPU worker: 3 runners must use both work
 MAX_ITERATIONS_AFTER_LOSS = 15
 
 
-def _runner_node(runner) -> str:
+def _runner_node(runner: object) -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()

@@ -21,11 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import logging
+import os
 import shlex
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ENTRYPOINT = "python -m warmroute.cli"
@@ -181,8 +185,10 @@ def read_token(token_file: str | None) -> str | None:
     return _token_from(default, str(default)) if default.is_file() else None
 
 
-def connect(address: str, token: str | None):  # -> JobSubmissionClient (import deferred: ray is slow to import)
-    """A Jobs client that has already made one authenticated request (so a bad address or token fails here)."""
+def connect(address: str, token: str | None) -> JobSubmissionClient:
+    """A Jobs client that has already made one authenticated request (so a bad address or token fails here).
+
+    Ray is imported here, not at module level: every ``warmroute`` command imports this module."""
     import requests
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
@@ -203,7 +209,7 @@ def connect(address: str, token: str | None):  # -> JobSubmissionClient (import 
     return client
 
 
-async def _stream_logs(client, job_id: str) -> None:
+async def _stream_logs(client: JobSubmissionClient, job_id: str) -> None:
     async for lines in client.tail_job_logs(job_id):
         print(lines, end="", flush=True)
 
