@@ -29,6 +29,8 @@ from rllib_ext.schedules import WarmupCoef, make_kl_schedule
 
 WARM_START_ENTROPY_WARMUP_STEPS = 10_000
 """Entropy warm-up of a warm start when ``KLRefConfig.warmup_steps`` is not given (a cold start gets none)."""
+PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}
+"""``--placement`` value -> Ray placement-group strategy."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,9 @@ class TrainConfig:
     """Parallel Ray env runners (0: sample in the driver, for debugging)."""
     num_learners: int = 0
     """Remote learner workers (0: learn in the driver process)."""
+    placement: str = "pack"
+    """Strategy of the placement group a Tune trial reserves: ``pack`` (fewest nodes) or ``spread`` (env runners on
+    as many nodes as possible, so a lost node takes few of them)."""
     checkpoint_every: int = 10
     """Save an RLlib checkpoint every this many iterations (and always at the end)."""
     seed: int = 0
@@ -163,17 +168,21 @@ class TrainConfig:
                                  ("--num-learners", self.num_learners, 0), ("--checkpoint-every", self.checkpoint_every, 1)):
             if value < low:
                 raise WarmRouteError(f"{flag} must be >= {low} (got {value})")
+        if self.placement not in PLACEMENTS:
+            raise WarmRouteError(f"--placement must be one of {', '.join(PLACEMENTS)} (got '{self.placement}')")
 
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env.to_dict(), "ppo": {**dataclasses.asdict(self.ppo), "hidden": list(self.ppo.hidden)},
                 "kl": dataclasses.asdict(self.kl), "iterations": self.iterations, "num_env_runners": self.num_env_runners,
-                "num_learners": self.num_learners, "checkpoint_every": self.checkpoint_every, "seed": self.seed}
+                "num_learners": self.num_learners, "placement": self.placement, "checkpoint_every": self.checkpoint_every,
+                "seed": self.seed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         ppo = {**data["ppo"], "hidden": tuple(data["ppo"]["hidden"])}
         env = VidurEnvConfig.from_dict({**data["env"], "workload": WorkloadConfig.from_dict(data["env"]["workload"])})
         return cls(env=env, ppo=PPOSettings(**ppo), kl=KLRefConfig(**data["kl"]),
+                   placement=data.get("placement", "pack"),
                    **{k: data[k] for k in ("iterations", "num_env_runners", "num_learners", "checkpoint_every", "seed")})
 
     @classmethod
@@ -195,6 +204,7 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
                      num_cpus_per_env_runner=cpus_per_runner(cfg.num_env_runners, reserved=cfg.num_learners) if cfg.num_env_runners else 1,
                      rollout_fragment_length="auto")
+        .resources(placement_strategy=PLACEMENTS[cfg.placement])
         .learners(num_learners=cfg.num_learners, learner_class=KLRefPPOTorchLearner,
                   learner_config_dict=cfg.kl.learner_config_dict(reference_module_path))
         .training(

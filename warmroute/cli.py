@@ -6,6 +6,7 @@ Subcommands:
   pretrain        behaviour-clone the PPO routing module from demonstrations
   train           PPO, cold or warm-started from a cloned policy with a scheduled KL to it
   compare         cold vs warm runs from their own logs, by env-step bucket
+  submit          run any of these on a Ray cluster through Ray Jobs
 
 Flags follow one rule set (``warmroute.flags``, docs/cli.md): ``--kebab-case``, with the ``--snake_case`` spelling
 accepted for every multi-word flag; every flag has help, and ``choices`` where its values are a fixed set. Each
@@ -39,7 +40,8 @@ from rllib_ext.models import ARCHITECTURES
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.schedules import KL_SCHEDULES
 from rllib_ext.train import train
-from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+from rllib_ext.train_config import PLACEMENTS, KLRefConfig, PPOSettings, TrainConfig
+from warmroute.submit import add_submit_args, run_submit
 from warmroute.flags import HelpFormatter, OneLineParser, add_config_flags, add_flag, default_of, flag_of, given
 from warmroute.workload_args import add_workload_args, env_config_from_args
 
@@ -168,7 +170,8 @@ def _add_pretrain_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
-    add_config_flags(run, TrainConfig, ("iterations", "num_env_runners", "num_learners", "checkpoint_every"))
+    add_config_flags(run, TrainConfig, ("iterations", "num_env_runners", "num_learners", "placement", "checkpoint_every"),
+                     choices={"placement": tuple(PLACEMENTS)})
     add_flag(run, "--output", "new run directory (checkpoints/, tensorboard/, progress.jsonl, policy/)", metavar="DIR")
     add_flag(run, "--resume", "continue the run in this directory from its latest checkpoint, with its saved settings "
              "(only --iterations may change)", metavar="DIR")
@@ -191,6 +194,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Cal
     "pretrain": ("behaviour-clone the PPO routing module from demonstrations", _add_pretrain_args, _pretrain),
     "train": ("PPO, cold or warm-started (KL to the cloned policy)", _add_train_args, _train),
     "compare": ("compare training runs by env-step bucket", _add_compare_args, _compare),
+    "submit": ("run a warmroute command on a Ray cluster (Ray Jobs)", add_submit_args, run_submit),
 }
 
 
