@@ -115,8 +115,8 @@ def check_paths(parsed: argparse.Namespace, cwd: Path, shared: tuple[Path, ...])
     if getattr(parsed, "command", None) == "evaluate":
         from envs.heuristics import ROUTERS
 
-        for name in (p.strip() for p in parsed.policy.split(",")):
-            if name and name not in ROUTERS:
+        for name in getattr(parsed, "policies", ()):
+            if name not in ROUTERS:
                 _check_input("--policy", name, cwd, shared)
     lengths = getattr(parsed, "lengths", None)
     if lengths and lengths.startswith("trace:"):
