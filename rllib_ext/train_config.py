@@ -20,7 +20,6 @@ from envs.workload import WorkloadConfig
 from rllib_ext.callbacks import RoutingMetricsCallback
 from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
 from rllib_ext.models import DEFAULT_HIDDEN, RoutingModule, module_model_config
-from rllib_ext.ray_runtime import cpus_per_runner
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
 
 
@@ -139,6 +138,9 @@ class TrainConfig:
     """Parallel Ray env runners (0: sample in the driver, for debugging)."""
     num_learners: int = 0
     """Remote learner workers (0: learn in the driver process)."""
+    cpus_per_env_runner: float = 1.0
+    """CPUs each env runner asks of Ray (fixed, not read from the cluster: a Tune trial's placement group has
+    one bundle of exactly this size per runner, and a runner asking anything else waits forever)."""
     checkpoint_every: int = 10
     """Save an RLlib checkpoint every this many iterations (and always at the end)."""
     seed: int = 0
@@ -151,17 +153,21 @@ class TrainConfig:
                                  ("--num-learners", self.num_learners, 0), ("--checkpoint-every", self.checkpoint_every, 1)):
             if value < low:
                 raise ValueError(f"{flag} must be >= {low} (got {value})")
+        if not (math.isfinite(self.cpus_per_env_runner) and self.cpus_per_env_runner > 0):
+            raise ValueError(f"--cpus-per-env-runner must be > 0 (got {self.cpus_per_env_runner})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env.to_dict(), "ppo": {**dataclasses.asdict(self.ppo), "hidden": list(self.ppo.hidden)},
                 "kl": dataclasses.asdict(self.kl), "iterations": self.iterations, "num_env_runners": self.num_env_runners,
-                "num_learners": self.num_learners, "checkpoint_every": self.checkpoint_every, "seed": self.seed}
+                "num_learners": self.num_learners, "cpus_per_env_runner": self.cpus_per_env_runner,
+                "checkpoint_every": self.checkpoint_every, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         ppo = {**data["ppo"], "hidden": tuple(data["ppo"]["hidden"])}
         env = VidurEnvConfig.from_dict({**data["env"], "workload": WorkloadConfig.from_dict(data["env"]["workload"])})
         return cls(env=env, ppo=PPOSettings(**ppo), kl=KLRefConfig(**data["kl"]),
+                   cpus_per_env_runner=float(data.get("cpus_per_env_runner", 1.0)),  # runs saved before the field: 1
                    **{k: data[k] for k in ("iterations", "num_env_runners", "num_learners", "checkpoint_every", "seed")})
 
 
@@ -172,7 +178,7 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
         PPOConfig()
         .environment(env=VidurRoutingEnv, env_config=cfg.env.to_dict())
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
-                     num_cpus_per_env_runner=cpus_per_runner(cfg.num_env_runners, reserved=cfg.num_learners) if cfg.num_env_runners else 1,
+                     num_cpus_per_env_runner=cfg.cpus_per_env_runner,
                      rollout_fragment_length="auto")
         .learners(num_learners=cfg.num_learners, learner_class=KLRefPPOTorchLearner,
                   learner_config_dict=cfg.kl.learner_config_dict(reference_module_path))

@@ -6,6 +6,7 @@ Subcommands:
   pretrain        behaviour-clone the PPO routing module from demonstrations
   train           PPO, cold or warm-started from a cloned policy with a scheduled KL to it
   compare         cold vs warm runs from their own logs, by env-step bucket
+  sweep           Ray Tune sweep over the warm-start settings (warmroute/sweep_cmd.py, tuning/)
 
 Any bad input exits with status 2 and one line naming the flag or file and the fix.
 """
@@ -122,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
             adaptive_balance_threshold=args.adaptive_balance_threshold, adaptive_kl_speedup=args.adaptive_kl_speedup,
         ),
         iterations=args.iterations if args.iterations is not None else (0 if args.resume else DEFAULT_ITERATIONS),
-        num_env_runners=args.num_env_runners, num_learners=args.num_learners,
+        num_env_runners=args.num_env_runners, num_learners=args.num_learners, cpus_per_env_runner=args.cpus_per_env_runner,
         checkpoint_every=args.checkpoint_every, seed=args.seed if args.seed is not None else 0,
     )
     if args.resume is None and args.output is None:
@@ -171,6 +172,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
           help=f"training iterations, each --train-batch-size env steps (default {DEFAULT_ITERATIONS}; with --resume: the saved run's)")
     _flag(run, "--num-env-runners", type=int, default=2, help="parallel env runners (0: sample in the driver)")
     _flag(run, "--num-learners", type=int, default=0, help="remote learner workers (0: learn in the driver)")
+    _flag(run, "--cpus-per-env-runner", type=float, default=1.0, help="CPUs Ray reserves per env runner (fractions share a core)")
     _flag(run, "--output", default=None, help="new run directory (checkpoints/, tensorboard/, progress.jsonl, policy/)")
     _flag(run, "--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
     _flag(run, "--resume", default=None, help="continue the run in this directory from its latest checkpoint")
@@ -256,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--runs", nargs="+", required=True, help="run directories (e.g. COLD_DIR WARM_DIR)")
     compare.add_argument("--plot", default=None, help="also write learning curves to this PNG")
     compare.set_defaults(func=_compare)
+
+    from warmroute.sweep_cmd import add_sweep_parser  # imports this module's train flags: import it here, not at the top
+
+    add_sweep_parser(sub)
     return parser
 
 
