@@ -155,7 +155,7 @@ def _wait_for(predicate, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 def _terminated(out: Path) -> int:
@@ -173,10 +173,10 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     out, log = tmp_path / "sweep", tmp_path / "stdout.txt"
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"choice": [1e-4, 3e-4, 1e-3]}}))
-    command = [sys.executable, "-m", "warmroute.cli", "sweep", "--num-requests", "32", "--iterations", "1",
+    command = [sys.executable, "-m", "warmroute.cli", "sweep", "--num-requests", "32", "--iterations", "8",
                "--train-batch-size", "64", "--minibatch-size", "32", "--num-epochs", "1", "--num-env-runners", "0",
                "--num-samples", "3", "--max-concurrent", "1", "--search", "random", "--scheduler", "fifo",
-               "--eval-episodes", "1", "--space", str(space), "--output", str(out)]
+               "--checkpoint-every", "2", "--eval-episodes", "1", "--space", str(space), "--output", str(out)]
     with open(log, "w") as handle:
         sweep = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     try:

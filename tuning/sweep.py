@@ -256,7 +256,8 @@ def run_config(sweep: SweepConfig, output: Path, callbacks: list[tune.Callback])
     return tune.RunConfig(
         name=EXPERIMENT_DIR, storage_path=str(output.absolute()), callbacks=callbacks, verbose=0,
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT exploits a donor's latest checkpoint: keep a few so none is deleted while another trial copies it.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if sweep.scheduler == "pbt" else 2),
     )
 
 
