@@ -33,3 +33,9 @@ REWARD_WARMUP = "env/reward_warmup"
 ENTROPY = "losses/entropy"
 ENV_STEPS = "perf/env_steps_lifetime"
 ENV_STEPS_PER_S = "perf/env_steps_per_s"
+
+# Tune sweeps (tuning.sweep): the score every result carries, and the held-out evaluation at the end of a trial
+TUNE_SCORE = "tune/score_s"
+EVAL_SCORE = "eval/score_s"
+EVAL_PREFIX = "eval/"
+IN_EFFECT_PREFIX = "in_effect/"

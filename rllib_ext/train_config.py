@@ -23,7 +23,6 @@ from rllib_ext.artifacts import ArtifactError, read_metadata
 from rllib_ext.callbacks import RoutingMetricsCallback
 from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
 from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, RoutingModule, module_model_config
-from rllib_ext.ray_runtime import cpus_per_runner
 from rllib_ext.run_dir import RunDir
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
 
@@ -158,6 +157,9 @@ class TrainConfig:
     placement: str = "pack"
     """Strategy of the placement group a Tune trial reserves: ``pack`` (fewest nodes) or ``spread`` (env runners on
     as many nodes as possible, so a lost node takes few of them)."""
+    cpus_per_env_runner: float = 1.0
+    """CPUs each env runner asks of Ray (fixed, not read from the cluster: a Tune trial's placement group has
+    one bundle of exactly this size per runner, and a runner asking anything else waits forever)."""
     checkpoint_every: int = 10
     """Save an RLlib checkpoint every this many iterations (and always at the end)."""
     seed: int = 0
@@ -170,12 +172,14 @@ class TrainConfig:
                 raise WarmRouteError(f"{flag} must be >= {low} (got {value})")
         if self.placement not in PLACEMENTS:
             raise WarmRouteError(f"--placement must be one of {', '.join(PLACEMENTS)} (got '{self.placement}')")
+        if not (math.isfinite(self.cpus_per_env_runner) and self.cpus_per_env_runner > 0):
+            raise WarmRouteError(f"--cpus-per-env-runner must be > 0 (got {self.cpus_per_env_runner})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env.to_dict(), "ppo": {**dataclasses.asdict(self.ppo), "hidden": list(self.ppo.hidden)},
                 "kl": dataclasses.asdict(self.kl), "iterations": self.iterations, "num_env_runners": self.num_env_runners,
-                "num_learners": self.num_learners, "placement": self.placement, "checkpoint_every": self.checkpoint_every,
-                "seed": self.seed}
+                "num_learners": self.num_learners, "placement": self.placement, "cpus_per_env_runner": self.cpus_per_env_runner,
+                "checkpoint_every": self.checkpoint_every, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -183,6 +187,7 @@ class TrainConfig:
         env = VidurEnvConfig.from_dict({**data["env"], "workload": WorkloadConfig.from_dict(data["env"]["workload"])})
         return cls(env=env, ppo=PPOSettings(**ppo), kl=KLRefConfig(**data["kl"]),
                    placement=data.get("placement", "pack"),
+                   cpus_per_env_runner=float(data.get("cpus_per_env_runner", 1.0)),  # runs saved before the field: 1
                    **{k: data[k] for k in ("iterations", "num_env_runners", "num_learners", "checkpoint_every", "seed")})
 
     @classmethod
@@ -202,7 +207,7 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
         PPOConfig()
         .environment(env=VidurRoutingEnv, env_config=cfg.env.to_dict())
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
-                     num_cpus_per_env_runner=cpus_per_runner(cfg.num_env_runners, reserved=cfg.num_learners) if cfg.num_env_runners else 1,
+                     num_cpus_per_env_runner=cfg.cpus_per_env_runner,
                      rollout_fragment_length="auto")
         .resources(placement_strategy=PLACEMENTS[cfg.placement])
         .learners(num_learners=cfg.num_learners, learner_class=KLRefPPOTorchLearner,

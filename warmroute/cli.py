@@ -6,6 +6,7 @@ Subcommands:
   pretrain        behaviour-clone the PPO routing module from demonstrations
   train           PPO, cold or warm-started from a cloned policy with a scheduled KL to it
   compare         cold vs warm runs from their own logs, by env-step bucket
+  sweep           Ray Tune sweep over the warm-start settings (warmroute/sweep_cmd.py, tuning/)
   submit          run any of these on a Ray cluster through Ray Jobs
 
 Flags follow one rule set (``warmroute.flags``, docs/cli.md): ``--kebab-case``, with the ``--snake_case`` spelling
@@ -106,22 +107,27 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A new run's config from the typed train and workload flags; refuses flags a cold or warm start would ignore."""
+    typed = [name for name in vars(args) if name not in ("command", "func")]
+    if hasattr(args, "enable_warm_start"):
+        _refuse([n for n in typed if n in FROM_CHECKPOINT], "is ignored with --enable-warm-start (the clone's network is used)")
+    else:
+        _refuse([n for n in typed if n in WARM_ONLY], "only applies with --enable-warm-start")
+    return TrainConfig(env=env_config_from_args(args, default_of(TrainConfig, "env")), ppo=PPOSettings(**given(args, PPOSettings)),
+                       kl=KLRefConfig(**given(args, KLRefConfig)), **given(args, TrainConfig))
+
+
 def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
     """The run's config, its directory and whether it resumes; refuses flags that would be ignored."""
-    typed = [name for name in vars(args) if name not in ("command", "func")]
     if hasattr(args, "resume"):
+        typed = [name for name in vars(args) if name not in ("command", "func")]
         _refuse([n for n in typed if n not in RESUME_FLAGS], "is ignored with --resume (the run keeps its saved settings)")
         saved = TrainConfig.from_run(args.resume)
         return dataclasses.replace(saved, **given(args, TrainConfig)), args.resume, True
     if not hasattr(args, "output"):
         raise WarmRouteError("--output DIR is required (or --resume DIR to continue a run)")
-    if hasattr(args, "enable_warm_start"):
-        _refuse([n for n in typed if n in FROM_CHECKPOINT], "is ignored with --enable-warm-start (the clone's network is used)")
-    else:
-        _refuse([n for n in typed if n in WARM_ONLY], "only applies with --enable-warm-start")
-    config = TrainConfig(env=env_config_from_args(args, default_of(TrainConfig, "env")), ppo=PPOSettings(**given(args, PPOSettings)),
-                         kl=KLRefConfig(**given(args, KLRefConfig)), **given(args, TrainConfig))
-    return config, args.output, False
+    return train_config_from_args(args), args.output, False
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -168,19 +174,25 @@ def _add_pretrain_args(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--quiet", "no progress bar", action="store_true")
 
 
-def _add_train_args(parser: argparse.ArgumentParser) -> None:
+def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a TrainConfig (run, PPO, warm start, workload): shared by ``train`` and ``sweep``."""
     run = parser.add_argument_group("run")
-    add_config_flags(run, TrainConfig, ("iterations", "num_env_runners", "num_learners", "placement", "checkpoint_every"),
-                     choices={"placement": tuple(PLACEMENTS)})
-    add_flag(run, "--output", "new run directory (checkpoints/, tensorboard/, progress.jsonl, policy/)", metavar="DIR")
-    add_flag(run, "--resume", "continue the run in this directory from its latest checkpoint, with its saved settings "
-             "(only --iterations may change)", metavar="DIR")
+    add_config_flags(run, TrainConfig, ("iterations", "num_env_runners", "num_learners", "cpus_per_env_runner", "placement",
+                                        "checkpoint_every"), choices={"placement": tuple(PLACEMENTS)})
     add_flag(run, "--quiet", "no per-iteration line", action="store_true")
     add_config_flags(parser.add_argument_group("PPO"), PPOSettings, [f.name for f in dataclasses.fields(PPOSettings)],
                      choices={"architecture": ARCHITECTURES})
     add_config_flags(parser.add_argument_group("warm start"), KLRefConfig, [f.name for f in dataclasses.fields(KLRefConfig)],
                      choices={"kl_ref_schedule": KL_SCHEDULES})
     add_workload_args(parser, default_of(TrainConfig, "env"))
+
+
+def _add_train_args(parser: argparse.ArgumentParser) -> None:
+    add_train_config_flags(parser)
+    run = parser.add_argument_group("output")
+    add_flag(run, "--output", "new run directory (checkpoints/, tensorboard/, progress.jsonl, policy/)", metavar="DIR")
+    add_flag(run, "--resume", "continue the run in this directory from its latest checkpoint, with its saved settings "
+             "(only --iterations may change)", metavar="DIR")
 
 
 def _add_compare_args(parser: argparse.ArgumentParser) -> None:
@@ -198,11 +210,17 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Cal
 }
 
 
+def _subcommands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]]:
+    from warmroute.sweep_cmd import add_sweep_args, run_sweep  # it builds on this module's train flags
+
+    return {**SUBCOMMANDS, "sweep": ("Ray Tune sweep over warm-start/PPO settings", add_sweep_args, run_sweep)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="warmroute", description="Warm-started RL request routing in Vidur.",
                            formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (text, add_args, run) in SUBCOMMANDS.items():
+    for name, (text, add_args, run) in _subcommands().items():
         command = sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
         add_args(command)
         command.set_defaults(func=run)

@@ -1,0 +1,67 @@
+"""The sweep in docs/tuning.md: which warm-start settings matter on a fleet where routing matters, and how the best
+setting compares with the defaults on held-out seeds.
+
+Steps (all through the same functions as the CLI): demonstrations of the preset's best heuristic (``speed_aware`` on
+``heterogeneous``), behaviour cloning, a ``--num-samples``-trial sweep over the default warm-start space (Optuna TPE +
+ASHA), one ``warmroute train`` run with the default settings and the same budget, then the best trial's policy, the
+defaults' policy, the clone and the teacher on the same held-out seeds.
+
+Run:
+    .venv/bin/python scripts/tuning_sweep.py --output results/tuning    # 12 trials x 6 x 1024 env steps
+
+Expect: the figures in docs/tuning.md ("A real sweep"), measured on 2 cores shared with other jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds, format_table
+from envs.vidur_env import VidurEnvConfig
+from envs.workload import preset
+from rllib_ext.bc import BCConfig, pretrain
+from rllib_ext.demos import DemoConfig, collect_demos
+from rllib_ext.policy_io import CheckpointPolicy
+from rllib_ext.run_dir import RunDir
+from rllib_ext.train import train
+from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+from tuning.results import BEST_DIR
+from tuning.sweep import SweepConfig, run_sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--workload", default="heterogeneous")
+    parser.add_argument("--teacher", default="speed_aware")
+    parser.add_argument("--num-requests", type=int, default=128, help="requests per training episode")
+    parser.add_argument("--num-samples", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--train-batch-size", type=int, default=1024)
+    parser.add_argument("--eval-episodes", type=int, default=3, help="held-out episodes per trial and in the final table")
+    args = parser.parse_args()
+    root = Path(args.output)
+    env = VidurEnvConfig(workload=preset(args.workload).replace(num_requests=args.num_requests), reward_scale_s=10.0)
+    demos, clone = root / "demos", root / "bc"
+    collect_demos(DemoConfig(env=env, teachers=(args.teacher,), steps=4096, num_env_runners=2, epsilon=0.1, seed=1),
+                  demos, progress=False)
+    pretrain(demos, clone, BCConfig(), progress=False)
+    base = TrainConfig(env=env, ppo=PPOSettings(train_batch_size=args.train_batch_size),
+                       kl=KLRefConfig(enable_warm_start=True, pretrained_actor_path=str(clone)),
+                       iterations=args.iterations, num_env_runners=0, checkpoint_every=args.iterations, seed=0)
+    sweep = SweepConfig(train=base, num_samples=args.num_samples, max_concurrent=2, search="optuna", scheduler="asha",
+                        eval_episodes=args.eval_episodes)
+    summary = run_sweep(sweep, root / "sweep", log=lambda line: print(line, flush=True))
+    train(base, root / "defaults", progress=False)
+    seeds = evaluation_seeds(env.workload.seed, args.eval_episodes)
+    policies = {"best trial": root / "sweep" / BEST_DIR, "defaults": RunDir(root / "defaults").policy.path, "clone (BC)": clone}
+    results = {name: evaluate_policy(CheckpointPolicy(path, env.layout), env, seeds) for name, path in policies.items()}
+    results[args.teacher] = evaluate_policy(HeuristicPolicy(args.teacher, env.layout), env, seeds)
+    print(format_table(results))
+    (root / "comparison.json").write_text(json.dumps({"best": summary["best"], "policies": results}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

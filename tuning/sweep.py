@@ -1,0 +1,316 @@
+"""Ray Tune sweeps over training settings: the sweep's config, the trial function, searchers, schedulers, the Tuner.
+
+Each trial is a function trainable (RLlib's ``examples/ray_tune/custom_experiment.py`` pattern) around the same
+session as ``warmroute train`` (:mod:`rllib_ext.session`): the BC load and its check, the adaptive controller and the
+policy export all run inside the trial. Every result carries :data:`M.TUNE_SCORE`, the objective (mean e2e, or mean
+TTFT with ``--reward ttft``) of the latest finished training episodes, carried forward when none finished, so Tune's
+strict metric check, ASHA and Optuna always see a finite number. The last result adds the held-out evaluation
+(:data:`M.EVAL_SCORE`), which picks the best trial.
+
+A trial asks for ``PPO.default_resource_request(config)``: one bundle for itself (and its local learner) plus one of
+``cpus_per_env_runner`` per env runner, so runners land in the trial's placement group instead of waiting forever.
+Checkpoints are RLlib checkpoints plus the adaptive controller's state and the carried score; a failed trial is
+retried from its last one (``FailureConfig``), and PBT restarts exploited trials from the donor's with the perturbed
+settings applied to the restored learner (see :func:`rllib_ext.session.start_session`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.rllib.algorithms.ppo import PPO
+from ray.rllib.core.rl_module.rl_module import RLModule
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
+
+from envs.errors import WarmRouteError
+from envs.evaluation import evaluate_policy, evaluation_seeds
+from rllib_ext import metrics as M
+from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
+from rllib_ext.policy_io import CheckpointPolicy
+from rllib_ext.ray_runtime import ensure_ray
+from rllib_ext.session import TrainingSession, export_policy, reference, run_iterations, save_checkpoint, start_session
+from rllib_ext.train_config import TrainConfig, build_ppo_config
+from tuning.results import POLICY_DIR, TrialProgress, export_best, trial_rows, write_tables
+from tuning.spaces import PBT_KEYS, Space, apply_params, default_space, domain, param_space, validate_space
+
+SEARCHERS = ("optuna", "random", "grid")
+SCHEDULERS = ("asha", "pbt", "fifo")
+EXPERIMENT_DIR = "experiment"
+SWEEP_KIND = "sweep"
+TRIAL_STATE_FILE = "trial_state.json"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One sweep: the base training config, the space over it, and how Tune explores it."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Base settings of every trial (the space's keys override them)."""
+    space: Space = field(default_factory=dict)
+    """``{train flag: {kind: values}}`` (tuning.spaces); empty: :func:`default_space` of ``train``."""
+    num_samples: int = 12
+    """Trials to run (with ``grid`` entries: repetitions of the whole grid, Tune's meaning)."""
+    max_concurrent: int = 1
+    """Trials running at once; each needs 1 CPU + ``cpus_per_env_runner`` per env runner."""
+    search: str = "optuna"
+    """``optuna`` (TPE), ``random`` or ``grid``."""
+    scheduler: str = "asha"
+    """``asha`` (early stopping), ``pbt`` (perturbs lr and the KL coefficients) or ``fifo`` (run all to the end)."""
+    grace_period: int | None = None
+    """ASHA: training iterations before a trial may be stopped (None: a quarter of the iterations, at least 1)."""
+    perturbation_interval: int = 2
+    """PBT: training iterations between exploit/explore steps (each trial checkpoints this often)."""
+    eval_episodes: int = 3
+    """Held-out episodes evaluating each finished trial's policy (they pick the best trial)."""
+    max_failures: int = 2
+    """Retries of a failed trial, each from its last checkpoint."""
+
+    def __post_init__(self) -> None:
+        if not self.space:
+            object.__setattr__(self, "space", default_space(self.train))
+        if self.grace_period is None:
+            object.__setattr__(self, "grace_period", max(1, self.train.iterations // 4))
+        self._validate()
+
+    def _validate(self) -> None:
+        """Every check that needs no Ray: bad values raise a one-line WarmRouteError naming the flag."""
+        validate_space(self.space, self.train)
+        for flag, value in (("--num-samples", self.num_samples), ("--max-concurrent", self.max_concurrent),
+                            ("--grace-period", self.grace_period), ("--perturbation-interval", self.perturbation_interval),
+                            ("--eval-episodes", self.eval_episodes)):
+            if value < 1:
+                raise WarmRouteError(f"{flag} must be >= 1 (got {value})")
+        if self.max_failures < 0:
+            raise WarmRouteError(f"--max-failures must be >= 0 (got {self.max_failures})")
+        if self.search not in SEARCHERS:
+            raise WarmRouteError(f"--search must be one of {', '.join(SEARCHERS)} (got '{self.search}')")
+        if self.scheduler not in SCHEDULERS:
+            raise WarmRouteError(f"--scheduler must be one of {', '.join(SCHEDULERS)} (got '{self.scheduler}')")
+        if self.scheduler == "asha" and self.grace_period > self.train.iterations:
+            raise WarmRouteError(f"--grace-period {self.grace_period} exceeds --iterations {self.train.iterations}")
+        if self.scheduler == "pbt":
+            if self.search == "optuna":
+                raise WarmRouteError("--scheduler pbt replaces trials' settings itself; use --search random or grid")
+            if not any(key in self.space for key in PBT_KEYS):
+                raise WarmRouteError(f"--scheduler pbt perturbs {', '.join(PBT_KEYS)}: put at least one in --space")
+        per_runner = self.train.ppo.train_batch_size // max(1, self.train.num_env_runners)
+        requests = self.train.env.workload.num_requests
+        if per_runner < requests:
+            raise WarmRouteError(f"--train-batch-size {self.train.ppo.train_batch_size} gives each env runner {per_runner} steps "
+                             f"per iteration, fewer than --num-requests {requests}: no episode would finish and the "
+                             "score needs one; raise --train-batch-size or lower --num-requests")
+        param_space(self.space, self.search)
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Trial checkpoint cadence: PBT needs one at every perturbation interval."""
+        return self.perturbation_interval if self.scheduler == "pbt" else self.train.checkpoint_every
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"},
+                "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepConfig:
+        return cls(**{**data, "train": TrainConfig.from_dict(data["train"])})
+
+
+def objective(cfg: TrainConfig) -> str:
+    """The routing metric the sweep minimises: the one the env's reward sums."""
+    return M.MEAN_TTFT if cfg.env.reward == "ttft" else M.MEAN_E2E
+
+
+def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its input paths absolute: trials run with their own trial directory as working directory."""
+    kl = cfg.kl
+    if kl.pretrained_actor_path:
+        kl = dataclasses.replace(kl, pretrained_actor_path=str(Path(kl.pretrained_actor_path).absolute()))
+    workload = cfg.env.workload
+    if workload.lengths.startswith("trace:"):
+        workload = workload.replace(lengths="trace:" + str(Path(workload.lengths[len("trace:"):]).absolute()))
+    return dataclasses.replace(cfg, kl=kl, env=dataclasses.replace(cfg.env, workload=workload))
+
+
+def trial_resources(cfg: TrainConfig) -> tune.PlacementGroupFactory:
+    model_config, reference_path, _ = reference(cfg)
+    notices = logging.getLogger("ray.rllib.algorithms.algorithm_config")
+    level = notices.level
+    notices.setLevel(logging.ERROR)  # its "new API stack" notice would turn one-line input errors into two lines
+    try:
+        return PPO.default_resource_request(build_ppo_config(cfg, model_config, reference_path))
+    finally:
+        notices.setLevel(level)
+
+
+def machine_cpus() -> float:
+    """CPUs Tune can place trials on: the joined cluster's (``RAY_ADDRESS``), else this machine's."""
+    import ray
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        ensure_ray()
+        return float(ray.cluster_resources().get("CPU", 0.0))
+    return float(len(os.sched_getaffinity(0)))
+
+
+def check_fits(sweep: SweepConfig) -> None:
+    need = trial_resources(sweep.train).required_resources.get("CPU", 0.0)
+    have = machine_cpus()
+    if sweep.max_concurrent * need > have:
+        raise WarmRouteError(f"--max-concurrent {sweep.max_concurrent}: each trial needs {need:g} CPUs (1 + {sweep.train.num_env_runners} "
+                         f"env runners x {sweep.train.cpus_per_env_runner:g}), {have:g} are available, so at most "
+                         f"{int(have // need)} can run at once; lower --max-concurrent or --num-env-runners")
+
+
+def _evaluate(session: TrainingSession, module: RLModule, eval_episodes: int) -> dict[str, float]:
+    policy = CheckpointPolicy.from_module(module, "trial")
+    result = evaluate_policy(policy, session.cfg.env, evaluation_seeds(session.cfg.env.workload.seed, eval_episodes))
+    metrics = {M.EVAL_PREFIX + k: float(result[k]) for k in ("mean_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s", "balance_score")}
+    metrics[M.EVAL_SCORE] = metrics[M.EVAL_PREFIX + objective(session.cfg).split("/", 1)[1]]
+    return metrics
+
+
+def train_trial(config: dict[str, Any], *, base: dict[str, Any], eval_episodes: int, checkpoint_every: int,
+                on_iteration: Callable[[TrainingSession, dict[str, Any]], None] | None = None) -> None:
+    """One Tune trial: ``base`` with the trial's ``config`` applied, trained and reported every iteration."""
+    cfg = apply_params(TrainConfig.from_dict(base), config)
+    key = objective(cfg)
+    with ExitStack() as stack:
+        restored = tune.get_checkpoint()
+        directory = Path(stack.enter_context(restored.as_directory())) if restored else None
+        carried = json.loads((directory / TRIAL_STATE_FILE).read_text()) if directory else {"score": None, "restored_from": 0}
+        session = start_session(cfg, directory, log=lambda line: print(line, flush=True))
+    state = {"score": carried["score"], "restored_from": session.iteration if directory else 0}
+    in_effect = {M.IN_EFFECT_PREFIX + k: v for k, v in session.in_effect.items()}
+
+    def report(session: TrainingSession, row: dict[str, Any]) -> None:
+        state["score"] = row.get(key, state["score"])
+        if state["score"] is None:  # SweepConfig.validate makes every iteration finish an episode
+            raise RuntimeError(f"iteration {session.iteration} finished no episode: no {key} to report")
+        metrics = {**row, M.TUNE_SCORE: state["score"], "restored_from_iteration": state["restored_from"], **in_effect}
+        if on_iteration is not None:
+            on_iteration(session, metrics)
+        last = session.iteration == cfg.iterations
+        if not last and session.iteration % checkpoint_every:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(session, Path(tmp))
+            (Path(tmp) / TRIAL_STATE_FILE).write_text(json.dumps(state))
+            if last:  # the final result (the one ASHA stops at max_t) must already hold the held-out evaluation
+                params = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}  # numpy scalars -> JSON
+                module = export_policy(session, Path(tmp) / POLICY_DIR, trial_params=params)
+                metrics.update(_evaluate(session, module, eval_episodes))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    try:
+        run_iterations(session, report)
+    finally:
+        session.algo.stop()
+
+
+def _keep_kl_schedule_valid(config: dict[str, Any]) -> dict[str, Any]:
+    """PBT explore hook: perturbing the two KL end points separately may put the final above the initial."""
+    if "kl_ref_coef_initial" in config and "kl_ref_coef_final" in config:
+        config["kl_ref_coef_final"] = min(config["kl_ref_coef_final"], config["kl_ref_coef_initial"])
+    return config
+
+
+def make_searcher(sweep: SweepConfig) -> Searcher | SearchAlgorithm:
+    if sweep.search == "optuna":
+        from optuna.samplers import TPESampler
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(sampler=TPESampler(seed=sweep.train.seed))
+    # A search generator ignores TuneConfig.max_concurrent_trials: it takes the limit itself.
+    return BasicVariantGenerator(random_state=sweep.train.seed, max_concurrent=sweep.max_concurrent)
+
+
+def make_scheduler(sweep: SweepConfig) -> TrialScheduler:
+    if sweep.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=sweep.train.iterations, grace_period=sweep.grace_period)
+    if sweep.scheduler == "pbt":
+        mutations = {key: domain(key, sweep.space[key]) for key in PBT_KEYS if key in sweep.space}
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=sweep.perturbation_interval,
+                                       hyperparam_mutations=mutations, custom_explore_fn=_keep_kl_schedule_valid)
+    return FIFOScheduler()
+
+
+def make_trainable(sweep: SweepConfig, trial_fn: Callable[..., None] = train_trial) -> Any:
+    """``trial_fn`` with the sweep's fixed inputs bound and the trial's placement group attached."""
+    bound = tune.with_parameters(trial_fn, base=sweep.train.to_dict(), eval_episodes=sweep.eval_episodes,
+                                 checkpoint_every=sweep.checkpoint_every)
+    return tune.with_resources(bound, trial_resources(sweep.train))
+
+
+def run_config(sweep: SweepConfig, output: Path, callbacks: list[tune.Callback]) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=EXPERIMENT_DIR, storage_path=str(output.absolute()), callbacks=callbacks, verbose=0,
+        failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        # PBT exploits a donor's latest checkpoint: keep a few so none is deleted while another trial copies it.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if sweep.scheduler == "pbt" else 2),
+    )
+
+
+def make_tuner(sweep: SweepConfig, output: Path, callbacks: list[tune.Callback],
+               trial_fn: Callable[..., None] = train_trial) -> tune.Tuner:
+    return tune.Tuner(
+        make_trainable(sweep, trial_fn),
+        param_space=param_space(sweep.space, sweep.search),
+        tune_config=tune.TuneConfig(metric=M.TUNE_SCORE, mode="min", num_samples=sweep.num_samples,
+                                    max_concurrent_trials=sweep.max_concurrent if sweep.search == "optuna" else None,
+                                    search_alg=make_searcher(sweep), reuse_actors=True,
+                                    scheduler=make_scheduler(sweep)),
+        run_config=run_config(sweep, output, callbacks),
+    )
+
+
+def restore_tuner(sweep: SweepConfig, output: Path, trial_fn: Callable[..., None] = train_trial) -> tune.Tuner:
+    """The killed sweep in ``output``: finished trials are kept, unfinished ones resume from their checkpoints."""
+    return tune.Tuner.restore(str((output / EXPERIMENT_DIR).absolute()), trainable=make_trainable(sweep, trial_fn),
+                              resume_errored=True)
+
+
+def run_sweep(sweep: SweepConfig | None, output: str | Path, *, resume: bool = False,
+              trial_fn: Callable[..., None] = train_trial, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or with ``resume``, continue) a sweep in ``output``; write the tables and ``best/``.
+
+    Everything is checked before Ray starts or anything is written. ``resume`` reads the sweep from ``output``.
+    """
+    out = Path(output)
+    if resume:
+        saved = read_metadata(out, SWEEP_KIND, "--resume")
+        if not tune.Tuner.can_restore(str((out / EXPERIMENT_DIR).absolute())):
+            raise ArtifactError(f"--resume {out}: no Tune experiment state under {EXPERIMENT_DIR}/; start a new sweep instead")
+        try:
+            sweep = SweepConfig.from_dict(saved["sweep"])
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"--resume {out}: metadata.json does not hold a sweep config of this version ({exc})") from exc
+    else:
+        require_fresh_output(out)
+        sweep = dataclasses.replace(sweep, train=absolute_inputs(sweep.train))
+    check_fits(sweep)
+    ensure_ray()
+    keys = list(sweep.space)
+    if resume:
+        tuner = restore_tuner(sweep, out, trial_fn)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_metadata(out, SWEEP_KIND, sweep=sweep.to_dict(), layout=sweep.train.env.layout.to_dict())
+        tuner = make_tuner(sweep, out, [TrialProgress(keys, log)], trial_fn)
+    rows = trial_rows(tuner.fit(), keys)
+    w = sweep.train.env.workload
+    write_tables(rows, out, f"Sweep on {w.name} ({w.num_requests} requests, qps {w.qps:g}): {sweep.search} search, "
+                            f"{sweep.scheduler} scheduler, score = {objective(sweep.train)} (s), held-out = "
+                            f"{sweep.eval_episodes} evaluation episodes")
+    return {"rows": rows, "best": export_best(rows, out), "output": str(out)}
