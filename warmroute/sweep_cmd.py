@@ -42,7 +42,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     else:
         base = train_config_from_args(args)
         space = load_space(args.space, base) if hasattr(args, "space") else {}
-        sweep = SweepConfig(train=base, space=space, **given(args, SweepConfig))
+        settings = {k: v for k, v in given(args, SweepConfig).items() if k in SWEEP_FIELDS}
+        sweep = SweepConfig(train=base, space=space, **settings)
         summary = run(sweep, args.output, log=log)
     print(f"wrote {args.output}/results.csv and results.md ({len(summary['rows'])} trials)")
     best = summary["best"]
