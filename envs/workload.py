@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from envs.devices import DEVICE_NAMES
+from envs.memory import kv_capacity_tokens
 
 MODEL_NAMES: tuple[str, ...] = (
     "meta-llama/Llama-3-8B",
@@ -78,6 +79,12 @@ class WorkloadConfig:
     ``(seed, worker_index, vector_index)``; evaluation uses held-out seeds derived from it."""
     name: str = field(default="custom", compare=False)
     """Preset the config came from (informational)."""
+    gpu_memory_utilization: float = 0.9
+    """Fraction of each GPU's memory for weights + KV cache, in (0, 1] (vidur's planner hard-codes 0.9)."""
+    slo_ttft_s: float | None = None
+    """Time-to-first-token SLO, seconds (None: no SLO; needed by ``--reward slo`` and SLO attainment)."""
+    slo_tbt_s: float | None = None
+    """Time-between-tokens SLO (mean over a request's output tokens), seconds (None: no SLO)."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -164,6 +171,29 @@ def validate(w: WorkloadConfig) -> None:
         raise WorkloadError(f"--seed must be in 0..{MAX_SEED} (got {w.seed})")
     if w.predictor not in PREDICTORS:
         raise WorkloadError(f"--predictor: unknown '{w.predictor}'; choose one of: {_choices(PREDICTORS)}")
+    _validate_slo_and_memory(w)
+
+
+def _validate_slo_and_memory(w: WorkloadConfig) -> None:
+    """SLOs must be positive; every replica's KV cache must hold one max-length request (see envs.memory)."""
+    for flag, value in (("--slo-ttft", w.slo_ttft_s), ("--slo-tbt", w.slo_tbt_s)):
+        if value is not None and not value > 0:
+            raise WorkloadError(f"{flag} must be > 0 seconds (got {value})")
+    if not 0 < w.gpu_memory_utilization <= 1:
+        raise WorkloadError(f"--gpu-memory-utilization must be in (0, 1] (got {w.gpu_memory_utilization})")
+    for device in dict.fromkeys(w.devices):
+        try:
+            capacity = kv_capacity_tokens(w, device)
+        except AssertionError:  # vidur's ReplicaConfig asserts that TP divides the heads and the hidden size
+            raise WorkloadError(
+                f"--tensor-parallel-size {w.tensor_parallel_size} does not divide the attention heads of {w.model}; pick a divisor"
+            ) from None
+        if capacity < w.max_tokens:
+            raise WorkloadError(
+                f"--gpu-memory-utilization {w.gpu_memory_utilization:g}: a {device} replica of {w.model} at TP "
+                f"{w.tensor_parallel_size} holds {max(capacity, 0)} KV tokens, less than one --max-tokens "
+                f"{w.max_tokens} request; raise --gpu-memory-utilization or --tensor-parallel-size, or lower --max-tokens"
+            )
 
 
 def _validate_trace(path: str, num_requests: int) -> None:

@@ -28,6 +28,9 @@ _WORKLOAD_FLAGS: dict[str, tuple[str, type, str]] = {
     "--zipf-theta": ("zipf_theta", float, "Zipf skew of request length, in (0, 1)"),
     "--predictor": ("predictor", str, f"execution-time predictor: {', '.join(PREDICTORS)}"),
     "--seed": ("seed", int, "base seed of the run"),
+    "--gpu-memory-utilization": ("gpu_memory_utilization", float, "fraction of GPU memory for weights + KV cache, (0, 1]"),
+    "--slo-ttft": ("slo_ttft_s", float, "time-to-first-token SLO, seconds (SLO attainment, goodput, --reward slo)"),
+    "--slo-tbt": ("slo_tbt_s", float, "mean time-between-tokens SLO, seconds"),
 }
 
 
