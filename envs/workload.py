@@ -221,6 +221,12 @@ PRESETS: dict[str, WorkloadConfig] = {
     "default": WorkloadConfig(name="default"),
     "heterogeneous": WorkloadConfig(name="heterogeneous", replica_devices=("h100", "h100", "a100", "a100"), qps=32.2),
     "bursty": WorkloadConfig(name="bursty", arrival="gamma:3", qps=43.5),
+    # Llama-2-7B's shape (no GQA: 0.5 MB of KV per token) stands in for a 32k-context MHA model such as
+    # LLaMA-2-7B-32K; heavy-tailed prompts up to 32k tokens. SLOs from idle single-request latencies (docs/memory_and_slo.md).
+    "long_context": WorkloadConfig(
+        name="long_context", model="meta-llama/Llama-2-7b-hf", lengths="zipf", min_tokens=256, max_tokens=32768,
+        zipf_theta=0.9, prefill_to_decode_ratio=15.0, qps=2.39, slo_ttft_s=0.5, slo_tbt_s=0.025,
+    ),
 }
 
 
