@@ -25,8 +25,8 @@ from envs.observation import ObservationLayout
 from envs.vidur_env import VidurEnvConfig
 from envs.workload import preset
 
-THRESHOLDS = (2048, 4096, 8192, 16384)
-DEDICATED = (1, 2)
+THRESHOLDS = (12288, 16384, 24576)
+DEDICATED = (2, 3)
 TRAINING_SEED_BASE = 1_000  # training episodes draw seeds below 2**31; these are a fixed few of them
 
 
