@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from envs.errors import WarmRouteError
 from envs.heuristics import make_router
 from envs.metrics import request_latencies, summarize
+from envs.slo import slo_summary
 from envs.observation import ObservationLayout
 from envs.vidur_env import HELD_OUT_SEED_BASE, VidurEnvConfig, VidurRoutingEnv
 
@@ -79,7 +80,7 @@ def evaluate_policy(
     """Metrics of ``policy`` pooled over one episode per seed (percentiles over all requests)."""
     env = VidurRoutingEnv(env_config)
     latencies: list[dict[str, np.ndarray]] = []
-    throughputs: list[float] = []
+    infos: list[dict[str, Any]] = []
     counts = np.zeros(env_config.workload.num_replicas, dtype=np.int64)
     decisions = 0
     busy_s = 0.0
@@ -95,12 +96,19 @@ def evaluate_policy(
             decisions += 1
         busy_s += time.perf_counter() - start
         latencies.append(request_latencies(env.routed_requests))
-        throughputs.append(info["throughput_rps"])
+        infos.append(info)
         if progress is not None:
             progress.update(1)
     pooled = {key: np.concatenate([lat[key] for lat in latencies]) for key in latencies[0]}
     result = summarize(pooled, counts)
-    result["throughput_rps"] = float(np.mean(throughputs))  # per-episode spans: pooling would mix time axes
+    w = env_config.workload
+    result.update(slo_summary(pooled, w.slo_ttft_s, w.slo_tbt_s))
+    for key in ("throughput_rps", "goodput_rps"):  # per-episode spans: pooling would mix time axes
+        if key in infos[0]:
+            result[key] = float(np.mean([info[key] for info in infos]))
+    result["kv_usage_mean"] = np.mean([info["kv_usage_mean"] for info in infos], axis=0).tolist()
+    result["kv_usage_peak"] = np.max([info["kv_usage_peak"] for info in infos], axis=0).tolist()
+    result["preemptions_per_episode"] = result.pop("preemptions") / len(seeds)
     result["decisions_per_s"] = decisions / busy_s if busy_s > 0 else 0.0
     result["episodes"] = len(seeds)
     result["seeds"] = list(seeds)
@@ -108,14 +116,21 @@ def evaluate_policy(
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """Fixed-width table, one row per policy, sorted by mean end-to-end latency."""
+    """Fixed-width table, one row per policy: sorted by SLO attainment when an SLO is set, else by mean e2e."""
+    with_slo = all("slo_attainment" in r for r in results.values())
     header = f"{'policy':<30}{'mean e2e':>10}{'p50 e2e':>10}{'p99 e2e':>10}{'mean ttft':>11}{'p99 ttft':>10}" \
-             f"{'tbt ms':>8}{'req/s':>8}{'balance':>9}{'dec/s':>8}"
+             f"{'tbt ms':>8}{'req/s':>8}{'balance':>9}{'preempt':>9}{'peak kv':>9}{'dec/s':>8}"
+    header += f"{'slo %':>8}{'goodput':>9}" if with_slo else ""
     rows = [header, "-" * len(header)]
-    for name, r in sorted(results.items(), key=lambda item: item[1]["mean_e2e_s"]):
-        rows.append(
+    order = (lambda item: -item[1]["slo_attainment"]) if with_slo else (lambda item: item[1]["mean_e2e_s"])
+    for name, r in sorted(results.items(), key=order):
+        row = (
             f"{name if len(name) <= 29 else '...' + name[-26:]:<30}{r['mean_e2e_s']:>10.3f}{r['p50_e2e_s']:>10.3f}{r['p99_e2e_s']:>10.3f}"
             f"{r['mean_ttft_s']:>11.3f}{r['p99_ttft_s']:>10.3f}{1000 * r['mean_tbt_s']:>8.1f}"
-            f"{r['throughput_rps']:>8.2f}{r['balance_score']:>9.3f}{r['decisions_per_s']:>8.0f}"
+            f"{r['throughput_rps']:>8.2f}{r['balance_score']:>9.3f}{r['preemptions_per_episode']:>9.1f}"
+            f"{max(r['kv_usage_peak']):>9.2f}{r['decisions_per_s']:>8.0f}"
         )
+        if with_slo:
+            row += f"{100 * r['slo_attainment']:>8.1f}{r['goodput_rps']:>9.2f}"
+        rows.append(row)
     return "\n".join(rows)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from envs.errors import WarmRouteError
-from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, ObservationLayout
+from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, REQUEST_FEATURES, ObservationLayout
 
 Router = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -22,7 +22,9 @@ _QUEUED = REPLICA_FEATURE_INDEX["queued_requests"]
 _PREFILL = REPLICA_FEATURE_INDEX["pending_prefill_tokens"]
 _SPEED = REPLICA_FEATURE_INDEX["relative_speed"]
 _LAST = REPLICA_FEATURE_INDEX["last_routed"]
+_KV = REPLICA_FEATURE_INDEX["kv_cache_usage"]
 OUTSTANDING_SCALE = dict(REPLICA_FEATURES)["outstanding_requests"]
+PREFILL_SCALE = dict(REQUEST_FEATURES)["prefill_tokens"]
 
 
 def _argmin_then(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
@@ -43,7 +45,10 @@ def make_router(name: str, layout: ObservationLayout) -> Router:
     """Return the router called ``name`` for observations of ``layout``."""
     if name not in ROUTERS:
         raise WarmRouteError(f"--policy: unknown router '{name}'; choose one of: {', '.join(ROUTERS)} or a checkpoint path")
-    return lambda obs, rng: ROUTERS[name](layout.split(np.asarray(obs, dtype=np.float64))[0], rng)
+    router = ROUTERS[name]
+    if name in REQUEST_AWARE:  # these also read the waiting request's features
+        return lambda obs, rng: router(*layout.split(np.asarray(obs, dtype=np.float64)), rng)
+    return lambda obs, rng: router(layout.split(np.asarray(obs, dtype=np.float64))[0], rng)
 
 
 def equivalent_actions(name: str, layout: ObservationLayout, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -115,7 +120,42 @@ def _speed_aware_keys(replicas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (replicas[..., _OUT] * OUTSTANDING_SCALE + 1.0) / replicas[..., _SPEED], replicas[..., _OUT]
 
 
-ROUTERS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+def kv_aware(replicas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Most free KV cache (lowest share of blocks in use); ties (e.g. all empty) by fewest outstanding requests.
+
+    Sarathi/vLLM admit a request only when its prompt's blocks fit above the watermark, and preempt (recompute) when
+    a running request cannot grow: steering new work to the emptiest cache avoids both.
+    """
+    return _argmin_then(replicas[..., _KV], replicas[..., _OUT])
+
+
+def size_aware_router(threshold_tokens: float, dedicated: int) -> Callable[..., np.ndarray]:
+    """Prompts longer than ``threshold_tokens`` go to the last ``dedicated`` replicas, shorter ones to the others;
+    within its group a request goes to the replica with the fewest outstanding requests.
+
+    A long prompt is prefilled chunk after chunk ahead of anything that arrives after it (sarathi serves running
+    prefills first), so a short request routed behind it waits for the whole prompt: keeping long prompts on their
+    own replicas protects the time to first token of everything else.
+    """
+    if dedicated < 1 or threshold_tokens < 0:
+        raise WarmRouteError(f"size_aware needs dedicated >= 1 and threshold_tokens >= 0 (got {dedicated}, {threshold_tokens})")
+
+    def route(replicas: np.ndarray, request: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        num = replicas.shape[-2]
+        long_group = np.arange(num) >= num - min(dedicated, num - 1)  # at least one replica stays for short prompts
+        is_long = request[..., 0] * PREFILL_SCALE > threshold_tokens
+        allowed = np.where(is_long[..., None], long_group, ~long_group)
+        return np.argmin(np.where(allowed, replicas[..., _OUT], np.inf), axis=-1)
+
+    return route
+
+
+# Tuned on long_context training seeds by scripts/tune_long_context.py (docs/memory_and_slo.md).
+SIZE_AWARE_THRESHOLD_TOKENS = 16384
+SIZE_AWARE_DEDICATED = 2
+REQUEST_AWARE = frozenset({"size_aware"})
+
+ROUTERS: dict[str, Callable[..., np.ndarray]] = {
     "round_robin": round_robin,
     "random": random_router,
     "lor": lor,
@@ -123,6 +163,8 @@ ROUTERS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "least_work": least_work,
     "power_of_two": power_of_two,
     "speed_aware": speed_aware,
+    "kv_aware": kv_aware,
+    "size_aware": size_aware_router(SIZE_AWARE_THRESHOLD_TOKENS, SIZE_AWARE_DEDICATED),
 }
 
 # Deterministic routers' ranking keys (lower is better), for equivalent_actions().
@@ -131,4 +173,5 @@ TIE_KEYS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, ...]]] = {
     "least_outstanding": lambda replicas: (replicas[..., _OUT],),
     "least_work": _least_work_keys,
     "speed_aware": _speed_aware_keys,
+    "kv_aware": lambda replicas: (replicas[..., _KV], replicas[..., _OUT]),
 }

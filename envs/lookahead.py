@@ -24,6 +24,7 @@ import numpy as np
 
 from envs.evaluation import HeuristicPolicy
 from envs.metrics import request_latencies
+from envs.slo import slo_summary
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 
 
@@ -37,6 +38,9 @@ class LookaheadResult:
     changed_fraction: float
     """Fraction of decisions where the lookahead overrides the base router."""
     seconds: float
+    base_slo_attainment: float | None = None
+    """Share of the base router's requests that met the workload's SLOs (None without SLOs)."""
+    lookahead_slo_attainment: float | None = None
 
 
 def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int) -> float:
@@ -77,14 +81,18 @@ def _run_base(env: VidurRoutingEnv, policy: HeuristicPolicy, seed: int) -> list:
 
 
 def lookahead_episode(env_config: VidurEnvConfig, base: str, seed: int) -> LookaheadResult:
-    """Mean e2e latency of router ``base`` and of its clairvoyant one-step lookahead on the episode ``seed``."""
+    """Mean e2e latency (and SLO attainment, when the workload sets SLOs) of router ``base`` and of its clairvoyant
+    one-step lookahead on the episode ``seed``; the lookahead maximises the env's reward (``--reward slo``: SLOs met)."""
     if not hasattr(os, "fork"):
         raise OSError("the lookahead forks the simulator: it needs a POSIX system (Linux or macOS)")
     start = time.perf_counter()
     env = VidurRoutingEnv(env_config)
     policy = HeuristicPolicy(base, env_config.layout)
     base_requests = _run_base(env, policy, seed)
-    base_latency = float(request_latencies(base_requests)["e2e"].mean())
+    w = env_config.workload
+    base_lat = request_latencies(base_requests)
+    base_latency = float(base_lat["e2e"].mean())
+    base_slo = slo_summary(base_lat, w.slo_ttft_s, w.slo_tbt_s).get("slo_attainment")
     waiting = float(np.mean([r.scheduling_delay for r in base_requests]))
     policy.reset(seed)
     obs, _ = env.reset(seed=seed)
@@ -98,6 +106,9 @@ def lookahead_episode(env_config: VidurEnvConfig, base: str, seed: int) -> Looka
         changed += best != base_action
         obs, _, done, _, _ = env.step(best)
         decisions += 1
+    lat = request_latencies(env.routed_requests)
     return LookaheadResult(seed=seed, base_mean_e2e_s=base_latency, base_scheduling_delay_s=waiting,
-                           lookahead_mean_e2e_s=float(request_latencies(env.routed_requests)["e2e"].mean()),
-                           changed_fraction=changed / decisions, seconds=time.perf_counter() - start)
+                           lookahead_mean_e2e_s=float(lat["e2e"].mean()),
+                           changed_fraction=changed / decisions, seconds=time.perf_counter() - start,
+                           base_slo_attainment=base_slo,
+                           lookahead_slo_attainment=slo_summary(lat, w.slo_ttft_s, w.slo_tbt_s).get("slo_attainment"))

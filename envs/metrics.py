@@ -8,21 +8,28 @@ from typing import Any
 
 import numpy as np
 
+from envs.slo import slo_summary
+from envs.vidur_patches import emitted_decode_tokens
+
 LATENCY_KEYS = ("mean_e2e_s", "p50_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s", "mean_tbt_s", "throughput_rps")
 
 
 def request_latencies(requests: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Arrays of e2e latency, time to first token and mean time between tokens, one entry per request."""
+    """Arrays of e2e latency, time to first token, mean time between tokens and restarts, one entry per request.
+
+    TBT is averaged over the tokens the request emitted: a preempted request's recomputation re-reads its earlier
+    output as prompt, so vidur's shrunken ``num_decode_tokens`` would overstate its gaps."""
     arrived = np.array([r.arrived_at for r in requests], dtype=np.float64)
     completed = np.array([r.completed_at for r in requests], dtype=np.float64)
     first_token = np.array([r.prefill_completed_at for r in requests], dtype=np.float64)
-    decode = np.array([r.num_decode_tokens for r in requests], dtype=np.float64)
+    decode = np.array([emitted_decode_tokens(r) for r in requests], dtype=np.float64)
     return {
         "arrived": arrived,
         "completed": completed,
         "e2e": completed - arrived,
         "ttft": first_token - arrived,
         "tbt": (completed - first_token) / np.maximum(decode - 1.0, 1.0),
+        "restarts": np.array([r.num_restarts for r in requests], dtype=np.float64),
     }
 
 
@@ -47,11 +54,15 @@ def summarize(lat: dict[str, np.ndarray], action_counts: np.ndarray) -> dict[str
         "mean_tbt_s": float(lat["tbt"].mean()),
         "throughput_rps": lat["e2e"].size / span if span > 0 else 0.0,
         "num_requests": int(lat["e2e"].size),
+        "p90_ttft_s": float(np.percentile(lat["ttft"], 90)),
+        "preemptions": int(lat["restarts"].sum()),
         "action_distribution": [float(c / total) if total else 0.0 for c in action_counts],
         "balance_score": balance_score(action_counts),
     }
 
 
-def episode_metrics(requests: Sequence[Any], action_counts: np.ndarray) -> dict[str, Any]:
-    """Summary of one finished episode."""
-    return summarize(request_latencies(requests), action_counts)
+def episode_metrics(requests: Sequence[Any], action_counts: np.ndarray, slo_ttft_s: float | None = None,
+                    slo_tbt_s: float | None = None) -> dict[str, Any]:
+    """Summary of one finished episode (with SLO attainment and goodput when an SLO is set)."""
+    lat = request_latencies(requests)
+    return {**summarize(lat, action_counts), **slo_summary(lat, slo_ttft_s, slo_tbt_s)}

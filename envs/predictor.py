@@ -144,13 +144,15 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
             )
         return self._replica_devices[index]
 
-    def stage_time_ms(self, device: str, num_q_tokens: Sequence[int], num_kv_tokens: Sequence[int]) -> float:
+    def stage_time_ms(self, device: str | DeviceSpec, num_q_tokens: Sequence[int], num_kv_tokens: Sequence[int]) -> float:
         """Time of one pipeline stage (all its layers, no PP send), ms: vidur's ``total_time`` for one stage.
 
         Per request, ``num_q_tokens`` are the tokens processed now (1 = decode) and ``num_kv_tokens`` the context
-        including them, as in ``vidur.entities.Batch``.
+        including them, as in ``vidur.entities.Batch``. ``device`` is a vidur device name or a ``DeviceSpec`` (for a
+        SKU vidur does not know, e.g. the 40 GB A100 of a published benchmark).
         """
-        times = self._layer_times(get_device(device), num_q_tokens, num_kv_tokens)
+        spec = device if isinstance(device, DeviceSpec) else get_device(device)
+        times = self._layer_times(spec, num_q_tokens, num_kv_tokens)
         return times.block_ms * self._num_layers_per_pipeline_stage
 
     def _layer_times(self, device: DeviceSpec, num_q_tokens: Sequence[int], num_kv_tokens: Sequence[int]) -> LayerTimes:

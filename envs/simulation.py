@@ -8,6 +8,9 @@ process needs three fixes that live here and nowhere else:
 * building ``MetricsConfig``/``SimulationConfig`` creates a timestamped output folder and writes ``config.json``:
   the subclasses below skip that, so episodes write no files;
 * the ``vidur`` logger prints at INFO to stdout: :func:`quiet_vidur_logging` raises it to WARNING.
+
+Two fidelity fixes live in their own modules: per-replica KV memory (``envs.memory``, applied to every new
+simulator) and vidur's broken ``Request.restart`` after a preemption (``envs.vidur_patches``, applied on import).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from vidur.config import (
     PoissonRequestIntervalGeneratorConfig,
     RandomForrestExecutionTimePredictorConfig,
     RandomGlobalSchedulerConfig,
-    ReplicaConfig,
     RoundRobinGlobalSchedulerConfig,
     SarathiSchedulerConfig,
     SimulationConfig,
@@ -45,11 +47,12 @@ from vidur.events import BaseEvent
 from vidur.simulator import Simulator
 
 from envs.errors import WarmRouteError
+from envs import vidur_patches
+from envs.memory import replica_config, size_replicas
 from envs.predictor import RooflinePredictorConfig
 from envs.workload import WorkloadConfig, WorkloadError
 
-# Network SKU per device: only used for TP/PP communication, which the roofline predictor models itself.
-_NETWORK_DEVICE = {"h100": "h100_dgx", "a100": "a100_dgx", "a40": "a40_pairwise_nvlink", "l40": "l40_pcie"}
+vidur_patches.apply()
 VIDUR_CACHE_DIR = Path(os.environ.get("WARMROUTE_CACHE", Path.home() / ".cache" / "warmroute")) / "vidur"
 
 
@@ -154,14 +157,7 @@ def build_simulation_config(w: WorkloadConfig, seed: int, global_scheduler: str 
     ``global_scheduler`` only matters when vidur itself routes (``Simulator.run()``, used by the fidelity test and
     the throughput benchmark); the env makes every routing decision itself.
     """
-    device = w.devices[0]
-    replica = ReplicaConfig(
-        model_name=w.model,
-        device=device,
-        network_device=_NETWORK_DEVICE[device],
-        tensor_parallel_size=w.tensor_parallel_size,
-        num_pipeline_stages=1,
-    )
+    replica = replica_config(w, w.devices[0])  # per-replica KV memory is set by size_replicas() after the build
     return _InMemorySimulationConfig(
         seed=seed,
         log_level="warning",
@@ -195,7 +191,7 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
     reset_vidur_counters()
     config = build_simulation_config(w, seed, global_scheduler)
     try:
-        return Simulator(config)
+        simulator = Simulator(config)
     except Exception as exc:  # vidur's predictors raise hub/HTTP/OS errors of many types when offline
         if w.predictor != "roofline" and _is_download_error(exc):
             raise PredictorDataUnavailable(
@@ -203,6 +199,8 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
                 f"({type(exc).__name__}); use --predictor roofline (offline) or make the hub reachable"
             ) from exc
         raise
+    size_replicas(simulator, w)
+    return simulator
 
 
 def _is_download_error(exc: BaseException) -> bool:

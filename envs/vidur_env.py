@@ -10,6 +10,8 @@ Reward (dense, see docs/environment.md): ``-(1/reward_scale_s) * integral of N(t
 decisions, where N(t) is the number of requests in the system (``e2e``) or still waiting for their first token
 (``ttft``); the tail after the last decision is drained into the last step. By Little's law the episode return is
 exactly ``-sum(latency) / reward_scale_s``, so every action's effect on every request it delays is counted.
+``slo`` instead pays each request for meeting its TTFT/TBT SLOs (``envs.slo``): the episode return is the number
+of requests that met them.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from vidur.events.replica_schedule_event import ReplicaScheduleEvent
 from vidur.events.request_arrival_event import RequestArrivalEvent
 
 from envs.errors import WarmRouteError
+from envs.memory import KVUsage
 from envs.metrics import episode_metrics
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
 from envs.predictor import relative_device_speeds
 from envs.simulation import new_simulator
+from envs.slo import SloReward
 from envs.workload import DEFAULT_PRESET, WorkloadConfig, preset
 
-REWARDS = ("e2e", "ttft")
+REWARDS = ("e2e", "ttft", "slo")
 # Training episodes draw request seeds below this; evaluation uses seeds from it upwards (held out).
 HELD_OUT_SEED_BASE = 2**31
 
@@ -44,7 +48,8 @@ class VidurEnvConfig:
     workload: WorkloadConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
     """Cluster and traffic (see envs.workload)."""
     reward: str = "e2e"
-    """``e2e``: minus summed end-to-end latency; ``ttft``: minus summed time to first token."""
+    """``e2e``: minus summed end-to-end latency; ``ttft``: minus summed time to first token; ``slo``: requests
+    that met the workload's SLOs (``slo_ttft_s``/``slo_tbt_s``)."""
     reward_scale_s: float = 1.0
     """Seconds of latency per unit of reward (episode return = -sum(latency) / reward_scale_s)."""
     oracle: bool = False
@@ -55,6 +60,8 @@ class VidurEnvConfig:
             raise WarmRouteError(f"--reward must be one of {', '.join(REWARDS)} (got '{self.reward}')")
         if not self.reward_scale_s > 0:
             raise WarmRouteError(f"--reward-scale-s must be > 0 (got {self.reward_scale_s})")
+        if self.reward == "slo":
+            SloReward(self.workload.slo_ttft_s, self.workload.slo_tbt_s)  # raises without an SLO
 
     @property
     def layout(self) -> ObservationLayout:
@@ -126,6 +133,8 @@ class VidurRoutingEnv(gym.Env):
         self._awaiting_first_token = 0
         self._first_token_seen: set[int] = set()
         self._area = 0.0
+        self._kv = KVUsage(self._replica_schedulers, self._num_blocks)
+        self._slo = SloReward(self.workload.slo_ttft_s, self.workload.slo_tbt_s) if self.config.reward == "slo" else None
         self._done = False
         self._advance_to_decision()
         return self._observation(), {"episode_seed": self.episode_seed}
@@ -139,10 +148,11 @@ class VidurRoutingEnv(gym.Env):
         self._area = 0.0
         if self._current_event is None:  # else more requests arrived at this instant: no time passes
             self._advance_to_decision()
-        reward = -self._area / self.config.reward_scale_s
+        reward = self._area if self._slo is not None else -self._area / self.config.reward_scale_s
         info: dict[str, Any] = {}
         if self._done:
-            info = episode_metrics(self._routed, self._actions)
+            info = episode_metrics(self._routed, self._actions, self.workload.slo_ttft_s, self.workload.slo_tbt_s)
+            info.update(self._kv.summary())
             info["episode_seed"] = self.episode_seed
         return self._observation(), reward, self._done, False, info
 
@@ -178,7 +188,8 @@ class VidurRoutingEnv(gym.Env):
         self._current_event = None
 
     def _advance_to_decision(self) -> None:
-        """Run events until a request waits for routing, or to the end of the episode (integrating the reward).
+        """Run events until a request waits for routing, or to the end of the episode (integrating the reward:
+        ``area`` is the latency integral, or for ``slo`` the SLO payments of the requests decided meanwhile).
 
         This is ``Simulator.run()``'s loop (vidur sets no time limit here) with the env's book-keeping inlined:
         it runs for every simulated event, so it avoids attribute lookups and calls where it can.
@@ -187,12 +198,13 @@ class VidurRoutingEnv(gym.Env):
         heap = sim._event_queue
         queue = sim.scheduler._request_queue
         scheduler, metric_store = sim.scheduler, sim.metric_store
-        ttft = self.config.reward == "ttft"
+        slo = self._slo
+        ttft = self.config.reward == "ttft" or slo is not None
         now, area = self._time, self._area
         in_system, awaiting = self._in_system, self._awaiting_first_token
         while heap:
             event = heap[0][1]
-            counted = awaiting if ttft else in_system
+            counted = 0 if slo is not None else awaiting if ttft else in_system
             if queue and self._current_event is None and type(event) is GlobalScheduleEvent:
                 scheduler.sort_requests()
                 event._replica_set = []
@@ -210,14 +222,21 @@ class VidurRoutingEnv(gym.Env):
             if kind is RequestArrivalEvent:
                 in_system += 1
                 awaiting += 1
+            elif kind is ReplicaScheduleEvent:
+                self._kv.sample(now)
             elif kind is BatchEndEvent:
+                self._kv.sample(now)
                 for request in event._batch._requests:
                     if ttft and request._is_prefill_complete and request._id not in self._first_token_seen:
                         self._first_token_seen.add(request._id)
                         awaiting -= 1
+                        if slo is not None:
+                            area += slo.on_first_token(request)
                     if request._completed:
                         in_system -= 1
                         self._outstanding[self._replica_of[request._id]].pop(request._id, None)
+                        if slo is not None:
+                            area += slo.on_completion(request)
         else:
             self._done = True
         self._time, self._area = now, area

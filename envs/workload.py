@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from envs.devices import DEVICE_NAMES
 from envs.errors import WarmRouteError
+from envs.memory import kv_capacity_tokens
 
 MODEL_NAMES: tuple[str, ...] = (
     "meta-llama/Llama-3-8B",
@@ -79,6 +80,12 @@ class WorkloadConfig:
     ``(seed, worker_index, vector_index)``; evaluation uses held-out seeds derived from it."""
     name: str = field(default="custom", compare=False)
     """Preset the config came from (informational)."""
+    gpu_memory_utilization: float = 0.9
+    """Fraction of each GPU's memory for weights + KV cache, in (0, 1] (vidur's planner hard-codes 0.9)."""
+    slo_ttft_s: float | None = None
+    """Time-to-first-token SLO, seconds (None: no SLO; needed by ``--reward slo`` and SLO attainment)."""
+    slo_tbt_s: float | None = None
+    """Time-between-tokens SLO (mean over a request's output tokens), seconds (None: no SLO)."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -165,6 +172,29 @@ def validate(w: WorkloadConfig) -> None:
         raise WorkloadError(f"--seed must be in 0..{MAX_SEED} (got {w.seed})")
     if w.predictor not in PREDICTORS:
         raise WorkloadError(f"--predictor: unknown '{w.predictor}'; choose one of: {_choices(PREDICTORS)}")
+    _validate_slo_and_memory(w)
+
+
+def _validate_slo_and_memory(w: WorkloadConfig) -> None:
+    """SLOs must be positive; every replica's KV cache must hold one max-length request (see envs.memory)."""
+    for flag, value in (("--slo-ttft", w.slo_ttft_s), ("--slo-tbt", w.slo_tbt_s)):
+        if value is not None and not value > 0:
+            raise WorkloadError(f"{flag} must be > 0 seconds (got {value})")
+    if not 0 < w.gpu_memory_utilization <= 1:
+        raise WorkloadError(f"--gpu-memory-utilization must be in (0, 1] (got {w.gpu_memory_utilization})")
+    for device in dict.fromkeys(w.devices):
+        try:
+            capacity = kv_capacity_tokens(w, device)
+        except AssertionError:  # vidur's ReplicaConfig asserts that TP divides the heads and the hidden size
+            raise WorkloadError(
+                f"--tensor-parallel-size {w.tensor_parallel_size} does not divide the attention heads of {w.model}; pick a divisor"
+            ) from None
+        if capacity < w.max_tokens:
+            raise WorkloadError(
+                f"--gpu-memory-utilization {w.gpu_memory_utilization:g}: a {device} replica of {w.model} at TP "
+                f"{w.tensor_parallel_size} holds {max(capacity, 0)} KV tokens, less than one --max-tokens "
+                f"{w.max_tokens} request; raise --gpu-memory-utilization or --tensor-parallel-size, or lower --max-tokens"
+            )
 
 
 def _validate_trace(path: str, num_requests: int) -> None:
@@ -193,6 +223,12 @@ PRESETS: dict[str, WorkloadConfig] = {
     DEFAULT_PRESET: WorkloadConfig(name=DEFAULT_PRESET),
     "heterogeneous": WorkloadConfig(name="heterogeneous", replica_devices=("h100", "h100", "a100", "a100"), qps=32.2),
     "bursty": WorkloadConfig(name="bursty", arrival="gamma:3", qps=43.5),
+    # Llama-2-7B's shape (no GQA: 0.5 MB of KV per token) stands in for a 32k-context MHA model such as
+    # LLaMA-2-7B-32K; heavy-tailed prompts up to 32k tokens. SLOs from idle single-request latencies (docs/memory_and_slo.md).
+    "long_context": WorkloadConfig(
+        name="long_context", model="meta-llama/Llama-2-7b-hf", lengths="zipf", min_tokens=256, max_tokens=32768,
+        zipf_theta=0.9, prefill_to_decode_ratio=15.0, qps=2.39, slo_ttft_s=0.5, slo_tbt_s=0.025,
+    ),
 }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
-from rllib_ext.metrics import ACTION_FRACTION, EPISODE_INFO_KEYS
+from rllib_ext.metrics import ACTION_FRACTION, EPISODE_INFO_KEYS, OPTIONAL_EPISODE_INFO_KEYS
 
 # RLlib 2.60 clears mean stats at every reduce: env/* metrics are means over the episodes that finished during the
 # iteration (absent when none did); the window only bounds how many are kept within one iteration.
@@ -26,5 +26,8 @@ class RoutingMetricsCallback(RLlibCallback):
             return
         for key, info_key in EPISODE_INFO_KEYS.items():
             metrics_logger.log_value(key, float(info[info_key]), reduce="mean", window=EPISODE_WINDOW)
+        for key, info_key in OPTIONAL_EPISODE_INFO_KEYS.items():
+            if info_key in info:
+                metrics_logger.log_value(key, float(info[info_key]), reduce="mean", window=EPISODE_WINDOW)
         for replica, fraction in enumerate(info["action_distribution"]):
             metrics_logger.log_value(ACTION_FRACTION.format(replica), float(fraction), reduce="mean", window=EPISODE_WINDOW)

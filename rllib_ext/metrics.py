@@ -26,6 +26,11 @@ EPISODE_INFO_KEYS = {
     THROUGHPUT: "throughput_rps",
     BALANCE: "balance_score",
 }
+PREEMPTIONS = "env/preemptions"
+SLO_ATTAINMENT = "env/slo_attainment"
+GOODPUT = "env/goodput_rps"
+OPTIONAL_EPISODE_INFO_KEYS = {PREEMPTIONS: "preemptions", SLO_ATTAINMENT: "slo_attainment", GOODPUT: "goodput_rps"}
+"""Logged when the episode's info has them (SLO keys only when the workload sets SLOs)."""
 
 # Driver-side (written by the training loop)
 EPISODE_RETURN = "env/episode_return_mean"

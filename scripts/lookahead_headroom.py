@@ -7,6 +7,8 @@ router has over the base heuristic.
 
 Run:
     .venv/bin/python scripts/lookahead_headroom.py --workload heterogeneous --episodes 2   # ~25 min per episode and core
+    .venv/bin/python scripts/lookahead_headroom.py --workload long_context --reward slo --base least_work --num-requests 100
+        # the lookahead maximises SLOs met; also prints SLO attainment (docs/memory_and_slo.md)
 
 Expect (2-core x86, heterogeneous, base speed_aware): about 1 decision in 18 changed and about 1.4% lower mean
 latency than speed_aware on each episode (docs/warm_start.md, "Headroom on the mixed fleet").
@@ -55,6 +57,10 @@ def main() -> None:
     base = np.mean([r.base_mean_e2e_s for r in rows])
     ahead = np.mean([r.lookahead_mean_e2e_s for r in rows])
     print(f"mean over episodes: {args.base} {base:.3f} s, lookahead {ahead:.3f} s ({ahead / base - 1:+.2%})")
+    if rows[0].base_slo_attainment is not None:
+        base_slo = np.mean([r.base_slo_attainment for r in rows])
+        ahead_slo = np.mean([r.lookahead_slo_attainment for r in rows])
+        print(f"SLO attainment: {args.base} {base_slo:.3f}, lookahead {ahead_slo:.3f} ({100 * (ahead_slo - base_slo):+.1f} points)")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ _TYPES: dict[str, Callable[[str], Any]] = {
     "float": float,
     "str": str,
     "int | None": int,
+    "float | None": float,
     "str | None": str,
     "tuple[int, ...]": widths,
     "tuple[str, ...]": comma_list,

@@ -34,6 +34,9 @@ WORKLOAD_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "zipf_theta": ("--zipf-theta", None),
     "predictor": ("--predictor", PREDICTORS),
     "seed": ("--seed", None),
+    "gpu_memory_utilization": ("--gpu-memory-utilization", None),
+    "slo_ttft_s": ("--slo-ttft", None),
+    "slo_tbt_s": ("--slo-tbt", None),
 }
 ENV_FLAGS = ("reward", "reward_scale_s", "oracle")
 
