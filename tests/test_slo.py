@@ -77,7 +77,8 @@ def test_evaluate_json_reports_attainment_goodput_preemptions_and_kv_usage(tmp_p
 @pytest.mark.slow
 def test_ppo_trains_on_the_slo_reward(tmp_path: Path, ray_session) -> None:
     from rllib_ext import metrics as M
-    from rllib_ext.train import PROGRESS_FILE, train
+    from rllib_ext.run_dir import RunDir
+    from rllib_ext.train import train
     from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 
     workload = preset("default").replace(num_requests=64, slo_ttft_s=0.05, slo_tbt_s=0.012)
@@ -87,7 +88,7 @@ def test_ppo_trains_on_the_slo_reward(tmp_path: Path, ray_session) -> None:
         kl=KLRefConfig(warmup_steps=0, critic_warmup_steps=0), iterations=1, num_env_runners=0, checkpoint_every=1, seed=1,
     )
     train(config, tmp_path / "run", progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "run" / PROGRESS_FILE).read_text().splitlines()]
+    rows = [json.loads(line) for line in RunDir(tmp_path / "run").progress.read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["iteration"] == 1
     # RLlib's mean return over the finished episodes is their mean count of requests that met both SLOs
     assert rows[0][M.EPISODE_RETURN] == pytest.approx(rows[0][M.SLO_ATTAINMENT] * workload.num_requests)
