@@ -45,6 +45,7 @@ from vidur.events import BaseEvent
 from vidur.simulator import Simulator
 
 from envs.predictor import RooflinePredictorConfig
+from envs.prefix_setup import attach_prefix, prefix_parts
 from envs.workload import WorkloadConfig, WorkloadError
 
 # Network SKU per device: only used for TP/PP communication, which the roofline predictor models itself.
@@ -161,23 +162,24 @@ def build_simulation_config(w: WorkloadConfig, seed: int, global_scheduler: str 
         tensor_parallel_size=w.tensor_parallel_size,
         num_pipeline_stages=1,
     )
-    return _InMemorySimulationConfig(
+    prefix = prefix_parts(w, seed, replica, w.chunk_size) if w.prefix_workload != "none" else {}
+    config = _InMemorySimulationConfig(
         seed=seed,
         log_level="warning",
         cluster_config=ClusterConfig(
             num_replicas=w.num_replicas,
             replica_config=replica,
-            cache_config=CacheConfig(),
+            cache_config=prefix.get("cache_config") or CacheConfig(),
             global_scheduler_config=_GLOBAL_SCHEDULERS[global_scheduler](),
-            replica_scheduler_config=_replica_scheduler_config(w),
+            replica_scheduler_config=prefix.get("replica_scheduler_config") or _replica_scheduler_config(w),
         ),
-        request_generator_config=SyntheticRequestGeneratorConfig(
+        request_generator_config=prefix.get("request_generator_config") or SyntheticRequestGeneratorConfig(
             seed=seed,
             num_requests=w.num_requests,
             length_generator_config=_length_config(w, seed),
             interval_generator_config=_interval_config(w, seed),
         ),
-        execution_time_predictor_config=_predictor_config(w),
+        execution_time_predictor_config=prefix.get("execution_time_predictor_config") or _predictor_config(w),
         metrics_config=_InMemoryMetricsConfig(
             write_metrics=False,
             write_json_trace=False,
@@ -186,6 +188,7 @@ def build_simulation_config(w: WorkloadConfig, seed: int, global_scheduler: str 
             output_dir=str(VIDUR_CACHE_DIR / "unused"),
         ),
     )
+    return config
 
 
 def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_robin") -> Simulator:
@@ -194,7 +197,10 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
     reset_vidur_counters()
     config = build_simulation_config(w, seed, global_scheduler)
     try:
-        return Simulator(config)
+        sim = Simulator(config)
+        if w.prefix_workload != "none":
+            attach_prefix(sim, w, seed)
+        return sim
     except Exception as exc:  # vidur's predictors raise hub/HTTP/OS errors of many types when offline
         if w.predictor != "roofline" and _is_download_error(exc):
             raise PredictorDataUnavailable(

@@ -78,6 +78,33 @@ class WorkloadConfig:
     ``(seed, worker_index, vector_index)``; evaluation uses held-out seeds derived from it."""
     name: str = field(default="custom", compare=False)
     """Preset the config came from (informational)."""
+    prefix_workload: str = "none"
+    """Prefix-sharing stream (docs/prefix_caching.md): ``none``, ``mooncake`` (the bundled Mooncake trace),
+    ``jsonl:PATH`` (a trace in that format), ``shared_prefix`` or ``multi_turn``; replaces ``lengths``/``arrival``."""
+    prefix_caching: bool = True
+    """Reuse cached prefixes on a prefix workload (off: every prompt is prefilled in full)."""
+    host_cache_gb: float = 128.0
+    """Host-DRAM KV tier per replica, GB (0 = HBM only); default: half of a DGX H100's 256 GB DRAM per GPU."""
+    trace_time_scale: float = 1.0
+    """Simulated seconds per trace second (0.25 replays the trace 4x faster)."""
+    trace_start: int = 0
+    """Index of the trace request that opens the scored window of ``num_requests`` requests."""
+    trace_lead_in: int = 0
+    """Trace requests before the window replayed into the caches only (not simulated, not scored)."""
+    prefix_groups: int = 64
+    """``shared_prefix``: number of groups, each with its own system prompt."""
+    prefix_tokens: int = 2048
+    """``shared_prefix``: tokens of a group's system prompt (the shared prefix)."""
+    question_tokens: int = 128
+    """``shared_prefix``: tokens of a request's own question; ``multi_turn``: tokens of each new user message."""
+    output_tokens: int = 256
+    """``shared_prefix``/``multi_turn``: generated tokens per request."""
+    group_zipf_theta: float = 0.0
+    """``shared_prefix``: group popularity, 0 = uniform, > 0 = Zipf(theta)."""
+    sessions: int = 32
+    """``multi_turn``: chats per episode; ``num_requests`` turns are dealt among them."""
+    think_time_s: float = 5.0
+    """``multi_turn``: mean (exponential) time between an answer and the next turn, simulated seconds."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -164,6 +191,67 @@ def validate(w: WorkloadConfig) -> None:
         raise WorkloadError(f"--seed must be in 0..{MAX_SEED} (got {w.seed})")
     if w.predictor not in PREDICTORS:
         raise WorkloadError(f"--predictor: unknown '{w.predictor}'; choose one of: {_choices(PREDICTORS)}")
+    _validate_prefix(w)
+
+
+PREFIX_WORKLOADS: tuple[str, ...] = ("none", "mooncake", "shared_prefix", "multi_turn")
+
+
+def _validate_prefix(w: WorkloadConfig) -> None:
+    """Checks of the prefix-sharing fields (see envs.prefix_workloads)."""
+    kind = w.prefix_workload.split(":", 1)[0]
+    if kind not in PREFIX_WORKLOADS + ("jsonl",) or (kind == "jsonl") != (":" in w.prefix_workload):
+        raise WorkloadError(f"--prefix-workload must be one of {_choices(PREFIX_WORKLOADS)} or jsonl:PATH (got '{w.prefix_workload}')")
+    if not w.host_cache_gb >= 0:
+        raise WorkloadError(f"--host-cache-gb must be >= 0 (got {w.host_cache_gb})")
+    if kind == "none":
+        return
+    if w.replica_scheduler != "sarathi" or w.predictor != "roofline":
+        raise WorkloadError("--prefix-workload needs --replica-scheduler sarathi and --predictor roofline (the cache hooks into both)")
+    if kind in ("mooncake", "jsonl"):
+        _validate_trace_window(w)
+    elif kind == "shared_prefix":
+        if w.prefix_groups < 1:
+            raise WorkloadError(f"--prefix-groups must be >= 1 (got {w.prefix_groups})")
+        if w.prefix_tokens < 1:
+            raise WorkloadError(f"--prefix-tokens must be >= 1 (got {w.prefix_tokens})")
+        if w.question_tokens < 1:
+            raise WorkloadError(
+                f"--question-tokens must be >= 1 (got {w.question_tokens}): the shared prefix (--prefix-tokens "
+                f"{w.prefix_tokens}) must be shorter than the prompt"
+            )
+        if w.group_zipf_theta < 0:
+            raise WorkloadError(f"--group-zipf-theta must be >= 0 (got {w.group_zipf_theta})")
+    else:
+        if not 1 <= w.sessions <= w.num_requests:
+            raise WorkloadError(f"--sessions must be in 1..--num-requests ({w.num_requests}) (got {w.sessions})")
+        if w.question_tokens < 1:
+            raise WorkloadError(f"--question-tokens must be >= 1 (got {w.question_tokens})")
+        if not w.think_time_s >= 0:
+            raise WorkloadError(f"--think-time-s must be >= 0 (got {w.think_time_s})")
+    if kind in ("shared_prefix", "multi_turn") and w.output_tokens < 1:
+        raise WorkloadError(f"--output-tokens must be >= 1 (got {w.output_tokens})")
+
+
+def _validate_trace_window(w: WorkloadConfig) -> None:
+    from envs.prefix_workloads import TraceFormatError, load_trace, trace_file
+
+    if not w.trace_time_scale > 0:
+        raise WorkloadError(f"--trace-time-scale must be > 0 (got {w.trace_time_scale})")
+    if w.trace_start < 0 or w.trace_lead_in < 0:
+        raise WorkloadError(f"--trace-start and --trace-lead-in must be >= 0 (got {w.trace_start}, {w.trace_lead_in})")
+    if w.trace_lead_in > w.trace_start:
+        raise WorkloadError(f"--trace-lead-in ({w.trace_lead_in}) must be <= --trace-start ({w.trace_start}): the lead-in precedes the window")
+    path = trace_file(w.prefix_workload)
+    try:
+        rows = load_trace(path)
+    except TraceFormatError as exc:
+        raise WorkloadError(f"--prefix-workload: {exc}") from exc
+    if w.trace_start + w.num_requests > len(rows):
+        raise WorkloadError(
+            f"--trace-start {w.trace_start} + --num-requests {w.num_requests} runs past the end of {path} "
+            f"({len(rows)} requests); lower one of them"
+        )
 
 
 def _validate_trace(path: str, num_requests: int) -> None:
