@@ -112,6 +112,25 @@ def trace_requests(rows: tuple[TraceRow, ...], start: int, count: int, time_scal
     return out
 
 
+def unbounded_hit_rate(requests: list[PrefixRequest], warm: list[PrefixRequest] = ()) -> float:
+    """Token-weighted prefix hit rate of ``requests`` with one infinite cache that has already seen ``warm``.
+
+    No router can beat it: a replica's cache holds a subset of what one infinite cache would.
+    """
+    seen = {block for spec in warm for block in spec.finish_block_ids}
+    hit = total = 0
+    for spec in requests:
+        tokens = 0
+        for j, block in enumerate(spec.block_ids):
+            if block not in seen:
+                break
+            tokens += block_tokens(spec.prompt_tokens, j)
+        hit += min(tokens, spec.prompt_tokens - 1)  # the simulator recomputes at least one token, as vLLM does
+        total += spec.prompt_tokens
+        seen.update(spec.finish_block_ids)
+    return hit / total if total else 0.0
+
+
 def _poisson_arrivals(rng: np.random.Generator, rate: float, count: int) -> np.ndarray:
     return np.cumsum(rng.exponential(1.0 / rate, size=count)) if count else np.zeros(0)
 

@@ -10,6 +10,12 @@ import argparse
 from envs.vidur_env import REWARDS, VidurEnvConfig
 from envs.workload import LENGTH_KINDS, PREDICTORS, PRESETS, REPLICA_SCHEDULERS, WorkloadConfig, preset
 
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off (got '{text}')")
+    return text == "on"
+
+
 # flag -> (WorkloadConfig field, type, help)
 _WORKLOAD_FLAGS: dict[str, tuple[str, type, str]] = {
     "--replicas": ("num_replicas", int, "number of replicas"),
@@ -28,6 +34,19 @@ _WORKLOAD_FLAGS: dict[str, tuple[str, type, str]] = {
     "--zipf-theta": ("zipf_theta", float, "Zipf skew of request length, in (0, 1)"),
     "--predictor": ("predictor", str, f"execution-time predictor: {', '.join(PREDICTORS)}"),
     "--seed": ("seed", int, "base seed of the run"),
+    "--prefix-workload": ("prefix_workload", str, "prefix-sharing stream: none, mooncake, jsonl:PATH, shared_prefix, multi_turn"),
+    "--prefix-caching": ("prefix_caching", _on_off, "reuse cached prefixes: on or off"),
+    "--host-cache-gb": ("host_cache_gb", float, "host-DRAM KV tier per replica, GB (0 = HBM only)"),
+    "--trace-time-scale": ("trace_time_scale", float, "simulated seconds per trace second"),
+    "--trace-start": ("trace_start", int, "first trace request of the scored window"),
+    "--trace-lead-in": ("trace_lead_in", int, "trace requests before the window replayed into the caches"),
+    "--prefix-groups": ("prefix_groups", int, "shared_prefix: number of system prompts"),
+    "--prefix-tokens": ("prefix_tokens", int, "shared_prefix: tokens of the shared system prompt"),
+    "--question-tokens": ("question_tokens", int, "shared_prefix: question tokens; multi_turn: tokens per new message"),
+    "--output-tokens": ("output_tokens", int, "shared_prefix/multi_turn: generated tokens per request"),
+    "--group-zipf-theta": ("group_zipf_theta", float, "shared_prefix: group popularity skew, 0 = uniform"),
+    "--sessions": ("sessions", int, "multi_turn: chats per episode"),
+    "--think-time-s": ("think_time_s", float, "multi_turn: mean think time between turns, simulated seconds"),
 }
 
 
