@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from envs.cache_routers import CACHE_ROUTERS, parse_cache_router
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, ObservationLayout
 
 Router = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -38,10 +39,23 @@ def _tied_best(*keys: np.ndarray) -> np.ndarray:
     return best
 
 
+def is_router(name: str) -> bool:
+    """A plain router name, or a cache-aware family with optional ``:key=value`` settings (envs.cache_routers)."""
+    return name in ROUTERS or name.split(":", 1)[0] in CACHE_ROUTERS
+
+
+def router_names() -> str:
+    return ", ".join([*ROUTERS, *CACHE_ROUTERS])
+
+
 def make_router(name: str, layout: ObservationLayout) -> Router:
     """Return the router called ``name`` for observations of ``layout``."""
+    cache_router = parse_cache_router(name)
+    if cache_router is not None:
+        route, params = cache_router
+        return lambda obs, rng: route(*layout.split(np.asarray(obs, dtype=np.float64)), params)
     if name not in ROUTERS:
-        raise ValueError(f"--policy: unknown router '{name}'; choose one of: {', '.join(ROUTERS)} or a checkpoint path")
+        raise ValueError(f"--policy: unknown router '{name}'; choose one of: {router_names()} or a checkpoint path")
     return lambda obs, rng: ROUTERS[name](layout.split(np.asarray(obs, dtype=np.float64))[0], rng)
 
 

@@ -4,11 +4,12 @@ Everything is a subclass registered under its own key (no fork of vidur 0.0.26):
 
 * ``PrefixReplayConfig`` / ``PrefixReplayGenerator`` emit a ``PrefixRequest`` stream as vidur ``Request``\\ s, each
   carrying its spec in ``request.prefix``;
-* ``PrefixSarathiScheduler`` is sarathi plus a ``TwoTierPrefixCache``. When a request is added (routed) it takes
-  the longest cached prefix of its blocks on this replica and advances the request's processed-token counters to
-  it, so sarathi prefills only the uncached suffix while every chunk's ``num_kv_tokens`` (and so attention cost)
-  still includes the prefix. At admission it allocates only the blocks not already resident, so shared blocks
-  count once. It also injects multi-turn follow-ups when a turn completes;
+* ``PrefixSarathiScheduler`` is sarathi plus a ``TwoTierPrefixCache``. When a request reaches the head of its
+  replica's queue (admission, as in vLLM's scheduler) it takes the longest cached prefix of its blocks on this
+  replica and advances the request's processed-token counters to it, so sarathi prefills only the uncached suffix
+  while every chunk's ``num_kv_tokens`` (and so attention cost) still includes the prefix. It then allocates only
+  the blocks not already resident, so shared blocks count once. It also injects multi-turn follow-ups when a turn
+  completes;
 * ``PrefixRooflinePredictor`` adds a request's host-tier load (its host blocks over the replica's host link) to
   the first batch that runs it.
 
@@ -101,17 +102,13 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
         self._host_hit: dict[int, tuple[int, ...]] = {}
         self._pinned: dict[int, list[int]] = {}
         self._prefilled: set[int] = set()
+        self._hit_taken: set[int] = set()
 
     def attach(self, event_queue: list) -> None:
         """The simulator's event heap, for injecting multi-turn follow-ups."""
         self._event_queue = event_queue
 
-    # ------------------------------------------------------------------ routing: take the hit
-    def add_request(self, request: Request) -> None:
-        if self._caching:
-            self._take_hit(request)
-        super().add_request(request)
-
+    # ------------------------------------------------------------------ admission: take the hit
     def _take_hit(self, request: Request) -> None:
         spec: PrefixRequest = request.prefix
         hbm, host = self.cache.match(spec.block_ids)
@@ -127,7 +124,6 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
         request.host_tokens = request.host_tokens_to_load = max(0, skipped - hbm_tokens)
         self._resident[request.id] = hbm_tokens // self._cache_config.block_size
 
-    # ------------------------------------------------------------------ admission: allocate only what is new
     def _blocked_by_cache(self) -> int:
         """vidur blocks held by pinned loose prefix blocks (not in any allocation, not evictable)."""
         return self.cache.loose_pinned * self._unit
@@ -135,6 +131,9 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
     def _can_allocate_request(self, request: Request) -> bool:
         if not self._caching:
             return super()._can_allocate_request(request)
+        if request.id not in self._hit_taken and request.id not in self._allocation_map:
+            self._hit_taken.add(request.id)  # once: a restarted request recomputes everything
+            self._take_hit(request)
         free = self._cache_config.num_blocks - self._num_allocated_blocks - self._blocked_by_cache()
         if request.id not in self._allocation_map:
             need = math.ceil(request.num_prefill_tokens / self._cache_config.block_size) - self._resident.get(request.id, 0)
@@ -184,6 +183,7 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
                 if request.completed:
                     self.cache.release(self._pinned.pop(request.id), spec.finish_block_ids)
                     self._prefilled.discard(request.id)
+                    self._hit_taken.discard(request.id)
             if request.completed and spec.next_turn >= 0:
                 follow = self._stream[spec.next_turn]
                 arrival = request.completed_at + follow.arrival_s
@@ -232,6 +232,28 @@ class PrefixRooflinePredictor(RooflineExecutionTimePredictor):
             times = times._replace(attn_prefill=times.attn_prefill + extra)
             self._last = (batch, times)
         return times
+
+
+def affinity_key(session: int) -> float:
+    """Stable hash of a session or group id into [0, 1) (Knuth's multiplicative hash; no per-process salt)."""
+    return ((session * 2654435761) % 2**32) / 2**32
+
+
+def prefix_observation(schedulers: list[Any], spec: PrefixRequest, out: Any) -> float:
+    """Fill ``out[i] = (hbm tokens, host tokens, hbm fill, host fill)`` of replica i for the pending ``spec``.
+
+    Returns the request's affinity key. Plain (non-caching) schedulers leave their row at zero.
+    """
+    for i, scheduler in enumerate(schedulers):
+        cache = getattr(scheduler, "cache", None)
+        if cache is None:
+            continue
+        hbm, host = cache.match(spec.block_ids)
+        hbm_tokens = sum(block_tokens(spec.prompt_tokens, j) for j in range(hbm))
+        host_tokens = sum(block_tokens(spec.prompt_tokens, j) for j in range(hbm, hbm + host))
+        out[i] = (hbm_tokens, host_tokens, len(cache.hbm) * scheduler._unit / replica_kv_blocks(scheduler),
+                  len(cache.host) / cache.host_capacity if cache.host_capacity else 0.0)
+    return affinity_key(spec.session)
 
 
 def kv_blocks_per_replica(replica_config: Any, cache_config: Any) -> int:

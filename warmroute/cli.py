@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from envs.evaluation import HeuristicPolicy, Policy, evaluate_policy, evaluation_seeds, format_table
-from envs.heuristics import ROUTERS
+from envs.heuristics import is_router, router_names
 from envs.observation import ObservationLayout
 from envs.simulation import PredictorDataUnavailable
 from envs.workload import WorkloadError
@@ -61,10 +61,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _make_policy(name: str, layout: ObservationLayout, greedy: bool) -> Policy:
     """A heuristic router by name, or a saved policy directory (BC or PPO) by path."""
-    if name in ROUTERS:
+    if is_router(name):
         return HeuristicPolicy(name, layout)
     if not Path(name).exists():
-        raise UsageError(f"--policy: '{name}' is neither a router ({', '.join(ROUTERS)}) nor an existing policy directory")
+        raise UsageError(f"--policy: '{name}' is neither a router ({router_names()}) nor an existing policy directory")
     from rllib_ext.policy_io import CheckpointPolicy  # torch/ray import only when needed
 
     return CheckpointPolicy(name, layout, greedy=greedy)
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     evaluate = sub.add_parser("evaluate", help="evaluate routing policies on held-out seeds")
-    evaluate.add_argument("--policy", required=True, help=f"comma-separated router names ({', '.join(ROUTERS)}) "
+    evaluate.add_argument("--policy", required=True, help=f"comma-separated router names ({router_names()}) "
                           "and/or saved policy directories")
     evaluate.add_argument("--greedy", action="store_true", help="saved policies take their most likely action")
     evaluate.add_argument("--episodes", type=int, default=5, help="episodes (held-out seeds) per policy")
