@@ -83,13 +83,13 @@ def evaluate_policy(
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """Fixed-width table, one row per policy, sorted by mean end-to-end latency."""
-    header = f"{'policy':<30}{'mean e2e':>10}{'p50 e2e':>10}{'p99 e2e':>10}{'mean ttft':>11}{'p99 ttft':>10}" \
-             f"{'tbt ms':>8}{'req/s':>8}{'balance':>9}{'dec/s':>8}"
+    header = f"{'policy':<30}{'mean e2e':>10}{'p50 e2e':>10}{'p99 e2e':>10}{'mean ttft':>11}{'p50 ttft':>10}" \
+             f"{'p90 ttft':>10}{'p99 ttft':>10}{'tbt ms':>8}{'hit %':>7}{'req/s':>8}{'balance':>9}{'dec/s':>8}"
     rows = [header, "-" * len(header)]
     for name, r in sorted(results.items(), key=lambda item: item[1]["mean_e2e_s"]):
         rows.append(
             f"{name if len(name) <= 29 else '...' + name[-26:]:<30}{r['mean_e2e_s']:>10.3f}{r['p50_e2e_s']:>10.3f}{r['p99_e2e_s']:>10.3f}"
-            f"{r['mean_ttft_s']:>11.3f}{r['p99_ttft_s']:>10.3f}{1000 * r['mean_tbt_s']:>8.1f}"
-            f"{r['throughput_rps']:>8.2f}{r['balance_score']:>9.3f}{r['decisions_per_s']:>8.0f}"
+            f"{r['mean_ttft_s']:>11.3f}{r['p50_ttft_s']:>10.3f}{r['p90_ttft_s']:>10.3f}{r['p99_ttft_s']:>10.3f}"
+            f"{1000 * r['mean_tbt_s']:>8.1f}{100 * r['cache_hit_rate']:>7.1f}{r['throughput_rps']:>8.2f}{r['balance_score']:>9.3f}{r['decisions_per_s']:>8.0f}"
         )
     return "\n".join(rows)

@@ -9,7 +9,9 @@ docs/workloads.md records the table.
 Prefix-sharing presets (``prefix_workload`` set) are measured differently, because their capacity depends on the
 router: the cache hits that cut prefill work come from routing requests to replicas that hold their prefix. The
 whole fleet is flooded through each cache-aware router (and ``least_outstanding``) and the best throughput is the
-capacity. A trace is flooded by shrinking its time scale; multi-turn chats by zero think time.
+capacity. A trace is flooded by shrinking its time scale. Multi-turn chats are a closed loop whose concurrency is
+the number of sessions (128 sessions never saturate the fleet), so their flood uses 2-turn sessions, zero think
+time: an approximation that keeps the reuse of one earlier turn.
 
 Run:
     .venv/bin/python scripts/measure_capacity.py                 # all presets, 2000 requests, 3 seeds
@@ -48,8 +50,8 @@ FLEET_ROUTERS = ("least_outstanding", "prefix_affinity", "weighted_scorer", "ses
 
 
 def _flooded(workload: WorkloadConfig) -> WorkloadConfig:
-    if workload.prefix_workload == "multi_turn":
-        return workload.replace(qps=FLOOD_QPS, think_time_s=0.0)
+    if workload.prefix_workload == "multi_turn":  # closed loop: concurrency is the session count, so raise it
+        return workload.replace(qps=FLOOD_QPS, think_time_s=0.0, sessions=max(1, workload.num_requests // 2))
     if workload.prefix_workload == "shared_prefix":
         return workload.replace(qps=FLOOD_QPS)
     return workload.replace(trace_time_scale=1e-3)
