@@ -202,6 +202,8 @@ def _validate_prefix(w: WorkloadConfig) -> None:
     kind = w.prefix_workload.split(":", 1)[0]
     if kind not in PREFIX_WORKLOADS + ("jsonl",) or (kind == "jsonl") != (":" in w.prefix_workload):
         raise WorkloadError(f"--prefix-workload must be one of {_choices(PREFIX_WORKLOADS)} or jsonl:PATH (got '{w.prefix_workload}')")
+    if not isinstance(w.prefix_caching, bool):
+        raise WorkloadError(f"--prefix-caching must be on or off (got '{w.prefix_caching}')")
     if not w.host_cache_gb >= 0:
         raise WorkloadError(f"--host-cache-gb must be >= 0 (got {w.host_cache_gb})")
     if kind == "none":
