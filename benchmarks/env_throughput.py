@@ -10,8 +10,11 @@ env with the ``lor`` heuristic, which reproduces vidur's run exactly: that ratio
 Run:
     .venv/bin/python benchmarks/env_throughput.py                      # default preset, 512 requests, 5 repeats
     .venv/bin/python benchmarks/env_throughput.py --workload heterogeneous --repeats 3
+    .venv/bin/python benchmarks/env_throughput.py --workload mooncake --num-requests 256 --repeats 3   # + caching on/off
 
 Expect (2-core x86, roofline predictor): both ratios 0.9-1.1; machine noise is about +-5% (figures in docs/workloads.md).
+On a prefix-sharing preset it also prints decisions/s with prefix caching on and off and their cost ratio
+(docs/prefix_caching.md has the measured figures).
 """
 
 from __future__ import annotations
@@ -66,6 +69,24 @@ def main() -> None:
     print(f"{'VidurRoutingEnv, lor (same routing)':<40}{same:8.0f} decisions/s")
     print(f"ratio env(least_outstanding)/vidur(lor)  {candidate / baseline:.3f}")
     print(f"ratio env(lor)/vidur(lor)                {same / baseline:.3f}")
+    if workload.prefix_workload != "none":
+        caching_cost(workload, args.repeats)
+
+
+def caching_cost(workload: WorkloadConfig, repeats: int) -> None:
+    """Decisions/s of the env with prefix caching on and off (same stream, same router); target cost <= 1.2x.
+
+    Caching changes the simulation itself (hits remove prefill chunks, so fewer batches), so the ratio is the
+    whole effect of the cache on simulation speed, not its book-keeping alone.
+    """
+    on, off = [], []
+    for seed in range(1, repeats + 1):
+        on.append(env_decisions_per_s(workload.replace(prefix_caching=True), seed))
+        off.append(env_decisions_per_s(workload.replace(prefix_caching=False), seed))
+    on_rate, off_rate = statistics.median(on), statistics.median(off)
+    print(f"{'VidurRoutingEnv, caching on':<40}{on_rate:8.0f} decisions/s")
+    print(f"{'VidurRoutingEnv, caching off':<40}{off_rate:8.0f} decisions/s")
+    print(f"cost ratio caching on/off (time)         {off_rate / on_rate:.3f}")
 
 
 if __name__ == "__main__":

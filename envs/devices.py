@@ -34,6 +34,8 @@ class DeviceSpec:
     """Datasheet the numbers come from."""
     link_bandwidth_gb_s: float
     """GPU-to-GPU bandwidth per direction, GB/s (NVLink where the SKU has it, else PCIe); for TP/PP traffic."""
+    host_link_gb_s: float = 32.0
+    """GPU-to-host (PCIe x16) bandwidth per direction, GB/s: Gen5 64, Gen4 32; for host-tier KV loads."""
 
 
 _DEVICES: dict[str, DeviceSpec] = {
@@ -62,6 +64,7 @@ _DEVICES: dict[str, DeviceSpec] = {
             memory_gb=80.0,
             source="NVIDIA H100 Tensor Core GPU datasheet, H100 SXM (HBM3, NVLink 900 GB/s bidirectional)",
             link_bandwidth_gb_s=450.0,
+            host_link_gb_s=64.0,
         ),
         DeviceSpec(
             name="l40",

@@ -118,17 +118,18 @@ def evaluate_policy(
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """Fixed-width table, one row per policy: sorted by SLO attainment when an SLO is set, else by mean e2e."""
     with_slo = all("slo_attainment" in r for r in results.values())
-    header = f"{'policy':<30}{'mean e2e':>10}{'p50 e2e':>10}{'p99 e2e':>10}{'mean ttft':>11}{'p99 ttft':>10}" \
-             f"{'tbt ms':>8}{'req/s':>8}{'balance':>9}{'preempt':>9}{'peak kv':>9}{'dec/s':>8}"
+    header = f"{'policy':<30}{'mean e2e':>10}{'p50 e2e':>10}{'p99 e2e':>10}{'mean ttft':>11}{'p50 ttft':>10}" \
+             f"{'p90 ttft':>10}{'p99 ttft':>10}{'tbt ms':>8}{'hit %':>7}{'req/s':>8}{'balance':>9}{'preempt':>9}" \
+             f"{'peak kv':>9}{'dec/s':>8}"
     header += f"{'slo %':>8}{'goodput':>9}" if with_slo else ""
     rows = [header, "-" * len(header)]
     order = (lambda item: -item[1]["slo_attainment"]) if with_slo else (lambda item: item[1]["mean_e2e_s"])
     for name, r in sorted(results.items(), key=order):
         row = (
             f"{name if len(name) <= 29 else '...' + name[-26:]:<30}{r['mean_e2e_s']:>10.3f}{r['p50_e2e_s']:>10.3f}{r['p99_e2e_s']:>10.3f}"
-            f"{r['mean_ttft_s']:>11.3f}{r['p99_ttft_s']:>10.3f}{1000 * r['mean_tbt_s']:>8.1f}"
-            f"{r['throughput_rps']:>8.2f}{r['balance_score']:>9.3f}{r['preemptions_per_episode']:>9.1f}"
-            f"{max(r['kv_usage_peak']):>9.2f}{r['decisions_per_s']:>8.0f}"
+            f"{r['mean_ttft_s']:>11.3f}{r['p50_ttft_s']:>10.3f}{r['p90_ttft_s']:>10.3f}{r['p99_ttft_s']:>10.3f}"
+            f"{1000 * r['mean_tbt_s']:>8.1f}{100 * r['cache_hit_rate']:>7.1f}{r['throughput_rps']:>8.2f}{r['balance_score']:>9.3f}"
+            f"{r['preemptions_per_episode']:>9.1f}{max(r['kv_usage_peak']):>9.2f}{r['decisions_per_s']:>8.0f}"
         )
         if with_slo:
             row += f"{100 * r['slo_attainment']:>8.1f}{r['goodput_rps']:>9.2f}"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from envs.cache_routers import CACHE_ROUTERS, parse_cache_router
 from envs.errors import WarmRouteError
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, REQUEST_FEATURES, ObservationLayout
 
@@ -41,10 +42,23 @@ def _tied_best(*keys: np.ndarray) -> np.ndarray:
     return best
 
 
+def is_router(name: str) -> bool:
+    """A plain router name, or a cache-aware family with optional ``:key=value`` settings (envs.cache_routers)."""
+    return name in ROUTERS or name.split(":", 1)[0] in CACHE_ROUTERS
+
+
+def router_names() -> str:
+    return ", ".join([*ROUTERS, *CACHE_ROUTERS])
+
+
 def make_router(name: str, layout: ObservationLayout) -> Router:
     """Return the router called ``name`` for observations of ``layout``."""
+    cache_router = parse_cache_router(name)
+    if cache_router is not None:
+        route, params = cache_router
+        return lambda obs, rng: route(*layout.split(np.asarray(obs, dtype=np.float64)), params)
     if name not in ROUTERS:
-        raise WarmRouteError(f"--policy: unknown router '{name}'; choose one of: {', '.join(ROUTERS)} or a checkpoint path")
+        raise WarmRouteError(f"--policy: unknown router '{name}'; choose one of: {router_names()} or a checkpoint path")
     router = ROUTERS[name]
     if name in REQUEST_AWARE:  # these also read the waiting request's features
         return lambda obs, rng: router(*layout.split(np.asarray(obs, dtype=np.float64)), rng)

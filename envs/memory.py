@@ -53,14 +53,19 @@ def num_blocks(w: WorkloadConfig, device: str) -> int:
     return (w.max_tokens // BLOCK_SIZE) * (kv_capacity_tokens(w, device) // w.max_tokens)
 
 
-def size_replicas(simulator: Any, w: WorkloadConfig) -> list[int]:
-    """Give each replica scheduler of a fresh ``simulator`` its own KV sizing; returns the block counts."""
+def size_replicas(simulator: Any, w: WorkloadConfig, *, paged: bool = False) -> list[int]:
+    """Give each replica scheduler of a fresh ``simulator`` its own KV sizing; returns the block counts.
+
+    ``paged``: the whole KV budget in blocks, not vidur's whole ``max_tokens`` slots (prefix workloads, whose
+    long-tailed prompts would waste up to a slot: see envs.prefix_setup).
+    """
     scheduler = simulator.scheduler
     replica_ids = sorted(scheduler._replica_schedulers, key=lambda rid: rid.id)
     blocks = []
     for replica_id, device in zip(replica_ids, w.devices):
         rs = scheduler.get_replica_scheduler(replica_id)
-        cache = dataclasses.replace(rs._cache_config, num_blocks=num_blocks(w, device),
+        count = kv_capacity_tokens(w, device) // BLOCK_SIZE if paged else num_blocks(w, device)
+        cache = dataclasses.replace(rs._cache_config, num_blocks=count,
                                     memory_margin_fraction=1.0 - w.gpu_memory_utilization)
         rs._cache_config = cache
         if hasattr(rs, "_watermark_blocks"):  # sarathi, vllm

@@ -11,7 +11,8 @@ import numpy as np
 from envs.slo import slo_summary
 from envs.vidur_patches import emitted_decode_tokens
 
-LATENCY_KEYS = ("mean_e2e_s", "p50_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s", "mean_tbt_s", "throughput_rps")
+LATENCY_KEYS = ("mean_e2e_s", "p50_e2e_s", "p99_e2e_s", "mean_ttft_s", "p50_ttft_s", "p90_ttft_s", "p99_ttft_s",
+                "mean_tbt_s", "throughput_rps", "cache_hit_rate")
 
 
 def request_latencies(requests: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -30,6 +31,8 @@ def request_latencies(requests: Sequence[Any]) -> dict[str, np.ndarray]:
         "ttft": first_token - arrived,
         "tbt": (completed - first_token) / np.maximum(decode - 1.0, 1.0),
         "restarts": np.array([r.num_restarts for r in requests], dtype=np.float64),
+        "prompt": np.array([r.num_prefill_tokens for r in requests], dtype=np.float64),
+        "cached": np.array([getattr(r, "cached_tokens", 0) for r in requests], dtype=np.float64),
     }
 
 
@@ -50,11 +53,13 @@ def summarize(lat: dict[str, np.ndarray], action_counts: np.ndarray) -> dict[str
         "p50_e2e_s": float(np.percentile(lat["e2e"], 50)),
         "p99_e2e_s": float(np.percentile(lat["e2e"], 99)),
         "mean_ttft_s": float(lat["ttft"].mean()),
+        "p50_ttft_s": float(np.percentile(lat["ttft"], 50)),
+        "p90_ttft_s": float(np.percentile(lat["ttft"], 90)),
         "p99_ttft_s": float(np.percentile(lat["ttft"], 99)),
         "mean_tbt_s": float(lat["tbt"].mean()),
         "throughput_rps": lat["e2e"].size / span if span > 0 else 0.0,
+        "cache_hit_rate": float(lat["cached"].sum() / lat["prompt"].sum()) if lat["prompt"].sum() > 0 else 0.0,
         "num_requests": int(lat["e2e"].size),
-        "p90_ttft_s": float(np.percentile(lat["ttft"], 90)),
         "preemptions": int(lat["restarts"].sum()),
         "action_distribution": [float(c / total) if total else 0.0 for c in action_counts],
         "balance_score": balance_score(action_counts),

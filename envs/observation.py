@@ -22,7 +22,7 @@ import numpy as np
 
 from envs.errors import WarmRouteError
 
-OBSERVATION_VERSION = 1
+OBSERVATION_VERSION = 2
 
 # (name, scale): the observation value is raw / scale.
 REPLICA_FEATURES: tuple[tuple[str, float], ...] = (
@@ -33,11 +33,19 @@ REPLICA_FEATURES: tuple[tuple[str, float], ...] = (
     ("kv_cache_usage", 1.0),  # fraction of KV-cache blocks allocated
     ("relative_speed", 1.0),  # device throughput relative to the fastest replica (1.0 = fastest)
     ("last_routed", 1.0),  # 1 for the replica that received the previous request
+    ("cached_hbm_tokens", 16384.0),  # prompt tokens of the pending request cached in the replica's HBM tier
+    ("cached_host_tokens", 16384.0),  # ... and, continuing that prefix, in its host-DRAM tier
+    ("hbm_cache_fill", 1.0),  # fraction of the replica's KV memory holding cached prefix blocks
+    ("host_cache_fill", 1.0),  # fraction of the host tier in use
 )
-REQUEST_FEATURES: tuple[tuple[str, float], ...] = (("prefill_tokens", 4096.0),)
+REQUEST_FEATURES: tuple[tuple[str, float], ...] = (
+    ("prefill_tokens", 4096.0),
+    ("affinity_key", 1.0),  # stable hash in [0, 1) of the request's session or shared-prefix group (0: none)
+)
 ORACLE_REQUEST_FEATURES: tuple[tuple[str, float], ...] = (("decode_tokens", 4096.0),)
 
 REPLICA_FEATURE_INDEX = {name: i for i, (name, _) in enumerate(REPLICA_FEATURES)}
+REQUEST_FEATURE_INDEX = {name: i for i, (name, _) in enumerate(REQUEST_FEATURES)}
 
 
 @dataclass(frozen=True)

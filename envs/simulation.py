@@ -50,6 +50,7 @@ from envs.errors import WarmRouteError
 from envs import vidur_patches
 from envs.memory import replica_config, size_replicas
 from envs.predictor import RooflinePredictorConfig
+from envs.prefix_setup import attach_prefix, prefix_parts
 from envs.workload import WorkloadConfig, WorkloadError
 
 vidur_patches.apply()
@@ -158,23 +159,24 @@ def build_simulation_config(w: WorkloadConfig, seed: int, global_scheduler: str 
     the throughput benchmark); the env makes every routing decision itself.
     """
     replica = replica_config(w, w.devices[0])  # per-replica KV memory is set by size_replicas() after the build
-    return _InMemorySimulationConfig(
+    prefix = prefix_parts(w, seed, replica, w.chunk_size) if w.prefix_workload != "none" else {}
+    config = _InMemorySimulationConfig(
         seed=seed,
         log_level="warning",
         cluster_config=ClusterConfig(
             num_replicas=w.num_replicas,
             replica_config=replica,
-            cache_config=CacheConfig(),
+            cache_config=prefix.get("cache_config") or CacheConfig(),
             global_scheduler_config=_GLOBAL_SCHEDULERS[global_scheduler](),
-            replica_scheduler_config=_replica_scheduler_config(w),
+            replica_scheduler_config=prefix.get("replica_scheduler_config") or _replica_scheduler_config(w),
         ),
-        request_generator_config=SyntheticRequestGeneratorConfig(
+        request_generator_config=prefix.get("request_generator_config") or SyntheticRequestGeneratorConfig(
             seed=seed,
             num_requests=w.num_requests,
             length_generator_config=_length_config(w, seed),
             interval_generator_config=_interval_config(w, seed),
         ),
-        execution_time_predictor_config=_predictor_config(w),
+        execution_time_predictor_config=prefix.get("execution_time_predictor_config") or _predictor_config(w),
         metrics_config=_InMemoryMetricsConfig(
             write_metrics=False,
             write_json_trace=False,
@@ -183,6 +185,7 @@ def build_simulation_config(w: WorkloadConfig, seed: int, global_scheduler: str 
             output_dir=str(VIDUR_CACHE_DIR / "unused"),
         ),
     )
+    return config
 
 
 def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_robin") -> Simulator:
@@ -199,7 +202,9 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
                 f"({type(exc).__name__}); use --predictor roofline (offline) or make the hub reachable"
             ) from exc
         raise
-    size_replicas(simulator, w)
+    size_replicas(simulator, w, paged=w.prefix_workload != "none")
+    if w.prefix_workload != "none":
+        attach_prefix(simulator, w, seed)
     return simulator
 
 

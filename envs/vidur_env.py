@@ -30,8 +30,9 @@ from vidur.events.request_arrival_event import RequestArrivalEvent
 from envs.errors import WarmRouteError
 from envs.memory import KVUsage
 from envs.metrics import episode_metrics
-from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
+from envs.observation import REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX, ObservationLayout
 from envs.predictor import relative_device_speeds
+from envs.prefix_sim import prefix_observation
 from envs.simulation import new_simulator
 from envs.slo import SloReward
 from envs.workload import DEFAULT_PRESET, WorkloadConfig, preset
@@ -263,7 +264,9 @@ class VidurRoutingEnv(gym.Env):
         if queue and not self._done:
             request_raw[0] = queue[0].num_prefill_tokens
             if layout.oracle:
-                request_raw[1] = queue[0].num_decode_tokens
+                request_raw[_ORACLE] = queue[0].num_decode_tokens
+            if hasattr(queue[0], "prefix"):
+                request_raw[_AFFINITY] = prefix_observation(self._replica_schedulers, queue[0].prefix, replica_raw[:, _CACHE])
         return layout.build(replica_raw, request_raw)
 
 
@@ -274,3 +277,6 @@ _PREFILL = REPLICA_FEATURE_INDEX["pending_prefill_tokens"]
 _KV = REPLICA_FEATURE_INDEX["kv_cache_usage"]
 _SPEED = REPLICA_FEATURE_INDEX["relative_speed"]
 _LAST = REPLICA_FEATURE_INDEX["last_routed"]
+_CACHE = slice(REPLICA_FEATURE_INDEX["cached_hbm_tokens"], REPLICA_FEATURE_INDEX["host_cache_fill"] + 1)
+_AFFINITY = REQUEST_FEATURE_INDEX["affinity_key"]
+_ORACLE = len(REQUEST_FEATURE_INDEX)

@@ -86,6 +86,33 @@ class WorkloadConfig:
     """Time-to-first-token SLO, seconds (None: no SLO; needed by ``--reward slo`` and SLO attainment)."""
     slo_tbt_s: float | None = None
     """Time-between-tokens SLO (mean over a request's output tokens), seconds (None: no SLO)."""
+    prefix_workload: str = "none"
+    """Prefix-sharing stream (docs/prefix_caching.md): ``none``, ``mooncake`` (the bundled Mooncake trace),
+    ``jsonl:PATH`` (a trace in that format), ``shared_prefix`` or ``multi_turn``; replaces ``lengths``/``arrival``."""
+    prefix_caching: bool = True
+    """Reuse cached prefixes on a prefix workload (off: every prompt is prefilled in full)."""
+    host_cache_gb: float = 128.0
+    """Host-DRAM KV tier per replica, GB (0 = HBM only); default: half of a DGX H100's 256 GB DRAM per GPU."""
+    trace_time_scale: float = 1.0
+    """Simulated seconds per trace second (0.25 replays the trace 4x faster)."""
+    trace_start: int = 0
+    """Index of the trace request that opens the scored window of ``num_requests`` requests."""
+    trace_lead_in: int = 0
+    """Trace requests before the window replayed into the caches only (not simulated, not scored)."""
+    prefix_groups: int = 64
+    """``shared_prefix``: number of groups, each with its own system prompt."""
+    prefix_tokens: int = 2048
+    """``shared_prefix``: tokens of a group's system prompt (the shared prefix)."""
+    question_tokens: int = 128
+    """``shared_prefix``: tokens of a request's own question; ``multi_turn``: tokens of each new user message."""
+    output_tokens: int = 256
+    """``shared_prefix``/``multi_turn``: generated tokens per request."""
+    group_zipf_theta: float = 0.0
+    """``shared_prefix``: group popularity, 0 = uniform, > 0 = Zipf(theta)."""
+    sessions: int = 32
+    """``multi_turn``: chats per episode; ``num_requests`` turns are dealt among them."""
+    think_time_s: float = 5.0
+    """``multi_turn``: mean (exponential) time between an answer and the next turn, simulated seconds."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -195,6 +222,69 @@ def _validate_slo_and_memory(w: WorkloadConfig) -> None:
                 f"{w.tensor_parallel_size} holds {max(capacity, 0)} KV tokens, less than one --max-tokens "
                 f"{w.max_tokens} request; raise --gpu-memory-utilization or --tensor-parallel-size, or lower --max-tokens"
             )
+    _validate_prefix(w)
+
+
+PREFIX_WORKLOADS: tuple[str, ...] = ("none", "mooncake", "shared_prefix", "multi_turn")
+
+
+def _validate_prefix(w: WorkloadConfig) -> None:
+    """Checks of the prefix-sharing fields (see envs.prefix_workloads)."""
+    kind = w.prefix_workload.split(":", 1)[0]
+    if kind not in PREFIX_WORKLOADS + ("jsonl",) or (kind == "jsonl") != (":" in w.prefix_workload):
+        raise WorkloadError(f"--prefix-workload must be one of {_choices(PREFIX_WORKLOADS)} or jsonl:PATH (got '{w.prefix_workload}')")
+    if not isinstance(w.prefix_caching, bool):
+        raise WorkloadError(f"--prefix-caching must be on or off (got '{w.prefix_caching}')")
+    if not w.host_cache_gb >= 0:
+        raise WorkloadError(f"--host-cache-gb must be >= 0 (got {w.host_cache_gb})")
+    if kind == "none":
+        return
+    if w.replica_scheduler != "sarathi" or w.predictor != "roofline":
+        raise WorkloadError("--prefix-workload needs --replica-scheduler sarathi and --predictor roofline (the cache hooks into both)")
+    if kind in ("mooncake", "jsonl"):
+        _validate_trace_window(w)
+    elif kind == "shared_prefix":
+        if w.prefix_groups < 1:
+            raise WorkloadError(f"--prefix-groups must be >= 1 (got {w.prefix_groups})")
+        if w.prefix_tokens < 1:
+            raise WorkloadError(f"--prefix-tokens must be >= 1 (got {w.prefix_tokens})")
+        if w.question_tokens < 1:
+            raise WorkloadError(
+                f"--question-tokens must be >= 1 (got {w.question_tokens}): the shared prefix (--prefix-tokens "
+                f"{w.prefix_tokens}) must be shorter than the prompt"
+            )
+        if w.group_zipf_theta < 0:
+            raise WorkloadError(f"--group-zipf-theta must be >= 0 (got {w.group_zipf_theta})")
+    else:
+        if not 1 <= w.sessions <= w.num_requests:
+            raise WorkloadError(f"--sessions must be in 1..--num-requests ({w.num_requests}) (got {w.sessions})")
+        if w.question_tokens < 1:
+            raise WorkloadError(f"--question-tokens must be >= 1 (got {w.question_tokens})")
+        if not w.think_time_s >= 0:
+            raise WorkloadError(f"--think-time-s must be >= 0 (got {w.think_time_s})")
+    if kind in ("shared_prefix", "multi_turn") and w.output_tokens < 1:
+        raise WorkloadError(f"--output-tokens must be >= 1 (got {w.output_tokens})")
+
+
+def _validate_trace_window(w: WorkloadConfig) -> None:
+    from envs.prefix_workloads import TraceFormatError, load_trace, trace_file
+
+    if not w.trace_time_scale > 0:
+        raise WorkloadError(f"--trace-time-scale must be > 0 (got {w.trace_time_scale})")
+    if w.trace_start < 0 or w.trace_lead_in < 0:
+        raise WorkloadError(f"--trace-start and --trace-lead-in must be >= 0 (got {w.trace_start}, {w.trace_lead_in})")
+    if w.trace_lead_in > w.trace_start:
+        raise WorkloadError(f"--trace-lead-in ({w.trace_lead_in}) must be <= --trace-start ({w.trace_start}): the lead-in precedes the window")
+    path = trace_file(w.prefix_workload)
+    try:
+        rows = load_trace(path)
+    except TraceFormatError as exc:
+        raise WorkloadError(f"--prefix-workload: {exc}") from exc
+    if w.trace_start + w.num_requests > len(rows):
+        raise WorkloadError(
+            f"--trace-start {w.trace_start} + --num-requests {w.num_requests} runs past the end of {path} "
+            f"({len(rows)} requests); lower one of them"
+        )
 
 
 def _validate_trace(path: str, num_requests: int) -> None:
@@ -219,6 +309,12 @@ def _validate_trace(path: str, num_requests: int) -> None:
 # presets run at 85% of them. See docs/workloads.md for the table and how to re-measure.
 LOAD_FACTOR = 0.85
 DEFAULT_PRESET = "default"
+# mooncake: capacity 6.24 req/s (session_hash); the held-out tail of the trace (requests 9000+) arrives at
+# 3.70 req/s, so a time scale of 3.70 / (0.85 * 6.24) = 0.70 replays it at 85% of capacity.
+MOONCAKE_TIME_SCALE = 0.70
+SHARED_PREFIX_QPS = 30.1  # 0.85 x 35.41 (session_hash)
+SHARED_PREFIX_MIXED_QPS = 15.2  # 0.85 x 17.93 (session_hash)
+MULTI_TURN_QPS = 106.0  # 0.85 x 124.7 (weighted_scorer, 2-turn flood; see scripts/measure_capacity.py)
 PRESETS: dict[str, WorkloadConfig] = {
     DEFAULT_PRESET: WorkloadConfig(name=DEFAULT_PRESET),
     "heterogeneous": WorkloadConfig(name="heterogeneous", replica_devices=("h100", "h100", "a100", "a100"), qps=32.2),
@@ -229,6 +325,17 @@ PRESETS: dict[str, WorkloadConfig] = {
         name="long_context", model="meta-llama/Llama-2-7b-hf", lengths="zipf", min_tokens=256, max_tokens=32768,
         zipf_theta=0.9, prefill_to_decode_ratio=15.0, qps=2.39, slo_ttft_s=0.5, slo_tbt_s=0.025,
     ),
+    # Prefix-sharing presets (docs/prefix_caching.md): rates are 85% of the capacity measured with the best
+    # cache-aware router. mooncake's scored window is in the held-out tail of the trace (requests 9000+).
+    "mooncake": WorkloadConfig(name="mooncake", prefix_workload="mooncake", trace_start=10000, trace_lead_in=2000,
+                               trace_time_scale=MOONCAKE_TIME_SCALE),
+    "shared_prefix": WorkloadConfig(name="shared_prefix", prefix_workload="shared_prefix", qps=SHARED_PREFIX_QPS,
+                                    prefix_groups=256, prefix_tokens=4096, question_tokens=128, output_tokens=256),
+    "shared_prefix_mixed": WorkloadConfig(name="shared_prefix_mixed", prefix_workload="shared_prefix",
+                                          replica_devices=("h100", "h100", "a100", "a100"), qps=SHARED_PREFIX_MIXED_QPS,
+                                          prefix_groups=256, prefix_tokens=4096, question_tokens=128, output_tokens=256),
+    "multi_turn": WorkloadConfig(name="multi_turn", prefix_workload="multi_turn", qps=MULTI_TURN_QPS, sessions=128,
+                                 question_tokens=256, output_tokens=256, think_time_s=1.0),
 }
 
 

@@ -33,7 +33,7 @@ from ray.rllib.env.env_runner_group import EnvRunnerGroup
 from tqdm.auto import tqdm
 
 from envs.errors import WarmRouteError
-from envs.heuristics import ROUTERS
+from envs.heuristics import is_router, router_names
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
 from rllib_ext.ray_runtime import cpus_per_runner, ensure_ray
@@ -63,9 +63,9 @@ class DemoConfig:
     """Seed of env runners (worker w uses seed + w) and teacher RNGs."""
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.teachers if t not in ROUTERS]
+        unknown = [t for t in self.teachers if not is_router(t)]
         if not self.teachers or unknown:
-            raise WarmRouteError(f"--policy: unknown router(s) {unknown or '(none given)'}; choose from: {', '.join(ROUTERS)}")
+            raise WarmRouteError(f"--policy: unknown router(s) {unknown or '(none given)'}; choose from: {router_names()}")
         if self.steps < 1:
             raise WarmRouteError(f"--steps must be >= 1 (got {self.steps})")
         if self.num_env_runners < 1:

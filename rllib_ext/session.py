@@ -32,7 +32,7 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, LEA
 
 from envs.errors import WarmRouteError
 from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
-from envs.heuristics import ROUTERS
+from envs.heuristics import is_router
 from envs.vidur_env import VidurRoutingEnv
 from rllib_ext import metrics as M
 from rllib_ext.adaptive import AdaptiveState, AdaptiveWarmupController
@@ -114,7 +114,7 @@ def _teacher_latency(cfg: TrainConfig, policy_dir: Path | None) -> float:
     """Mean latency of the best of the clone's teachers (or of least_outstanding) on two held-out seeds."""
     teachers = ["least_outstanding"]
     if policy_dir is not None:
-        teachers = [t for t in read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path").get("teachers", []) if t in ROUTERS] or teachers
+        teachers = [t for t in read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path").get("teachers", []) if is_router(t)] or teachers
     seeds = evaluation_seeds(cfg.env.workload.seed, 2)
     return min(evaluate_policy(HeuristicPolicy(t, cfg.env.layout), cfg.env, seeds)["mean_e2e_s"] for t in teachers)
 

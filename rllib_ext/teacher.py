@@ -20,7 +20,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from envs.errors import WarmRouteError
-from envs.heuristics import ROUTERS, equivalent_actions, make_router
+from envs.heuristics import equivalent_actions, is_router, make_router, router_names
 from envs.observation import ObservationLayout
 
 TEACHER_ACTION = "teacher_action"
@@ -42,8 +42,8 @@ class HeuristicTeacherModule(TorchRLModule):
 
     def set_teacher(self, router: str, epsilon: float, seed: int) -> None:
         """Switch the router (demo collection reuses one set of env runners for several teachers)."""
-        if router not in ROUTERS:
-            raise WarmRouteError(f"--policy: unknown router '{router}'; choose one of: {', '.join(ROUTERS)}")
+        if not is_router(router):
+            raise WarmRouteError(f"--policy: unknown router '{router}'; choose one of: {router_names()}")
         if not 0.0 <= epsilon <= 1.0:
             raise WarmRouteError(f"--epsilon must be in [0, 1] (got {epsilon})")
         self.router_name = router

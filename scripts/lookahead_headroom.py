@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from envs.evaluation import evaluation_seeds
-from envs.heuristics import ROUTERS
+from envs.heuristics import is_router, router_names
 from envs.lookahead import lookahead_episode
 from envs.workload import WorkloadError
 from warmroute.workload_args import add_workload_args, env_config_from_args
@@ -40,8 +40,8 @@ def main() -> None:
         env_config = env_config_from_args(args)
     except WorkloadError as error:
         raise SystemExit(f"lookahead_headroom.py: {error}") from None
-    if args.base not in ROUTERS:
-        raise SystemExit(f"lookahead_headroom.py: --base: unknown router '{args.base}'; choose one of: {', '.join(ROUTERS)}")
+    if not is_router(args.base):
+        raise SystemExit(f"lookahead_headroom.py: --base: unknown router '{args.base}'; choose one of: {router_names()}")
     if args.episodes < 1 or args.workers < 1:
         raise SystemExit("lookahead_headroom.py: --episodes and --workers must be >= 1")
     seeds = evaluation_seeds(0, args.episodes)

@@ -6,9 +6,18 @@ A cluster's capacity is the sum of its replicas' capacities, and one replica's c
 fast GPUs idle while the slow ones drain.) The presets' ``qps`` are ``LOAD_FACTOR`` (85%) of these numbers;
 docs/workloads.md records the table.
 
+Prefix-sharing presets (``prefix_workload`` set) are measured differently, because their capacity depends on the
+router: the cache hits that cut prefill work come from routing requests to replicas that hold their prefix. The
+whole fleet is flooded through each cache-aware router (and ``least_outstanding``) and the best throughput is the
+capacity. A trace is flooded by shrinking its time scale. Multi-turn chats are a closed loop whose concurrency is
+the number of sessions (128 sessions never saturate the fleet), so their flood uses 2-turn sessions, zero think
+time: an approximation that keeps the reuse of one earlier turn.
+
 Run:
     .venv/bin/python scripts/measure_capacity.py                 # all presets, 2000 requests, 3 seeds
     .venv/bin/python scripts/measure_capacity.py --presets heterogeneous --num-requests 1000
+    .venv/bin/python scripts/measure_capacity.py --presets mooncake,shared_prefix,shared_prefix_mixed,multi_turn \
+        --num-requests 1000 --seeds 1
 
 Expect (2-core x86 machine, roofline predictor, under a minute): see the table in docs/workloads.md.
 """
@@ -37,8 +46,32 @@ def replica_capacity(workload: WorkloadConfig, device: str, seeds: list[int]) ->
     return float(np.mean([evaluate_policy(policy, flood, [seed])["throughput_rps"] for seed in seeds]))
 
 
+FLEET_ROUTERS = ("least_outstanding", "prefix_affinity", "weighted_scorer", "session_hash")
+
+
+def _flooded(workload: WorkloadConfig) -> WorkloadConfig:
+    if workload.prefix_workload == "multi_turn":  # closed loop: concurrency is the session count, so raise it
+        return workload.replace(qps=FLOOD_QPS, think_time_s=0.0, sessions=max(1, workload.num_requests // 2))
+    if workload.prefix_workload == "shared_prefix":
+        return workload.replace(qps=FLOOD_QPS)
+    return workload.replace(trace_time_scale=1e-3)
+
+
+def fleet_capacity(workload: WorkloadConfig, seeds: list[int]) -> tuple[float, str]:
+    """Best saturated fleet throughput (requests/s) of a prefix-sharing workload over ``FLEET_ROUTERS``, and its router."""
+    flood = VidurEnvConfig(workload=_flooded(workload))
+    best = max(
+        (float(np.mean([evaluate_policy(HeuristicPolicy(router, flood.layout), flood, [seed])["throughput_rps"]
+                        for seed in seeds])), router)
+        for router in FLEET_ROUTERS
+    )
+    return best
+
+
 def measure_capacity(workload: WorkloadConfig, seeds: list[int]) -> float:
     """Capacity (requests/s) of ``workload``'s cluster: the sum of its replicas' saturated throughputs."""
+    if workload.prefix_workload != "none":
+        return fleet_capacity(workload, seeds)[0]
     per_device = {device: replica_capacity(workload, device, seeds) for device in set(workload.devices)}
     return sum(per_device[device] for device in workload.devices)
 
@@ -53,7 +86,7 @@ def main() -> None:
     for name in args.presets.split(","):
         workload = PRESETS[name].replace(num_requests=args.num_requests)
         capacity = measure_capacity(workload, seeds=list(range(args.seeds)))
-        print(f"{name:<16}{capacity:>16.2f}{LOAD_FACTOR * capacity:>16.2f}{PRESETS[name].qps:>12.2f}")
+        print(f"{name:<16}{capacity:>16.2f}{LOAD_FACTOR * capacity:>16.2f}{PRESETS[name].qps:>12.2f}", flush=True)
 
 
 if __name__ == "__main__":

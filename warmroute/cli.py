@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from envs.errors import WarmRouteError
 from envs.evaluation import EvaluationConfig, HeuristicPolicy, Policy, evaluate_policy, format_table
-from envs.heuristics import ROUTERS
+from envs.heuristics import is_router, router_names
 from envs.observation import ObservationLayout
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.compare import format_comparison, load_progress, plot_learning_curves
@@ -60,7 +60,7 @@ def _refuse(names: list[str], why: str) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     config = EvaluationConfig(env=env_config_from_args(args, default_of(EvaluationConfig, "env")), **given(args, EvaluationConfig))
-    if config.greedy and all(name in ROUTERS for name in config.policies):
+    if config.greedy and all(is_router(name) for name in config.policies):
         raise WarmRouteError("--greedy only changes saved policies and --policy lists routers only; drop it")
     policies = [_make_policy(name, config.env.layout, config.greedy) for name in config.policies]
     results = {}
@@ -83,10 +83,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _make_policy(name: str, layout: ObservationLayout, greedy: bool) -> Policy:
     """A heuristic router by name, or a saved policy directory (BC or PPO) by path."""
-    if name in ROUTERS:
+    if is_router(name):
         return HeuristicPolicy(name, layout)
     if not Path(name).exists():
-        raise WarmRouteError(f"--policy: '{name}' is neither a router ({', '.join(ROUTERS)}) nor an existing policy directory")
+        raise WarmRouteError(f"--policy: '{name}' is neither a router ({router_names()}) nor an existing policy directory")
     return CheckpointPolicy(name, layout, greedy=greedy)
 
 
@@ -150,7 +150,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, EvaluationConfig, ("policies", "episodes", "greedy"), flags={"policies": "--policy"},
                      required=("policies",),
-                     help={"policies": f"comma-separated router names ({', '.join(ROUTERS)}) and/or saved policy directories"})
+                     help={"policies": f"comma-separated router names ({router_names()}) and/or saved policy directories"})
     add_flag(parser, "--json", "write per-policy metrics to this JSON file", metavar="PATH")
     add_flag(parser, "--quiet", "no progress bar", action="store_true")
     add_workload_args(parser, default_of(EvaluationConfig, "env"))
@@ -159,7 +159,7 @@ def _add_evaluate_args(parser: argparse.ArgumentParser) -> None:
 def _add_demo_args(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, DemoConfig, ("teachers", "steps", "num_env_runners", "epsilon", "steps_per_round"),
                      flags={"teachers": "--policy"},
-                     help={"teachers": f"comma-separated teacher routers, mixed into one dataset ({', '.join(ROUTERS)})"})
+                     help={"teachers": f"comma-separated teacher routers, mixed into one dataset ({router_names()})"})
     add_flag(parser, "--output", "new directory for Parquet shards and metadata.json", required=True, metavar="DIR")
     add_flag(parser, "--quiet", "no progress bar", action="store_true")
     add_workload_args(parser, default_of(DemoConfig, "env"))

@@ -113,10 +113,10 @@ def check_paths(parsed: argparse.Namespace, cwd: Path, shared: tuple[Path, ...])
         for value in _values(getattr(parsed, dest, None)):
             _check_input(_flag(dest), value, cwd, shared)
     if getattr(parsed, "command", None) == "evaluate":
-        from envs.heuristics import ROUTERS
+        from envs.heuristics import is_router
 
         for name in getattr(parsed, "policies", ()):
-            if name not in ROUTERS:
+            if not is_router(name):
                 _check_input("--policy", name, cwd, shared)
     lengths = getattr(parsed, "lengths", None)
     if lengths and lengths.startswith("trace:"):

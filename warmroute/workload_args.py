@@ -37,8 +37,21 @@ WORKLOAD_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "gpu_memory_utilization": ("--gpu-memory-utilization", None),
     "slo_ttft_s": ("--slo-ttft", None),
     "slo_tbt_s": ("--slo-tbt", None),
+    "prefix_workload": ("--prefix-workload", None),
+    "host_cache_gb": ("--host-cache-gb", None),
+    "trace_time_scale": ("--trace-time-scale", None),
+    "trace_start": ("--trace-start", None),
+    "trace_lead_in": ("--trace-lead-in", None),
+    "prefix_groups": ("--prefix-groups", None),
+    "prefix_tokens": ("--prefix-tokens", None),
+    "question_tokens": ("--question-tokens", None),
+    "output_tokens": ("--output-tokens", None),
+    "group_zipf_theta": ("--group-zipf-theta", None),
+    "sessions": ("--sessions", None),
+    "think_time_s": ("--think-time-s", None),
 }
 ENV_FLAGS = ("reward", "reward_scale_s", "oracle")
+ON_OFF = ("on", "off")
 
 
 def add_workload_args(parser: argparse.ArgumentParser, base: VidurEnvConfig) -> None:
@@ -49,6 +62,8 @@ def add_workload_args(parser: argparse.ArgumentParser, base: VidurEnvConfig) -> 
     add_config_flags(group, preset(DEFAULT_PRESET), WORKLOAD_FLAGS,
                      flags={field: flag for field, (flag, _) in WORKLOAD_FLAGS.items()},
                      choices={field: values for field, (_, values) in WORKLOAD_FLAGS.items() if values})
+    add_flag(group, "--prefix-caching", "reuse cached prefixes on a prefix workload (off: every prompt is prefilled "
+             "in full)", choices=ON_OFF, shown_default="on")
     add_config_flags(parser.add_argument_group("environment"), base, ENV_FLAGS, choices={"reward": REWARDS})
 
 
@@ -56,6 +71,8 @@ def workload_from_args(args: argparse.Namespace, base: WorkloadConfig) -> Worklo
     """``base`` (or the typed ``--workload`` preset) with the typed overrides (validated: bad values raise WorkloadError)."""
     workload = preset(args.workload) if hasattr(args, "workload") else base
     changes = {name: value for name, value in given(args, WorkloadConfig).items() if name in WORKLOAD_FLAGS}
+    if hasattr(args, "prefix_caching"):  # a bool field that defaults on: an on/off flag, not a switch
+        changes["prefix_caching"] = args.prefix_caching == "on"
     return workload.replace(name=f"{workload.name}+overrides", **changes) if changes else workload
 
 

@@ -1,0 +1,75 @@
+"""Prefix-sharing workloads through the real ``warmroute`` CLI: one-line errors, and the new table columns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _evaluate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    out = tmp_path / "out.json"
+    return subprocess.run([sys.executable, "-m", "warmroute.cli", "evaluate", "--policy", "round_robin", "--episodes", "1",
+                           "--quiet", "--json", str(out), *args], capture_output=True, text=True, timeout=120)
+
+
+def _trace(tmp_path: Path, lines: list[str]) -> str:
+    path = tmp_path / "trace.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return f"jsonl:{path}"
+
+
+GOOD = '{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1, 2]}'
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--prefix-workload", "shared_prefix", "--question-tokens", "0"], "--question-tokens"),
+        (["--prefix-workload", "shared_prefix", "--prefix-groups", "0"], "--prefix-groups"),
+        (["--prefix-workload", "multi_turn", "--sessions", "0"], "--sessions"),
+        (["--prefix-workload", "multi_turn", "--sessions", "2", "--think-time-s", "-1"], "--think-time-s"),
+        (["--prefix-workload", "mooncake", "--trace-start", "12000", "--num-requests", "100"], "past the end"),
+        (["--prefix-workload", "mooncake", "--trace-start", "10", "--trace-lead-in", "20"], "--trace-lead-in"),
+        (["--prefix-workload", "mooncake", "--trace-time-scale", "0"], "--trace-time-scale"),
+        (["--prefix-workload", "mooncake", "--replica-scheduler", "vllm"], "--prefix-workload"),
+        (["--prefix-workload", "radix"], "--prefix-workload"),
+        (["--prefix-caching", "maybe"], "--prefix-caching"),
+        (["--host-cache-gb", "-1"], "--host-cache-gb"),
+        (["--policy", "prefix_affinity:cache_threshold=x"], "--policy"),
+    ],
+)
+def test_bad_prefix_flags_are_one_line_errors_with_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = _evaluate(tmp_path, "--num-requests", "10", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("lines", "needle"),
+    [
+        ([GOOD, "{not json"], ":2: not a trace record"),
+        ([GOOD, '{"timestamp": 1, "input_length": 1100, "output_length": 5, "hash_ids": [1, 2]}'], ":2: 2 hash_ids cover 1024"),
+        ([GOOD, '{"timestamp": 1, "input_length": 100}'], ":2: not a trace record"),
+    ],
+)
+def test_a_bad_trace_line_is_named_by_file_and_line(tmp_path: Path, lines: list[str], needle: str) -> None:
+    result = _evaluate(tmp_path, "--num-requests", "1", "--prefix-workload", _trace(tmp_path, lines))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr and "trace.jsonl" in result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_evaluate_reports_hit_rate_and_p90_ttft_on_a_shared_prefix_workload(tmp_path: Path) -> None:
+    result = _evaluate(tmp_path, "--prefix-workload", "shared_prefix", "--num-requests", "40", "--qps", "10",
+                       "--prefix-groups", "2", "--policy", "round_robin,prefix_affinity,session_hash:load_factor=1.5")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "out.json").read_text())["policies"]
+    assert set(results) == {"round_robin", "prefix_affinity", "session_hash:load_factor=1.5"}
+    for metrics in results.values():
+        assert 0 < metrics["cache_hit_rate"] < 1 and metrics["p90_ttft_s"] >= metrics["p50_ttft_s"]
