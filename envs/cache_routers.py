@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from envs.errors import WarmRouteError
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, REQUEST_FEATURE_INDEX, REQUEST_FEATURES
 
 _OUT = REPLICA_FEATURE_INDEX["outstanding_requests"]
@@ -106,11 +107,11 @@ def parse_cache_router(name: str) -> tuple[CacheRouter, dict[str, float]] | None
     for setting in settings:
         key, sep, value = setting.partition("=")
         if not sep or key not in params:
-            raise ValueError(f"--policy {name}: '{setting}' is not key=value with key one of {', '.join(params)}")
+            raise WarmRouteError(f"--policy {name}: '{setting}' is not key=value with key one of {', '.join(params)}")
         try:
             params[key] = float(value)
         except ValueError as exc:
-            raise ValueError(f"--policy {name}: {key} must be a number (got '{value}')") from exc
+            raise WarmRouteError(f"--policy {name}: {key} must be a number (got '{value}')") from exc
     return router, params
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.errors import WarmRouteError
+
 BLOCK_TOKENS = 512
 """Tokens per prefix block: the Mooncake trace's hash granularity, used by the generators too."""
 MOONCAKE_TRACE = Path(__file__).parent / "data" / "mooncake_conversation_trace.jsonl"
@@ -28,7 +30,7 @@ TRACE_SESSION_BLOCKS = 2
 _GENERATED_ID_BASE = 1 << 40  # generated block ids stay clear of trace ids (the bundled trace's largest is 182789)
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(WarmRouteError):
     """A trace file that cannot be replayed; the message names the file, the line and the fix."""
 
 
