@@ -122,20 +122,22 @@ def test_submit_without_a_token_fails_with_one_auth_line_and_submits_nothing(hea
 
 
 @pytest.mark.slow
-def test_submit_with_a_wrong_token_is_rejected_in_one_line(head: Head, tmp_path: Path) -> None:
+def test_submit_with_a_wrong_token_is_rejected_in_one_line(head: Head, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
     wrong = tmp_path / "token"
     wrong.write_text(uuid.uuid4().hex)
-    result = _submit(["--address", head.url, "--token-file", str(wrong), "--", "evaluate", "--policy", "lor"],
-                     _clean_env(head.root / "home"))
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "rejected the auth token" in result.stderr
+    before = head.jobs()
+    assert main(["submit", "--address", head.url, "--token-file", str(wrong), "--", "evaluate", "--policy", "lor"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "rejected the auth token" in err
+    assert head.jobs() == before
 
 
-def test_an_unreachable_address_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = _submit(["--address", f"http://127.0.0.1:{_free_port()}", "--", "evaluate", "--policy", "lor"],
-                     _clean_env(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "no Ray Jobs server answers there" in result.stderr
+def test_an_unreachable_address_is_one_line_and_exit_2(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(["submit", "--address", f"http://127.0.0.1:{_free_port()}", "--", "evaluate", "--policy", "lor"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no Ray Jobs server answers there" in err
 
 
 @pytest.mark.parametrize(("command", "message"), [
