@@ -133,6 +133,17 @@ def test_submit_with_a_wrong_token_is_rejected_in_one_line(head: Head, tmp_path:
     assert head.jobs() == before
 
 
+@pytest.mark.slow
+def test_bad_commands_and_hidden_paths_reach_no_live_cluster(head: Head, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    before = head.jobs()
+    auth = ["--address", head.url, "--token-file", str(head.token_file), "--shared-dir", str(head.root)]
+    assert main(["submit", *auth, "--", "deploy"]) == 2
+    assert main(["submit", *auth, "--", "pretrain", "--demo", "/home/someone/demos", "--output", str(head.root / "bc")]) == 2
+    assert [line.split(": error: ")[0] for line in capsys.readouterr().err.splitlines()] == ["warmroute submit"] * 2
+    assert head.jobs() == before
+
+
 def test_an_unreachable_address_is_one_line_and_exit_2(capsys, monkeypatch) -> None:
     monkeypatch.chdir(REPO_ROOT)
     assert main(["submit", "--address", f"http://127.0.0.1:{_free_port()}", "--", "evaluate", "--policy", "lor"]) == 2
