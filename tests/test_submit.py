@@ -186,3 +186,11 @@ def test_an_input_in_a_gitignored_folder_is_refused_as_not_uploaded(capsys, monk
         demos.rmdir()
     err = capsys.readouterr().err
     assert "is in .gitignore/.rayignore, so Ray does not upload it" in err and "--shared-dir" in err
+
+
+def test_an_installed_copy_without_a_checkout_is_refused_rather_than_uploading_site_packages(tmp_path, capsys, monkeypatch) -> None:
+    import warmroute.submit
+
+    monkeypatch.setattr(warmroute.submit, "REPO_ROOT", tmp_path)  # where a wheel install would put warmroute/
+    assert main(["submit", "--", "evaluate", "--policy", "lor"]) == 2
+    assert "not run from a source checkout" in capsys.readouterr().err

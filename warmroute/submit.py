@@ -28,6 +28,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from envs.heuristics import ROUTERS
+
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
@@ -62,6 +64,9 @@ def add_submit_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    if not (REPO_ROOT / "pyproject.toml").is_file():
+        raise SubmitError(f"warmroute is installed at {REPO_ROOT}, not run from a source checkout; the job uploads the "
+                          "checkout as its working_dir, so run `python -m warmroute.cli submit` from a clone of the repository")
     command = args.job_command[1:] if args.job_command[:1] == ["--"] else list(args.job_command)
     shared = _shared_dirs(args.shared_dir)
     cwd = Path.cwd().resolve()
@@ -114,8 +119,6 @@ def check_paths(parsed: argparse.Namespace, cwd: Path, shared: tuple[Path, ...])
         for value in _values(getattr(parsed, dest, None)):
             _check_input(_flag(dest), value, cwd, shared)
     if getattr(parsed, "command", None) == "evaluate":
-        from envs.heuristics import ROUTERS
-
         for name in (p.strip() for p in parsed.policy.split(",")):
             if name and name not in ROUTERS:
                 _check_input("--policy", name, cwd, shared)
