@@ -177,13 +177,17 @@ def test_bad_submissions_are_one_line_errors_before_connecting(command: list[str
 
 def test_an_input_in_a_gitignored_folder_is_refused_as_not_uploaded(capsys, monkeypatch) -> None:
     monkeypatch.chdir(REPO_ROOT)
-    demos = REPO_ROOT / "runs" / f"submit-test-{uuid.uuid4().hex[:8]}"
+    runs = REPO_ROOT / "runs"
+    made_runs = not runs.exists()
+    demos = runs / f"submit-test-{uuid.uuid4().hex[:8]}"
     demos.mkdir(parents=True)
     try:
         assert main(["submit", "--shared-dir", "/shared", "--", "pretrain", "--demo", str(demos.relative_to(REPO_ROOT)),
                      "--output", "/shared/bc"]) == 2
     finally:
         demos.rmdir()
+        if made_runs:
+            runs.rmdir()
     err = capsys.readouterr().err
     assert "is in .gitignore/.rayignore, so Ray does not upload it" in err and "--shared-dir" in err
 
