@@ -1,7 +1,7 @@
 """Rollout scaling: sampling env steps/s of the PPO routing policy with 1, 2, ... env runners, as speed-up over one.
 
 Each configuration builds the env runners ``warmroute train`` builds (``build_ppo_config``: remote
-``SingleAgentEnvRunner``\\ s with the routing module, exploring, one CPU each when the cluster has them), samples one
+``SingleAgentEnvRunner``\\ s with the routing module, exploring, the CPUs it asks per runner), samples one
 warm-up round, then times ``--rounds`` rounds in which every runner samples ``--steps-per-runner`` env steps in
 parallel. A round's rate is its total env steps over its wall time; the figure is the median over rounds, and the
 ratio is to the 1-runner median of the same run. Learner time is excluded: this is the side that scales with runners.

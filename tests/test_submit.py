@@ -122,20 +122,33 @@ def test_submit_without_a_token_fails_with_one_auth_line_and_submits_nothing(hea
 
 
 @pytest.mark.slow
-def test_submit_with_a_wrong_token_is_rejected_in_one_line(head: Head, tmp_path: Path) -> None:
+def test_submit_with_a_wrong_token_is_rejected_in_one_line(head: Head, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
     wrong = tmp_path / "token"
     wrong.write_text(uuid.uuid4().hex)
-    result = _submit(["--address", head.url, "--token-file", str(wrong), "--", "evaluate", "--policy", "lor"],
-                     _clean_env(head.root / "home"))
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "rejected the auth token" in result.stderr
+    before = head.jobs()
+    assert main(["submit", "--address", head.url, "--token-file", str(wrong), "--", "evaluate", "--policy", "lor"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "rejected the auth token" in err
+    assert head.jobs() == before
 
 
-def test_an_unreachable_address_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = _submit(["--address", f"http://127.0.0.1:{_free_port()}", "--", "evaluate", "--policy", "lor"],
-                     _clean_env(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "no Ray Jobs server answers there" in result.stderr
+@pytest.mark.slow
+def test_bad_commands_and_hidden_paths_reach_no_live_cluster(head: Head, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    before = head.jobs()
+    auth = ["--address", head.url, "--token-file", str(head.token_file), "--shared-dir", str(head.root)]
+    assert main(["submit", *auth, "--", "deploy"]) == 2
+    assert main(["submit", *auth, "--", "pretrain", "--demo", "/home/someone/demos", "--output", str(head.root / "bc")]) == 2
+    assert [line.split(": error: ")[0] for line in capsys.readouterr().err.splitlines()] == ["warmroute submit"] * 2
+    assert head.jobs() == before
+
+
+def test_an_unreachable_address_is_one_line_and_exit_2(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(["submit", "--address", f"http://127.0.0.1:{_free_port()}", "--", "evaluate", "--policy", "lor"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no Ray Jobs server answers there" in err
 
 
 @pytest.mark.parametrize(("command", "message"), [
@@ -164,12 +177,24 @@ def test_bad_submissions_are_one_line_errors_before_connecting(command: list[str
 
 def test_an_input_in_a_gitignored_folder_is_refused_as_not_uploaded(capsys, monkeypatch) -> None:
     monkeypatch.chdir(REPO_ROOT)
-    demos = REPO_ROOT / "runs" / f"submit-test-{uuid.uuid4().hex[:8]}"
+    runs = REPO_ROOT / "runs"
+    made_runs = not runs.exists()
+    demos = runs / f"submit-test-{uuid.uuid4().hex[:8]}"
     demos.mkdir(parents=True)
     try:
         assert main(["submit", "--shared-dir", "/shared", "--", "pretrain", "--demo", str(demos.relative_to(REPO_ROOT)),
                      "--output", "/shared/bc"]) == 2
     finally:
         demos.rmdir()
+        if made_runs:
+            runs.rmdir()
     err = capsys.readouterr().err
     assert "is in .gitignore/.rayignore, so Ray does not upload it" in err and "--shared-dir" in err
+
+
+def test_an_installed_copy_without_a_checkout_is_refused_rather_than_uploading_site_packages(tmp_path, capsys, monkeypatch) -> None:
+    import warmroute.submit
+
+    monkeypatch.setattr(warmroute.submit, "REPO_ROOT", tmp_path)  # where a wheel install would put warmroute/
+    assert main(["submit", "--", "evaluate", "--policy", "lor"]) == 2
+    assert "not run from a source checkout" in capsys.readouterr().err

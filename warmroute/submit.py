@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envs.errors import WarmRouteError
+from envs.heuristics import is_router
 from warmroute.flags import add_flag
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ def add_submit_args(submit: argparse.ArgumentParser) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    if not (REPO_ROOT / "pyproject.toml").is_file():
+        raise SubmitError(f"warmroute is installed at {REPO_ROOT}, not run from a source checkout; the job uploads the "
+                          "checkout as its working_dir, so run `python -m warmroute.cli submit` from a clone of the repository")
     command = args.job_command[1:] if args.job_command[:1] == ["--"] else list(args.job_command)
     shared = _shared_dirs(getattr(args, "shared_dir", []))
     cwd = Path.cwd().resolve()
@@ -113,8 +117,6 @@ def check_paths(parsed: argparse.Namespace, cwd: Path, shared: tuple[Path, ...])
         for value in _values(getattr(parsed, dest, None)):
             _check_input(_flag(dest), value, cwd, shared)
     if getattr(parsed, "command", None) == "evaluate":
-        from envs.heuristics import is_router
-
         for name in getattr(parsed, "policies", ()):
             if not is_router(name):
                 _check_input("--policy", name, cwd, shared)
