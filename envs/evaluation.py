@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from envs.errors import WarmRouteError
 from envs.heuristics import make_router
 from envs.metrics import request_latencies, summarize
-from envs.slo import slo_summary
 from envs.observation import ObservationLayout
+from envs.slo import slo_summary
 from envs.vidur_env import HELD_OUT_SEED_BASE, VidurEnvConfig, VidurRoutingEnv
 
 

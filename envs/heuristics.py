@@ -165,8 +165,8 @@ def size_aware_router(threshold_tokens: float, dedicated: int) -> Callable[..., 
 
 
 # Tuned on long_context training seeds by scripts/tune_long_context.py (docs/memory_and_slo.md).
-SIZE_AWARE_THRESHOLD_TOKENS = 16384
-SIZE_AWARE_DEDICATED = 2
+SIZE_AWARE_THRESHOLD_TOKENS = 12288
+SIZE_AWARE_DEDICATED = 3
 REQUEST_AWARE = frozenset({"size_aware"})
 
 ROUTERS: dict[str, Callable[..., np.ndarray]] = {
