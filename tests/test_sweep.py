@@ -25,7 +25,8 @@ from rllib_ext import metrics as M
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 from tuning.results import BEST_DIR, RESULTS_CSV, RESULTS_MD
-from tuning.sweep import EXPERIMENT_DIR, SweepConfig, run_sweep, train_trial
+from tuning.sweep import EXPERIMENT_DIR, SweepConfig, run_sweep
+from tuning.trial import train_trial
 
 pytestmark = pytest.mark.slow  # real Tune trials, each a small RLlib algorithm
 
