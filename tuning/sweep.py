@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -121,12 +121,14 @@ def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, kl=kl, env=dataclasses.replace(cfg.env, workload=workload))
 
 
-def machine_cpus() -> float:
-    """CPUs Tune can place trials on: the joined cluster's (``RAY_ADDRESS``), else this machine's."""
+def machine_cpus() -> float | None:
+    """CPUs Tune can place trials on: this machine's, or the running local Ray's; None on a cluster joined through
+    ``RAY_ADDRESS``, which an autoscaler may grow."""
     import ray
 
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        ensure_ray()
+    if os.environ.get("RAY_ADDRESS"):
+        return None
+    if ray.is_initialized():
         return float(ray.cluster_resources().get("CPU", 0.0))
     return float(len(os.sched_getaffinity(0)))
 
@@ -134,10 +136,10 @@ def machine_cpus() -> float:
 def check_fits(sweep: SweepConfig) -> None:
     need = trial_resources(sweep.train).required_resources.get("CPU", 0.0)
     have = machine_cpus()
-    if sweep.max_concurrent * need > have:
+    if have is not None and sweep.max_concurrent * need > have:
         raise ValueError(f"--max-concurrent {sweep.max_concurrent}: each trial needs {need:g} CPUs (1 + {sweep.train.num_env_runners} "
                          f"env runners x {sweep.train.cpus_per_env_runner:g}), {have:g} are available, so at most "
-                         f"{int(have // need)} can run at once; lower --max-concurrent or --num-env-runners")
+                         f"{int(have // need)} can run at once; lower --max-concurrent, --num-env-runners or --cpus-per-env-runner")
 
 
 def _keep_kl_schedule_valid(config: dict[str, Any], *, base: KLRefConfig) -> dict[str, Any]:
@@ -165,7 +167,9 @@ def make_scheduler(sweep: SweepConfig) -> TrialScheduler:
         return ASHAScheduler(time_attr="training_iteration", max_t=sweep.train.iterations, grace_period=sweep.grace_period)
     if sweep.scheduler == "pbt":
         mutations = {key: domain(key, sweep.space[key]) for key in PBT_KEYS if key in sweep.space}
-        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=sweep.perturbation_interval,
+        # synch: every trial reaches the interval before the bottom ones exploit, so the order (and the result) does not
+        # depend on which trial the loaded machine happened to run first.
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=sweep.perturbation_interval, synch=True,
                                        hyperparam_mutations=mutations, custom_explore_fn=partial(_keep_kl_schedule_valid, base=sweep.train.kl))
     return FIFOScheduler()
 
@@ -206,10 +210,13 @@ def restore_tuner(sweep: SweepConfig, output: Path, trial_fn: Callable[..., None
 
 
 def run_sweep(sweep: SweepConfig | None, output: str | Path, *, resume: bool = False,
-              trial_fn: Callable[..., None] = train_trial, log: Callable[[str], None] = print) -> dict[str, Any]:
+              trial_fn: Callable[..., None] = train_trial, log: Callable[[str], None] = print,
+              callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
     """Run (or with ``resume``, continue) a sweep in ``output``; write the tables and ``best/``.
 
-    Everything is checked before Ray starts or anything is written. ``resume`` reads the sweep from ``output``.
+    Everything is checked before Ray starts or anything is written. ``resume`` reads the sweep from ``output`` (and
+    the callbacks saved with the experiment). ``callbacks`` see every result as it arrives: Tune's per-trial
+    ``result.json`` may lack results reported before a trial was restored.
     """
     out = Path(output)
     if resume:
@@ -232,7 +239,7 @@ def run_sweep(sweep: SweepConfig | None, output: str | Path, *, resume: bool = F
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_metadata(out, SWEEP_KIND, sweep=sweep.to_dict(), layout=sweep.train.env.layout.to_dict())
-        tuner = make_tuner(sweep, out, [TrialProgress(keys, log)], trial_fn)
+        tuner = make_tuner(sweep, out, [TrialProgress(keys, log), *callbacks], trial_fn)
     rows = trial_rows(tuner.fit(), keys)
     w = sweep.train.env.workload
     write_tables(rows, out, f"Sweep on {w.name} ({w.num_requests} requests, qps {w.qps:g}): {sweep.search} search, "
