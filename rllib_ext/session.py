@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -120,7 +121,10 @@ def _teacher_latency(cfg: TrainConfig, policy_dir: Path | None) -> float:
 
 
 def _require_cpus(cfg: TrainConfig) -> None:
-    """Env runners ask a fixed CPU each: refuse a run the cluster can never place (it would wait forever)."""
+    """Env runners ask a fixed CPU each: refuse a run a local Ray can never place (it would wait forever). A cluster
+    joined through ``RAY_ADDRESS`` is not checked: its autoscaler may add the CPUs."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
     total = float(ray.cluster_resources().get("CPU", 0.0))
     need = cfg.num_env_runners * cfg.cpus_per_env_runner
     if need > total:

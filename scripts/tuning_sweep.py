@@ -7,7 +7,7 @@ ASHA), one ``warmroute train`` run with the default settings and the same budget
 defaults' policy, the clone and the teacher on the same held-out seeds.
 
 Run:
-    .venv/bin/python scripts/tuning_sweep.py --output results/tuning    # 12 trials x 6 x 1024 env steps
+    .venv/bin/python scripts/tuning_sweep.py --output results/tuning    # 12 trials x 4 x 1024 env steps
 
 Expect: the figures in docs/tuning.md ("A real sweep"), measured on 2 cores shared with other jobs.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import numpy as np
 
 from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds, format_table
 from envs.vidur_env import VidurEnvConfig
@@ -31,21 +33,42 @@ from tuning.results import BEST_DIR
 from tuning.sweep import SweepConfig, run_sweep
 
 
+def _rank(values: list[float]) -> np.ndarray:
+    return np.argsort(np.argsort(values)).astype(float)
+
+
+def setting_effects(rows: list[dict], keys: list[str]) -> list[str]:
+    """Spearman rank correlation of each numeric setting with the trials' final score (12 trials: a rough guide)."""
+    lines = [f"{'setting':<24}{'rho vs score':>14}{'rho vs held-out':>17}"]
+    for key in keys:
+        if not all(isinstance(r[key], int | float) for r in rows):  # categorical: skip (see results.md)
+            continue
+        cells = []
+        for metric in ("score_s", "held_out_s"):
+            pairs = [(float(r[key]), r[metric]) for r in rows if r[metric] is not None]
+            x, y = zip(*pairs) if len(pairs) > 2 else ((), ())
+            rho = float(np.corrcoef(_rank(list(x)), _rank(list(y)))[0, 1]) if len(set(x)) > 1 and len(set(y)) > 1 else float("nan")
+            cells.append(f"{rho:+.2f} (n={len(pairs)})")
+        lines.append(f"{key:<24}{cells[0]:>14}{cells[1]:>17}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--workload", default="heterogeneous")
     parser.add_argument("--teacher", default="speed_aware")
     parser.add_argument("--num-requests", type=int, default=128, help="requests per training episode")
+    parser.add_argument("--demo-steps", type=int, default=2048, help="teacher decisions recorded for behaviour cloning")
     parser.add_argument("--num-samples", type=int, default=12)
-    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--train-batch-size", type=int, default=1024)
-    parser.add_argument("--eval-episodes", type=int, default=3, help="held-out episodes per trial and in the final table")
+    parser.add_argument("--eval-episodes", type=int, default=2, help="held-out episodes per trial and in the final table")
     args = parser.parse_args()
     root = Path(args.output)
     env = VidurEnvConfig(workload=preset(args.workload).replace(num_requests=args.num_requests), reward_scale_s=10.0)
     demos, clone = root / "demos", root / "bc"
-    collect_demos(DemoConfig(env=env, teachers=(args.teacher,), steps=4096, num_env_runners=2, epsilon=0.1, seed=1),
+    collect_demos(DemoConfig(env=env, teachers=(args.teacher,), steps=args.demo_steps, num_env_runners=2, epsilon=0.1, seed=1),
                   demos, progress=False)
     pretrain(demos, clone, BCConfig(), progress=False)
     base = TrainConfig(env=env, ppo=PPOSettings(train_batch_size=args.train_batch_size),
@@ -54,6 +77,7 @@ def main() -> None:
     sweep = SweepConfig(train=base, num_samples=args.num_samples, max_concurrent=2, search="optuna", scheduler="asha",
                         eval_episodes=args.eval_episodes)
     summary = run_sweep(sweep, root / "sweep", log=lambda line: print(line, flush=True))
+    print("\n".join(setting_effects(summary["rows"], list(sweep.space))))
     train(base, root / "defaults", progress=False)
     seeds = evaluation_seeds(env.workload.seed, args.eval_episodes)
     policies = {"best trial": root / "sweep" / BEST_DIR, "defaults": RunDir(root / "defaults").policy.path, "clone (BC)": clone}

@@ -67,6 +67,15 @@ def test_searchers_refuse_specs_they_cannot_run() -> None:
     assert param_space(space, "random")["gamma"] == {"grid_search": [0.9, 0.99]}
 
 
+def test_pbt_explore_never_puts_the_final_kl_coefficient_above_the_initial() -> None:
+    from tuning.sweep import _keep_kl_schedule_valid
+
+    base = KLRefConfig(kl_ref_coef_initial=0.5, kl_ref_coef_final=0.1)
+    assert _keep_kl_schedule_valid({"kl_ref_coef_initial": 0.2, "kl_ref_coef_final": 0.3}, base=base)["kl_ref_coef_final"] == 0.2
+    assert _keep_kl_schedule_valid({"kl_ref_coef_initial": 0.05, "lr": 1e-4}, base=base) == {"kl_ref_coef_initial": 0.1, "lr": 1e-4}
+    assert _keep_kl_schedule_valid({"kl_ref_coef_final": 0.7}, base=base) == {"kl_ref_coef_final": 0.5}
+
+
 def _sweep(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "warmroute.cli", "sweep", "--num-requests", "32", "--iterations", "1",
                            "--train-batch-size", "64", "--minibatch-size", "32", "--num-env-runners", "0", *args],

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import ray.cloudpickle
+from ray import tune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from envs.vidur_env import VidurEnvConfig
@@ -25,7 +26,8 @@ from rllib_ext import metrics as M
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 from tuning.results import BEST_DIR, RESULTS_CSV, RESULTS_MD
-from tuning.sweep import EXPERIMENT_DIR, SweepConfig, run_sweep, train_trial
+from tuning.sweep import EXPERIMENT_DIR, SweepConfig, run_sweep
+from tuning.trial import train_trial
 
 pytestmark = pytest.mark.slow  # real Tune trials, each a small RLlib algorithm
 
@@ -41,6 +43,16 @@ def _base(policy: Path, iterations: int) -> TrainConfig:
                        warmup_steps=BATCH, critic_warmup_steps=0),
         iterations=iterations, num_env_runners=0, checkpoint_every=1, seed=1,
     )
+
+
+class CollectResults(tune.Callback):
+    """Every result as it reaches the driver (Tune's result.json may lack those reported before a restore)."""
+
+    def __init__(self) -> None:
+        self.results: list[dict] = []
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self.results.append(result)
 
 
 def _results(output: Path) -> list[dict]:
@@ -126,12 +138,13 @@ def test_failed_trial_is_retried_from_its_last_checkpoint(ray_session, bc_policy
     marker = tmp_path / "failed"
     sweep = SweepConfig(train=_base(bc_policy, iterations=2), space={"lr": {"choice": [3e-4]}}, num_samples=1,
                         search="random", scheduler="fifo", eval_episodes=1, max_failures=1)
+    collected = CollectResults()
     summary = run_sweep(sweep, tmp_path / "sweep", trial_fn=partial(_fail_once_after_first_checkpoint, marker=str(marker)),
-                        log=lambda line: None)
+                        log=lambda line: None, callbacks=[collected])
     assert marker.read_text() == "failed"
     (row,) = summary["rows"]
     assert row["status"] == "completed" and row["env_steps"] == 2 * BATCH
-    results = _results(tmp_path / "sweep")
+    results = collected.results
     assert [r["training_iteration"] for r in results] == [1, 2]
     assert [r["restored_from_iteration"] for r in results] == [0, 1]  # iteration 2 ran after restoring iteration 1
 
@@ -139,8 +152,9 @@ def test_failed_trial_is_retried_from_its_last_checkpoint(ray_session, bc_policy
 def test_pbt_exploit_puts_perturbed_lr_and_kl_coef_into_the_learner(ray_session, bc_policy, tmp_path: Path) -> None:
     sweep = SweepConfig(train=_base(bc_policy, iterations=3), space=SPACE, num_samples=2, max_concurrent=2,
                         search="random", scheduler="pbt", perturbation_interval=1, eval_episodes=1)
-    run_sweep(sweep, tmp_path / "pbt", log=lambda line: None)
-    results = _results(tmp_path / "pbt")
+    collected = CollectResults()
+    run_sweep(sweep, tmp_path / "pbt", log=lambda line: None, callbacks=[collected])
+    results = collected.results
     exploited = [r for r in results if r["restored_from_iteration"] > 0]
     assert exploited, "PBT never exploited: nothing to check"
     for r in results:  # values read back from the learner's optimizer and KL schedule after (re)start

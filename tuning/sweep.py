@@ -1,54 +1,39 @@
-"""Ray Tune sweeps over training settings: the sweep's config, the trial function, searchers, schedulers, the Tuner.
+"""Ray Tune sweeps over training settings: the sweep's config, searchers, schedulers, the Tuner, and the run.
 
-Each trial is a function trainable (RLlib's ``examples/ray_tune/custom_experiment.py`` pattern) around the same
-session as ``warmroute train`` (:mod:`rllib_ext.session`): the BC load and its check, the adaptive controller and the
-policy export all run inside the trial. Every result carries :data:`M.TUNE_SCORE`, the objective (mean e2e, or mean
-TTFT with ``--reward ttft``) of the latest finished training episodes, carried forward when none finished, so Tune's
-strict metric check, ASHA and Optuna always see a finite number. The last result adds the held-out evaluation
-(:data:`M.EVAL_SCORE`), which picks the best trial.
-
-A trial asks for ``PPO.default_resource_request(config)``: one bundle for itself (and its local learner) plus one of
-``cpus_per_env_runner`` per env runner, so runners land in the trial's placement group instead of waiting forever.
-Checkpoints are RLlib checkpoints plus the adaptive controller's state and the carried score; a failed trial is
-retried from its last one (``FailureConfig``), and PBT restarts exploited trials from the donor's with the perturbed
-settings applied to the restored learner (see :func:`rllib_ext.session.start_session`).
+The trials themselves are :func:`tuning.trial.train_trial`. Each asks for ``PPO.default_resource_request(config)``
+(one bundle for the trial and its local learner, one of ``cpus_per_env_runner`` per env runner), and the sweep
+refuses a ``max_concurrent`` the machine cannot place at once. A failed trial is retried from its last checkpoint
+(``FailureConfig``); PBT restarts exploited trials from the donor's checkpoint with the perturbed settings; a killed
+sweep continues with ``Tuner.restore``. Everything is validated before Ray starts or anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
-import tempfile
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.rllib.algorithms.ppo import PPO
-from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 
 from envs.errors import WarmRouteError
-from envs.evaluation import evaluate_policy, evaluation_seeds
 from rllib_ext import metrics as M
 from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
-from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.ray_runtime import ensure_ray
-from rllib_ext.session import TrainingSession, export_policy, reference, run_iterations, save_checkpoint, start_session
-from rllib_ext.train_config import TrainConfig, build_ppo_config
-from tuning.results import POLICY_DIR, TrialProgress, export_best, trial_rows, write_tables
-from tuning.spaces import PBT_KEYS, Space, apply_params, default_space, domain, param_space, validate_space
+from rllib_ext.train_config import KLRefConfig, TrainConfig
+from tuning.results import TrialProgress, export_best, trial_rows, write_tables
+from tuning.spaces import PBT_KEYS, Space, default_space, domain, param_space, validate_space
+from tuning.trial import objective, train_trial, trial_resources
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "pbt", "fifo")
 EXPERIMENT_DIR = "experiment"
 SWEEP_KIND = "sweep"
-TRIAL_STATE_FILE = "trial_state.json"
 
 
 @dataclass(frozen=True)
@@ -126,11 +111,6 @@ class SweepConfig:
         return cls(**{**data, "train": TrainConfig.from_dict(data["train"])})
 
 
-def objective(cfg: TrainConfig) -> str:
-    """The routing metric the sweep minimises: the one the env's reward sums."""
-    return M.MEAN_TTFT if cfg.env.reward == "ttft" else M.MEAN_E2E
-
-
 def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with its input paths absolute: trials run with their own trial directory as working directory."""
     kl = cfg.kl
@@ -142,23 +122,14 @@ def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, kl=kl, env=dataclasses.replace(cfg.env, workload=workload))
 
 
-def trial_resources(cfg: TrainConfig) -> tune.PlacementGroupFactory:
-    model_config, reference_path, _ = reference(cfg)
-    notices = logging.getLogger("ray.rllib.algorithms.algorithm_config")
-    level = notices.level
-    notices.setLevel(logging.ERROR)  # its "new API stack" notice would turn one-line input errors into two lines
-    try:
-        return PPO.default_resource_request(build_ppo_config(cfg, model_config, reference_path))
-    finally:
-        notices.setLevel(level)
-
-
-def machine_cpus() -> float:
-    """CPUs Tune can place trials on: the joined cluster's (``RAY_ADDRESS``), else this machine's."""
+def machine_cpus() -> float | None:
+    """CPUs Tune can place trials on: this machine's, or the running local Ray's; None on a cluster joined through
+    ``RAY_ADDRESS``, which an autoscaler may grow."""
     import ray
 
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        ensure_ray()
+    if os.environ.get("RAY_ADDRESS"):
+        return None
+    if ray.is_initialized():
         return float(ray.cluster_resources().get("CPU", 0.0))
     return float(len(os.sched_getaffinity(0)))
 
@@ -166,63 +137,19 @@ def machine_cpus() -> float:
 def check_fits(sweep: SweepConfig) -> None:
     need = trial_resources(sweep.train).required_resources.get("CPU", 0.0)
     have = machine_cpus()
-    if sweep.max_concurrent * need > have:
+    if have is not None and sweep.max_concurrent * need > have:
         raise WarmRouteError(f"--max-concurrent {sweep.max_concurrent}: each trial needs {need:g} CPUs (1 + {sweep.train.num_env_runners} "
                          f"env runners x {sweep.train.cpus_per_env_runner:g}), {have:g} are available, so at most "
-                         f"{int(have // need)} can run at once; lower --max-concurrent or --num-env-runners")
+                         f"{int(have // need)} can run at once; lower --max-concurrent, --num-env-runners or --cpus-per-env-runner")
 
 
-def _evaluate(session: TrainingSession, module: RLModule, eval_episodes: int) -> dict[str, float]:
-    policy = CheckpointPolicy.from_module(module, "trial")
-    result = evaluate_policy(policy, session.cfg.env, evaluation_seeds(session.cfg.env.workload.seed, eval_episodes))
-    metrics = {M.EVAL_PREFIX + k: float(result[k]) for k in ("mean_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s", "balance_score")}
-    metrics[M.EVAL_SCORE] = metrics[M.EVAL_PREFIX + objective(session.cfg).split("/", 1)[1]]
-    return metrics
-
-
-def train_trial(config: dict[str, Any], *, base: dict[str, Any], eval_episodes: int, checkpoint_every: int,
-                on_iteration: Callable[[TrainingSession, dict[str, Any]], None] | None = None) -> None:
-    """One Tune trial: ``base`` with the trial's ``config`` applied, trained and reported every iteration."""
-    cfg = apply_params(TrainConfig.from_dict(base), config)
-    key = objective(cfg)
-    with ExitStack() as stack:
-        restored = tune.get_checkpoint()
-        directory = Path(stack.enter_context(restored.as_directory())) if restored else None
-        carried = json.loads((directory / TRIAL_STATE_FILE).read_text()) if directory else {"score": None, "restored_from": 0}
-        session = start_session(cfg, directory, log=lambda line: print(line, flush=True))
-    state = {"score": carried["score"], "restored_from": session.iteration if directory else 0}
-    in_effect = {M.IN_EFFECT_PREFIX + k: v for k, v in session.in_effect.items()}
-
-    def report(session: TrainingSession, row: dict[str, Any]) -> None:
-        state["score"] = row.get(key, state["score"])
-        if state["score"] is None:  # SweepConfig.validate makes every iteration finish an episode
-            raise RuntimeError(f"iteration {session.iteration} finished no episode: no {key} to report")
-        metrics = {**row, M.TUNE_SCORE: state["score"], "restored_from_iteration": state["restored_from"], **in_effect}
-        if on_iteration is not None:
-            on_iteration(session, metrics)
-        last = session.iteration == cfg.iterations
-        if not last and session.iteration % checkpoint_every:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(session, Path(tmp))
-            (Path(tmp) / TRIAL_STATE_FILE).write_text(json.dumps(state))
-            if last:  # the final result (the one ASHA stops at max_t) must already hold the held-out evaluation
-                params = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}  # numpy scalars -> JSON
-                module = export_policy(session, Path(tmp) / POLICY_DIR, trial_params=params)
-                metrics.update(_evaluate(session, module, eval_episodes))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-    try:
-        run_iterations(session, report)
-    finally:
-        session.algo.stop()
-
-
-def _keep_kl_schedule_valid(config: dict[str, Any]) -> dict[str, Any]:
-    """PBT explore hook: perturbing the two KL end points separately may put the final above the initial."""
-    if "kl_ref_coef_initial" in config and "kl_ref_coef_final" in config:
-        config["kl_ref_coef_final"] = min(config["kl_ref_coef_final"], config["kl_ref_coef_initial"])
+def _keep_kl_schedule_valid(config: dict[str, Any], *, base: KLRefConfig) -> dict[str, Any]:
+    """PBT explore hook: perturbing the KL end points one by one may put the final above the initial coefficient."""
+    initial = config.get("kl_ref_coef_initial", base.kl_ref_coef_initial)
+    if "kl_ref_coef_final" in config:
+        config["kl_ref_coef_final"] = min(config["kl_ref_coef_final"], initial)
+    elif initial < base.kl_ref_coef_final:
+        config["kl_ref_coef_initial"] = base.kl_ref_coef_final
     return config
 
 
@@ -241,8 +168,10 @@ def make_scheduler(sweep: SweepConfig) -> TrialScheduler:
         return ASHAScheduler(time_attr="training_iteration", max_t=sweep.train.iterations, grace_period=sweep.grace_period)
     if sweep.scheduler == "pbt":
         mutations = {key: domain(key, sweep.space[key]) for key in PBT_KEYS if key in sweep.space}
-        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=sweep.perturbation_interval,
-                                       hyperparam_mutations=mutations, custom_explore_fn=_keep_kl_schedule_valid)
+        # synch: every trial reaches the interval before the bottom ones exploit, so the order (and the result) does not
+        # depend on which trial the loaded machine happened to run first.
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=sweep.perturbation_interval, synch=True,
+                                       hyperparam_mutations=mutations, custom_explore_fn=partial(_keep_kl_schedule_valid, base=sweep.train.kl))
     return FIFOScheduler()
 
 
@@ -282,10 +211,13 @@ def restore_tuner(sweep: SweepConfig, output: Path, trial_fn: Callable[..., None
 
 
 def run_sweep(sweep: SweepConfig | None, output: str | Path, *, resume: bool = False,
-              trial_fn: Callable[..., None] = train_trial, log: Callable[[str], None] = print) -> dict[str, Any]:
+              trial_fn: Callable[..., None] = train_trial, log: Callable[[str], None] = print,
+              callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
     """Run (or with ``resume``, continue) a sweep in ``output``; write the tables and ``best/``.
 
-    Everything is checked before Ray starts or anything is written. ``resume`` reads the sweep from ``output``.
+    Everything is checked before Ray starts or anything is written. ``resume`` reads the sweep from ``output`` (and
+    the callbacks saved with the experiment). ``callbacks`` see every result as it arrives: Tune's per-trial
+    ``result.json`` may lack results reported before a trial was restored.
     """
     out = Path(output)
     if resume:
@@ -307,7 +239,7 @@ def run_sweep(sweep: SweepConfig | None, output: str | Path, *, resume: bool = F
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_metadata(out, SWEEP_KIND, sweep=sweep.to_dict(), layout=sweep.train.env.layout.to_dict())
-        tuner = make_tuner(sweep, out, [TrialProgress(keys, log)], trial_fn)
+        tuner = make_tuner(sweep, out, [TrialProgress(keys, log), *callbacks], trial_fn)
     rows = trial_rows(tuner.fit(), keys)
     w = sweep.train.env.workload
     write_tables(rows, out, f"Sweep on {w.name} ({w.num_requests} requests, qps {w.qps:g}): {sweep.search} search, "
