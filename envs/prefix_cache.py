@@ -27,13 +27,13 @@ class TwoTierPrefixCache:
         if host_capacity < 0:
             raise ValueError(f"host_capacity must be >= 0, got {host_capacity}")
         self.host_capacity = host_capacity
-        self.hbm: OrderedDict[int, None] = OrderedDict()  # LRU order, least recent first
-        self.host: OrderedDict[int, None] = OrderedDict()
-        self.refs: dict[int, int] = {}  # HBM block -> routed unfinished requests using it
-        self.host_refs: dict[int, int] = {}  # host block -> routed requests waiting to load it
+        self.hbm: dict[int, None] = {}  # every HBM block
+        self.evictable: OrderedDict[int, None] = OrderedDict()  # unpinned loose HBM blocks, least recent first
+        self.host: OrderedDict[int, None] = OrderedDict()  # least recent first
+        self.refs: dict[int, int] = {}  # HBM block -> unfinished requests using it
+        self.host_refs: dict[int, int] = {}  # host block -> admitted-soon requests waiting to load it
         self.owner: dict[int, int] = {}  # HBM block -> request id whose allocation holds it
         self.owned: dict[int, list[int]] = {}  # request id -> blocks it owns
-        self.loose_pinned = 0  # loose (unowned) HBM blocks with refs > 0
 
     # ------------------------------------------------------------------ queries
     def match(self, block_ids: Sequence[int]) -> tuple[int, int]:
@@ -53,18 +53,22 @@ class TwoTierPrefixCache:
         """HBM blocks outside every running request's allocation (they occupy vidur's free memory)."""
         return len(self.hbm) - len(self.owner)
 
+    @property
+    def loose_pinned(self) -> int:
+        """Loose blocks in use: they occupy memory that admission may not count as free."""
+        return self.loose - len(self.evictable)
+
     # ------------------------------------------------------------------ request life cycle
     def pin(self, hbm_blocks: Sequence[int], host_blocks: Sequence[int]) -> None:
-        """A request routed here will use these cached blocks: keep them until it finishes (HBM) or loads (host)."""
+        """A request admitted here uses these cached blocks: keep them until it finishes (HBM) or loads (host)."""
         for block in hbm_blocks:
             self._ref(block)
-            self.hbm.move_to_end(block)
         for block in host_blocks:
             self.host_refs[block] = self.host_refs.get(block, 0) + 1
             self.host.move_to_end(block)
 
     def load(self, request_id: int, host_blocks: Sequence[int]) -> None:
-        """At admission the request copies its host-tier hit into its own (new) HBM allocation."""
+        """The request copies its host-tier hit into its own (new) HBM allocation."""
         for block in host_blocks:
             left = self.host_refs[block] - 1
             if left:
@@ -82,7 +86,6 @@ class TwoTierPrefixCache:
         """
         if block in self.hbm:
             self._ref(block)
-            self.hbm.move_to_end(block)
             return
         self.host.pop(block, None)
         self.hbm[block] = None
@@ -94,8 +97,8 @@ class TwoTierPrefixCache:
         """vidur freed the request's allocation (completion or restart): its blocks become loose."""
         for block in self.owned.pop(request_id, ()):
             del self.owner[block]
-            if self.refs.get(block, 0) > 0:
-                self.loose_pinned += 1
+            if block not in self.refs:
+                self.evictable[block] = None
 
     def release(self, used_blocks: Sequence[int], finish_blocks: Sequence[int]) -> None:
         """A finished request unpins ``used_blocks`` and leaves ``finish_blocks`` cached (loose), head most recent."""
@@ -106,28 +109,23 @@ class TwoTierPrefixCache:
             if block not in self.hbm:
                 self.host.pop(block, None)
                 self.hbm[block] = None
-            self.hbm.move_to_end(block)
+                self.evictable[block] = None
+            elif block in self.evictable:
+                self.evictable.move_to_end(block)
 
     def fit(self, free_blocks: int) -> None:
-        """Evict LRU unpinned loose blocks to the host tier until ``loose <= free_blocks``."""
-        if self.loose <= free_blocks:
-            return
+        """Evict LRU unpinned loose blocks to the host tier until ``loose <= free_blocks`` (or none is left)."""
         excess = self.loose - free_blocks
-        for block in list(self.hbm):
-            if excess <= 0:
-                break
-            if block in self.refs or block in self.owner:
-                continue
+        while excess > 0 and self.evictable:
+            block, _ = self.evictable.popitem(last=False)
             del self.hbm[block]
             self._spill(block)
             excess -= 1
 
     # ------------------------------------------------------------------ internals
     def _ref(self, block: int) -> None:
-        count = self.refs.get(block, 0)
-        if count == 0 and block not in self.owner:
-            self.loose_pinned += 1
-        self.refs[block] = count + 1
+        self.refs[block] = self.refs.get(block, 0) + 1
+        self.evictable.pop(block, None)
 
     def _unref(self, block: int) -> None:
         count = self.refs[block] - 1
@@ -136,7 +134,7 @@ class TwoTierPrefixCache:
             return
         del self.refs[block]
         if block not in self.owner:
-            self.loose_pinned -= 1
+            self.evictable[block] = None
 
     def _spill(self, block: int) -> None:
         if self.host_capacity == 0:

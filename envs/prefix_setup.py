@@ -34,7 +34,7 @@ from envs.prefix_sim import (
 )
 from envs.prefix_workloads import (
     PrefixRequest,
-    block_tokens,
+    prefix_tokens,
     load_trace,
     multi_turn_requests,
     shared_prefix_requests,
@@ -97,7 +97,7 @@ def warm_caches(caches: list[Any], hbm_blocks: list[int], lead_in: list[PrefixRe
         imbalanced = load[best] - load.min() > LEAD_IN_ABS_TOKENS and load[best] > LEAD_IN_IMBALANCE * load.min()
         if matches[best] == 0 or imbalanced:
             best = int(np.argmin(load))
-        hit = sum(block_tokens(spec.prompt_tokens, j) for j in range(matches[best]))
+        hit = prefix_tokens(spec.prompt_tokens, matches[best])
         load[best] += spec.prompt_tokens - hit
         caches[best].release((), spec.finish_block_ids)
         caches[best].fit(hbm_blocks[best])

@@ -36,7 +36,7 @@ from vidur.utils.memory_planner import MemoryPlanner
 from envs.devices import get_device
 from envs.predictor import LayerTimes, RooflineExecutionTimePredictor, RooflinePredictorConfig
 from envs.prefix_cache import TwoTierPrefixCache
-from envs.prefix_workloads import BLOCK_TOKENS, PrefixRequest, block_tokens
+from envs.prefix_workloads import BLOCK_TOKENS, PrefixRequest, prefix_tokens
 
 PREFIX_REPLAY = "warmroute_prefix_replay"
 PREFIX_SARATHI = "warmroute_prefix_sarathi"
@@ -116,8 +116,8 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
         self.cache.pin(hbm_blocks, host_blocks)
         self._pinned[request.id] = list(hbm_blocks)
         self._host_hit[request.id] = host_blocks
-        hbm_tokens = sum(block_tokens(spec.prompt_tokens, j) for j in range(hbm))
-        hit = sum(block_tokens(spec.prompt_tokens, j) for j in range(hbm + host))
+        hbm_tokens = prefix_tokens(spec.prompt_tokens, hbm)
+        hit = prefix_tokens(spec.prompt_tokens, hbm + host)
         skipped = min(hit, spec.prompt_tokens - 1)  # a full hit still computes the last token, as vLLM does
         request._num_processed_tokens = request._num_stage_processed_tokens = skipped
         request.cached_tokens = skipped
@@ -151,11 +151,10 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
             host_blocks = self._host_hit.pop(request.id, ())
             self.cache.load(request.id, host_blocks)
             self._pinned[request.id].extend(host_blocks)
-        else:  # sarathi's decode growth, counting the resident prefix as reserved
-            reserved = (self._allocation_map[request.id] + resident) * block_size
-            if request.num_processed_tokens > reserved:
-                self.allocate(request.id, 1)
-        self._fit()
+            self._fit()
+        elif request.num_processed_tokens > (self._allocation_map[request.id] + resident) * block_size:
+            self.allocate(request.id, 1)  # sarathi's decode growth, counting the resident prefix as reserved
+            self._fit()
 
     def free(self, *request_ids: int) -> None:
         super().free(*request_ids)
@@ -174,17 +173,17 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
         for request in batch.requests:
             spec: PrefixRequest = request.prefix
             if self._caching:
-                if request.is_prefill_complete and request.id not in self._prefilled:
+                if request._is_prefill_complete and request.id not in self._prefilled:
                     self._prefilled.add(request.id)
                     pinned = self._pinned[request.id]
                     for block in spec.block_ids[len(pinned):]:
                         self.cache.add_owned(request.id, block)
                         pinned.append(block)
-                if request.completed:
+                if request._completed:
                     self.cache.release(self._pinned.pop(request.id), spec.finish_block_ids)
                     self._prefilled.discard(request.id)
                     self._hit_taken.discard(request.id)
-            if request.completed and spec.next_turn >= 0:
+            if request._completed and spec.next_turn >= 0:
                 follow = self._stream[spec.next_turn]
                 arrival = request.completed_at + follow.arrival_s
                 event = RequestArrivalEvent(arrival, new_request(follow, arrival, spec.next_turn))
@@ -249,8 +248,8 @@ def prefix_observation(schedulers: list[Any], spec: PrefixRequest, out: Any) -> 
         if cache is None:
             continue
         hbm, host = cache.match(spec.block_ids)
-        hbm_tokens = sum(block_tokens(spec.prompt_tokens, j) for j in range(hbm))
-        host_tokens = sum(block_tokens(spec.prompt_tokens, j) for j in range(hbm, hbm + host))
+        hbm_tokens = prefix_tokens(spec.prompt_tokens, hbm)
+        host_tokens = prefix_tokens(spec.prompt_tokens, hbm + host) - hbm_tokens
         out[i] = (hbm_tokens, host_tokens, len(cache.hbm) * scheduler._unit / replica_kv_blocks(scheduler),
                   len(cache.host) / cache.host_capacity if cache.host_capacity else 0.0)
     return affinity_key(spec.session)

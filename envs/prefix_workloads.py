@@ -104,6 +104,11 @@ def block_tokens(prompt_tokens: int, index: int) -> int:
     return max(0, min(BLOCK_TOKENS, prompt_tokens - index * BLOCK_TOKENS))
 
 
+def prefix_tokens(prompt_tokens: int, num_blocks: int) -> int:
+    """Tokens of the first ``num_blocks`` prompt blocks."""
+    return min(num_blocks * BLOCK_TOKENS, prompt_tokens)
+
+
 def trace_requests(rows: tuple[TraceRow, ...], start: int, count: int, time_scale: float) -> list[PrefixRequest]:
     """Rows ``start .. start+count`` with arrivals relative to row ``start``, times multiplied by ``time_scale``."""
     origin = rows[start].timestamp_ms if start < len(rows) else 0.0
