@@ -33,7 +33,9 @@ def test_placement_round_trips_through_the_run_config() -> None:
 
 
 def test_an_unknown_placement_is_one_line_naming_the_flag(tmp_path, capsys) -> None:
-    assert main(["train", "--placement", "diagonal", "--output", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == "warmroute train: error: --placement must be one of pack, spread (got 'diagonal')"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--placement", "diagonal", "--output", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warmroute train: error:") and "--placement" in err[0] and "spread" in err[0]
     assert not (tmp_path / "run").exists()
