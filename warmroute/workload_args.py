@@ -10,6 +10,7 @@ import argparse
 from envs.vidur_env import REWARDS, VidurEnvConfig
 from envs.workload import LENGTH_KINDS, PREDICTORS, PRESETS, REPLICA_SCHEDULERS, WorkloadConfig, preset
 
+
 def _on_off(text: str) -> bool | str:
     """``on``/``off`` as a bool; anything else is passed on for WorkloadConfig to refuse in one line."""
     return {"on": True, "off": False}.get(text, text)
