@@ -34,9 +34,9 @@ from envs.prefix_sim import (
 )
 from envs.prefix_workloads import (
     PrefixRequest,
-    prefix_tokens,
     load_trace,
     multi_turn_requests,
+    prefix_tokens,
     shared_prefix_requests,
     trace_file,
     trace_requests,

@@ -163,3 +163,15 @@ def test_multi_turn_follow_ups_arrive_after_the_previous_answer() -> None:
             assert later.arrived_at >= earlier.completed_at
             assert later.num_prefill_tokens > earlier.num_prefill_tokens + earlier.num_decode_tokens
             assert later.cached_tokens >= (earlier.num_prefill_tokens + earlier.num_decode_tokens) // 512 * 512
+
+
+def test_the_observation_shows_the_pending_requests_cached_prefix_per_replica(tmp_path: Path) -> None:
+    trace = _write_trace(tmp_path / "t.jsonl", [(0, 2500, 4, [1, 2, 3, 4, 5]), (100_000, 2500, 4, [1, 2, 3, 4, 9])])
+    env = VidurRoutingEnv(VidurEnvConfig(workload=WorkloadConfig(num_replicas=2, num_requests=2, prefix_workload=trace)))
+    env.reset(seed=0)
+    obs, *_ = env.step(1)
+    replicas, request = env.layout.split(obs)
+    cached = replicas[:, env.layout.replica_features.index("cached_hbm_tokens")] * 16384
+    assert cached.tolist() == [0.0, 2048.0]
+    assert replicas[1, env.layout.replica_features.index("hbm_cache_fill")] > 0
+    assert 0 < request[env.layout.request_features.index("affinity_key")] < 1
