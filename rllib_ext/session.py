@@ -28,7 +28,7 @@ import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModule
-from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
 from envs.heuristics import ROUTERS
@@ -222,8 +222,8 @@ def _row(result: dict[str, Any], iteration: int, steps_this_iteration: int, wall
     for key, value in runners.items():  # absent or NaN when no episode finished during the iteration
         if isinstance(key, str) and key.startswith("env/") and np.isscalar(value) and np.isfinite(value):
             row[key] = float(value)
-    if "episode_return_mean" in runners and np.isfinite(runners["episode_return_mean"]):
-        row[M.EPISODE_RETURN] = float(runners["episode_return_mean"])
+    if EPISODE_RETURN_MEAN in runners and np.isfinite(runners[EPISODE_RETURN_MEAN]):
+        row[M.EPISODE_RETURN] = float(runners[EPISODE_RETURN_MEAN])
         if steps <= warmup_steps:
             row[M.REWARD_WARMUP] = row[M.EPISODE_RETURN]
     for key, value in learner.items():
