@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from ray.rllib.core import DEFAULT_MODULE_ID
 
 from envs.vidur_env import VidurEnvConfig
 from envs.workload import preset
@@ -26,7 +27,7 @@ def _config(**kl: object) -> TrainConfig:
 
 
 def _optimizer_lr(learner) -> float:
-    (_, optimizer), *_ = learner.get_optimizers_for_module("default_policy")
+    (_, optimizer), *_ = learner.get_optimizers_for_module(DEFAULT_MODULE_ID)
     return optimizer.param_groups[0]["lr"]
 
 

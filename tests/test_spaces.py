@@ -58,6 +58,11 @@ def test_bad_space_is_refused_naming_the_key(raw: dict, needle: str) -> None:
         validate_space(raw, WARM, "--space s.yaml")
 
 
+def test_warm_start_keys_are_refused_for_a_cold_start() -> None:
+    with pytest.raises(SpaceError, match="'kl_ref_decay_steps' has no effect without --enable-warm-start"):
+        validate_space({"kl_ref_decay_steps": {"uniform": [10, 100]}}, TrainConfig())
+
+
 def test_searchers_refuse_specs_they_cannot_run() -> None:
     space = validate_space({"lr": {"loguniform": [1e-5, 1e-3]}, "gamma": {"grid": [0.9, 0.99]}}, TrainConfig())
     with pytest.raises(SpaceError, match="--search grid: lr is a range"):

@@ -1,1 +1,1 @@
-"""Ray Tune search spaces and sweep drivers over the warm-start hyperparameters (planned: empty today)."""
+"""Ray Tune sweeps over training settings: search spaces, the sweep driver, the trial function, result tables."""

@@ -42,6 +42,8 @@ SWEEPABLE: dict[str, tuple[str, str]] = {
                               "warmup_steps", "entropy_warmup_coef", "critic_warmup_steps", "adaptive_warmup",
                               "adaptive_balance_threshold", "adaptive_kl_speedup")},
 }
+WARM_START_ONLY = ("kl_ref_coef_initial", "kl_ref_coef_final", "kl_ref_decay_steps", "kl_ref_schedule", "critic_warmup_steps")
+"""Keys that change nothing in a cold start (no reference policy, no critic warm-up)."""
 PBT_KEYS = ("lr", "kl_ref_coef_initial", "kl_ref_coef_final")
 """What PBT perturbs: the settings that can change mid-run without rebuilding the network or the schedules' shape."""
 MAX_CORNERS = 1 << 14
@@ -137,6 +139,8 @@ def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Spac
         name = normalise_key(str(key))
         if name is None:
             raise SpaceError(f"{source}: unknown key '{key}'; sweepable train flags: {', '.join(SWEEPABLE)}")
+        if name in WARM_START_ONLY and not base.kl.enable_warm_start:
+            raise SpaceError(f"{source}: '{key}' has no effect without --enable-warm-start; remove it or warm-start")
         space[name] = _check_spec(name, spec, source)
     candidates = [[(key, v) for v in next(iter(spec.values()))] for key, spec in space.items()]
     combos = itertools.product(*candidates) if math.prod(len(c) for c in candidates) <= MAX_CORNERS else ([c] for c in itertools.chain(*candidates))
