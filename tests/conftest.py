@@ -25,6 +25,23 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess]:
 
 
 @pytest.fixture
+def cli_in_process(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess]:
+    """``cli_in_process(*args)``: ``warmroute ARGS...`` run by ``main()`` in this process (argparse exits through
+    SystemExit), as a CompletedProcess. Quicker than ``run_cli`` (no new interpreter) for bad-input checks."""
+    from warmroute import cli
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        try:
+            status = cli.main(list(args))
+        except SystemExit as exit_:
+            status = int(exit_.code)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(["warmroute", *args], status, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
 def small_workload() -> WorkloadConfig:
     """The default preset cut to 60 requests."""
     return preset("default").replace(num_requests=60)

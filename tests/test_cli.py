@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,17 +16,9 @@ from warmroute import cli
 from warmroute.cli import build_parser
 
 
-def _main_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of ``warmroute ARGS`` run in this process (argparse exits via SystemExit).
-
-    Quicker than ``run_cli`` (no new interpreter); test_evaluate_writes_json_for_each_policy keeps one real subprocess.
-    """
-    try:
-        status = cli.main(list(args))
-    except SystemExit as exit_:
-        status = int(exit_.code)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+def _in_process(cli_in_process: Callable[..., subprocess.CompletedProcess], *args: str) -> tuple[int, str, str]:
+    result = cli_in_process(*args)
+    return result.returncode, result.stdout, result.stderr
 
 
 def test_evaluate_writes_json_for_each_policy(tmp_path: Path, run_cli) -> None:
@@ -44,8 +38,8 @@ def test_evaluate_writes_json_for_each_policy(tmp_path: Path, run_cli) -> None:
         assert metrics["episodes"] == 2
 
 
-def test_heterogeneous_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = _main_in_process(capsys, "evaluate", "--policy", "speed_aware", "--replicas", "3", "--replica-devices",
+def test_heterogeneous_flags(cli_in_process) -> None:
+    status, out, err = _in_process(cli_in_process, "evaluate", "--policy", "speed_aware", "--replicas", "3", "--replica-devices",
                                         "h100,a100,l40", "--num-requests", "30", "--episodes", "1", "--quiet", "--qps", "10")
     assert status == 0, err
     assert "1 x h100 + 1 x a100 + 1 x l40" in out
@@ -68,11 +62,11 @@ def test_heterogeneous_flags(capsys: pytest.CaptureFixture[str]) -> None:
         (["--seed", "-1"], "--seed"),
     ],
 )
-def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str, cli_in_process) -> None:
     base = ["evaluate", "--policy", "round_robin", "--num-requests", "10", "--episodes", "1", "--quiet"]
     if "--policy" in args:
         base = ["evaluate", "--num-requests", "10", "--episodes", "1", "--quiet"]
-    status, _, err = _main_in_process(capsys, *base, *args)
+    status, _, err = _in_process(cli_in_process, *base, *args)
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -83,19 +77,19 @@ def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str, capsy
     ("content", "needle"),
     [("a,b\n1,2\n", "lacks column"), ("num_prefill_tokens,num_decode_tokens\n100,20\n", "has 1 requests")],
 )
-def test_bad_trace_file_is_one_line(tmp_path: Path, content: str, needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_trace_file_is_one_line(tmp_path: Path, content: str, needle: str, cli_in_process) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text(content)
-    status, _, err = _main_in_process(capsys, "evaluate", "--policy", "round_robin", "--lengths", f"trace:{trace}",
+    status, _, err = _in_process(cli_in_process, "evaluate", "--policy", "round_robin", "--lengths", f"trace:{trace}",
                                    "--num-requests", "10", "--episodes", "1", "--quiet")
     assert status == 2 and needle in err and "--lengths" in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_trace_workload_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_trace_workload_runs(tmp_path: Path, cli_in_process) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{200 + 7 * i},{20 + i}\n" for i in range(30)))
-    status, out, err = _main_in_process(capsys, "evaluate", "--policy", "least_outstanding", "--lengths", f"trace:{trace}",
+    status, out, err = _in_process(cli_in_process, "evaluate", "--policy", "least_outstanding", "--lengths", f"trace:{trace}",
                                         "--num-requests", "30", "--episodes", "1", "--quiet", "--qps", "5")
     assert status == 0, err
     assert "workload default+overrides" in out and "30 requests x 1 held-out seeds" in out

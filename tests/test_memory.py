@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 from vidur.simulator import Simulator
@@ -80,11 +78,8 @@ def test_same_stream_preempts_on_a40s_but_not_on_h100s() -> None:
         (["--tensor-parallel-size", "3"], "--tensor-parallel-size"),
     ],
 )
-def test_bad_memory_and_slo_input_is_one_line_naming_the_flag(args: list[str], flag: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "warmroute.cli", "evaluate", "--policy", "round_robin", "--num-requests", "10",
-         "--episodes", "1", "--quiet", *args], capture_output=True, text=True, timeout=120,
-    )
+def test_bad_memory_and_slo_input_is_one_line_naming_the_flag(args: list[str], flag: str, cli_in_process) -> None:
+    result = cli_in_process("evaluate", "--policy", "round_robin", "--num-requests", "10", "--episodes", "1", "--quiet", *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 
-def _evaluate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+@pytest.fixture
+def evaluate(tmp_path: Path, cli_in_process):
+    """``warmroute evaluate --policy round_robin ... ARGS`` in this process, writing ``tmp_path/out.json``."""
     out = tmp_path / "out.json"
-    return subprocess.run([sys.executable, "-m", "warmroute.cli", "evaluate", "--policy", "round_robin", "--episodes", "1",
-                           "--quiet", "--json", str(out), *args], capture_output=True, text=True, timeout=120)
+    return lambda *args: cli_in_process("evaluate", "--policy", "round_robin", "--episodes", "1", "--quiet", "--json",
+                                        str(out), *args)
 
 
 def _trace(tmp_path: Path, lines: list[str]) -> str:
@@ -42,8 +42,8 @@ GOOD = '{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1
         (["--policy", "prefix_affinity:cache_threshold=x"], "--policy"),
     ],
 )
-def test_bad_prefix_flags_are_one_line_errors_with_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
-    result = _evaluate(tmp_path, "--num-requests", "10", *args)
+def test_bad_prefix_flags_are_one_line_errors_with_exit_2(tmp_path: Path, args: list[str], needle: str, evaluate) -> None:
+    result = evaluate("--num-requests", "10", *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr
@@ -58,16 +58,17 @@ def test_bad_prefix_flags_are_one_line_errors_with_exit_2(tmp_path: Path, args: 
         ([GOOD, '{"timestamp": 1, "input_length": 100}'], ":2: not a trace record"),
     ],
 )
-def test_a_bad_trace_line_is_named_by_file_and_line(tmp_path: Path, lines: list[str], needle: str) -> None:
-    result = _evaluate(tmp_path, "--num-requests", "1", "--prefix-workload", _trace(tmp_path, lines))
+def test_a_bad_trace_line_is_named_by_file_and_line(tmp_path: Path, lines: list[str], needle: str, evaluate) -> None:
+    result = evaluate("--num-requests", "1", "--prefix-workload", _trace(tmp_path, lines))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr and "trace.jsonl" in result.stderr
     assert not (tmp_path / "out.json").exists()
 
 
-def test_evaluate_reports_hit_rate_and_p90_ttft_on_a_shared_prefix_workload(tmp_path: Path) -> None:
-    result = _evaluate(tmp_path, "--prefix-workload", "shared_prefix", "--num-requests", "40", "--qps", "10",
-                       "--prefix-groups", "2", "--policy", "round_robin,prefix_affinity,session_hash:load_factor=1.5")
+def test_evaluate_reports_hit_rate_and_p90_ttft_on_a_shared_prefix_workload(tmp_path: Path, run_cli) -> None:
+    result = run_cli("evaluate", "--episodes", "1", "--quiet", "--json", str(tmp_path / "out.json"),
+                     "--prefix-workload", "shared_prefix", "--num-requests", "40", "--qps", "10",
+                     "--prefix-groups", "2", "--policy", "round_robin,prefix_affinity,session_hash:load_factor=1.5")
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out.json").read_text())["policies"]
     assert set(results) == {"round_robin", "prefix_affinity", "session_hash:load_factor=1.5"}
