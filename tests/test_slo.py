@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +55,10 @@ def test_slo_reward_without_an_slo_is_refused() -> None:
         VidurEnvConfig(workload=preset("default"), reward="slo")
 
 
-def test_evaluate_json_reports_attainment_goodput_preemptions_and_kv_usage(tmp_path: Path) -> None:
+def test_evaluate_json_reports_attainment_goodput_preemptions_and_kv_usage(tmp_path: Path, cli_in_process) -> None:
     out = tmp_path / "eval.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "warmroute.cli", "evaluate", "--policy", "least_outstanding", "--num-requests", "40",
-         "--episodes", "1", "--quiet", "--slo-ttft", "0.3", "--slo-tbt", "0.02", "--json", str(out)],
-        capture_output=True, text=True, timeout=120,
-    )
+    result = cli_in_process("evaluate", "--policy", "least_outstanding", "--num-requests", "40", "--episodes", "1",
+                            "--quiet", "--slo-ttft", "0.3", "--slo-tbt", "0.02", "--json", str(out))
     assert result.returncode == 0, result.stderr
     r = json.loads(out.read_text())["policies"]["least_outstanding"]
     assert 0 <= r["slo_attainment"] <= 1

@@ -104,9 +104,8 @@ def test_every_reported_result_has_a_finite_score(asha_sweep) -> None:
     assert finals and all(math.isfinite(r[M.EVAL_SCORE]) for r in finals)
 
 
-def test_best_policy_runs_in_warmroute_evaluate(asha_sweep) -> None:
-    result = subprocess.run([sys.executable, "-m", "warmroute.cli", "evaluate", "--policy", str(asha_sweep[0] / BEST_DIR),
-                             "--num-requests", "64", "--episodes", "1", "--quiet"], capture_output=True, text=True, timeout=120)
+def test_best_policy_runs_in_warmroute_evaluate(asha_sweep, run_cli) -> None:
+    result = run_cli("evaluate", "--policy", str(asha_sweep[0] / BEST_DIR), "--num-requests", "64", "--episodes", "1", "--quiet")
     assert result.returncode == 0, result.stderr
     assert "best" in result.stdout
 
