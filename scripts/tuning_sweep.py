@@ -9,7 +9,8 @@ defaults' policy, the clone and the teacher on the same held-out seeds.
 Run:
     .venv/bin/python scripts/tuning_sweep.py --output results/tuning    # 12 trials x 4 x 1024 env steps
 
-Expect: the figures in docs/tuning.md ("A real sweep"), measured on 2 cores shared with other jobs.
+Expect (2-core x86 shared with other jobs, 10 min): 12 completed trials with held-out mean e2e 2.781-2.813 s; best
+trial 2.781 s vs default settings 2.807 s (= the clone), speed_aware 2.786 s (docs/tuning.md, "A real sweep").
 """
 
 from __future__ import annotations
