@@ -30,8 +30,9 @@ from rllib_ext.policy_io import CheckpointPolicy
 
 def clone(env: VidurEnvConfig, teacher: str, steps: int, epsilon: float, root: Path) -> tuple[Path, dict]:
     demos, policy = root / f"{teacher}-demos", root / f"{teacher}-bc"
-    collect_demos(DemoConfig(env=env, teachers=(teacher,), steps=steps, num_env_runners=2, epsilon=epsilon, seed=1),
-                  demos, progress=False)
+    collect_demos(
+        DemoConfig(env=env, teachers=(teacher,), steps=steps, num_env_runners=2, epsilon=epsilon, seed=1), demos, progress=False
+    )
     return policy, pretrain(demos, policy, BCConfig(), progress=False)
 
 
@@ -52,15 +53,21 @@ def main() -> None:
             for teacher in teachers:
                 policy_dir, result = clone(env, teacher, args.steps, args.epsilon, root)
                 teacher_metrics = evaluate_policy(HeuristicPolicy(teacher, env.layout), env, seeds)
-                print(f"[{name}] {teacher}: validation accuracy {result['validation']['accuracy']:.3f} "
-                      f"(epoch {result['best_epoch']}, {result['train_rows']} train rows)")
-                print(f"[{name}]   teacher           mean e2e {teacher_metrics['mean_e2e_s']:.3f} s  "
-                      f"balance {teacher_metrics['balance_score']:.3f}")
+                print(
+                    f"[{name}] {teacher}: validation accuracy {result['validation']['accuracy']:.3f} "
+                    f"(epoch {result['best_epoch']}, {result['train_rows']} train rows)"
+                )
+                print(
+                    f"[{name}]   teacher           mean e2e {teacher_metrics['mean_e2e_s']:.3f} s  "
+                    f"balance {teacher_metrics['balance_score']:.3f}"
+                )
                 for greedy in (False, True):
                     metrics = evaluate_policy(CheckpointPolicy(policy_dir, env.layout, greedy=greedy), env, seeds)
                     ratio = metrics["mean_e2e_s"] / teacher_metrics["mean_e2e_s"]
-                    print(f"[{name}]   clone {'greedy ' if greedy else 'sampled'}   mean e2e {metrics['mean_e2e_s']:.3f} s  "
-                          f"balance {metrics['balance_score']:.3f}  latency ratio clone/teacher {ratio:.3f}")
+                    print(
+                        f"[{name}]   clone {'greedy ' if greedy else 'sampled'}   mean e2e {metrics['mean_e2e_s']:.3f} s  "
+                        f"balance {metrics['balance_score']:.3f}  latency ratio clone/teacher {ratio:.3f}"
+                    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,14 @@ def main() -> None:
     rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for w in runners:
-            config = DemoConfig(env=env, teachers=("least_outstanding",), steps=args.steps_per_runner * w,
-                                num_env_runners=w, steps_per_round=512, seed=w)
+            config = DemoConfig(
+                env=env,
+                teachers=("least_outstanding",),
+                steps=args.steps_per_runner * w,
+                num_env_runners=w,
+                steps_per_round=512,
+                seed=w,
+            )
             rates[w] = collect_demos(config, Path(tmp) / f"w{w}", progress=False)["decisions_per_s"]
             print(f"{w:>3} env runners: {rates[w]:8.0f} decisions/s   ratio to 1 runner {rates[w] / rates[runners[0]]:.2f}")
     print(f"cores: {cores}; ratio {runners[-1]} vs {runners[0]} runners: {rates[runners[-1]] / rates[runners[0]]:.2f}")

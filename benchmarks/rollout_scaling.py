@@ -49,8 +49,9 @@ def _sample(runner: EnvRunner, num_timesteps: int) -> int:
 
 def sampling_rate(num_runners: int, steps_per_runner: int, rounds: int, num_requests: int, seed: int) -> float:
     """Median env steps/s over ``rounds`` parallel sampling rounds of ``num_runners`` remote env runners."""
-    cfg = TrainConfig(env=VidurEnvConfig(workload=preset("default").replace(num_requests=num_requests)),
-                      num_env_runners=num_runners, seed=seed)
+    cfg = TrainConfig(
+        env=VidurEnvConfig(workload=preset("default").replace(num_requests=num_requests)), num_env_runners=num_runners, seed=seed
+    )
     runners = EnvRunnerGroup(config=build_ppo_config(cfg, default_model_config(cfg), None), local_env_runner=False)
     sample = partial(_sample, num_timesteps=steps_per_runner)
     try:
@@ -105,7 +106,9 @@ def main() -> None:
         rates: dict[int, float] = {}
         for n in runners:
             rates[n] = sampling_rate(n, args.steps_per_runner, args.rounds, args.num_requests, args.seed)
-            print(f"{n:>3} env runners: {rates[n]:8.0f} env steps/s   speed-up over 1 runner {rates[n] / rates[1]:.2f}", flush=True)
+            print(
+                f"{n:>3} env runners: {rates[n]:8.0f} env steps/s   speed-up over 1 runner {rates[n] / rates[1]:.2f}", flush=True
+            )
         print(f"ratio {runners[-1]} vs 1 runners: {rates[runners[-1]] / rates[1]:.2f}")
     finally:
         ray.shutdown()

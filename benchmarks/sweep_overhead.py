@@ -47,8 +47,9 @@ def run_train(cfg: TrainConfig, root: Path) -> tuple[float, float]:
 
 def run_one_trial_sweep(cfg: TrainConfig, root: Path) -> tuple[float, float]:
     start = time.perf_counter()
-    sweep = SweepConfig(train=cfg, space={"lr": {"choice": [cfg.ppo.lr]}}, num_samples=1, search="random",
-                        scheduler="fifo", eval_episodes=1)
+    sweep = SweepConfig(
+        train=cfg, space={"lr": {"choice": [cfg.ppo.lr]}}, num_samples=1, search="random", scheduler="fifo", eval_episodes=1
+    )
     run_sweep(sweep, root / "sweep", log=lambda line: None)
     (result,) = (root / "sweep" / EXPERIMENT_DIR).glob("*/result.json")
     rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
@@ -63,20 +64,30 @@ def main() -> None:
     parser.add_argument("--num-env-runners", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    cfg = TrainConfig(env=VidurEnvConfig(workload=preset(args.workload), reward_scale_s=10.0),
-                      ppo=PPOSettings(train_batch_size=args.train_batch_size, minibatch_size=256, num_epochs=5),
-                      iterations=args.iterations, num_env_runners=args.num_env_runners, checkpoint_every=args.iterations, seed=0)
+    cfg = TrainConfig(
+        env=VidurEnvConfig(workload=preset(args.workload), reward_scale_s=10.0),
+        ppo=PPOSettings(train_batch_size=args.train_batch_size, minibatch_size=256, num_epochs=5),
+        iterations=args.iterations,
+        num_env_runners=args.num_env_runners,
+        checkpoint_every=args.iterations,
+        seed=0,
+    )
     ensure_ray()
     plain, tuned = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             plain.append(run_train(cfg, Path(tmp) / f"r{repeat}"))
             tuned.append(run_one_trial_sweep(cfg, Path(tmp) / f"r{repeat}"))
-            print(f"repeat {repeat}: train {plain[-1][0]:.0f} steps/s ({plain[-1][1]:.0f} s wall), "
-                  f"1-trial sweep {tuned[-1][0]:.0f} steps/s ({tuned[-1][1]:.0f} s wall)", flush=True)
+            print(
+                f"repeat {repeat}: train {plain[-1][0]:.0f} steps/s ({plain[-1][1]:.0f} s wall), "
+                f"1-trial sweep {tuned[-1][0]:.0f} steps/s ({tuned[-1][1]:.0f} s wall)",
+                flush=True,
+            )
     train_sps = statistics.median(p[0] for p in plain)
     sweep_sps = statistics.median(t[0] for t in tuned)
-    print(f"workload {args.workload}, {args.num_env_runners} env runner(s), {args.iterations} x {args.train_batch_size} env steps")
+    print(
+        f"workload {args.workload}, {args.num_env_runners} env runner(s), {args.iterations} x {args.train_batch_size} env steps"
+    )
     print(f"warmroute train : {train_sps:8.0f} env steps/s (median), wall {statistics.median(p[1] for p in plain):.0f} s")
     print(f"1-trial sweep   : {sweep_sps:8.0f} env steps/s (median), wall {statistics.median(t[1] for t in tuned):.0f} s")
     print(f"ratio sweep/train: {sweep_sps / train_sps:.3f} (target >= 0.9)")

@@ -53,23 +53,39 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
     env = VidurEnvConfig(workload=preset(name), reward_scale_s=10.0)
     layout = env.layout
     test_seeds = evaluation_seeds(0, args.episodes)
-    validation = {h: evaluate_policy(HeuristicPolicy(h, layout), env, evaluation_seeds(VALIDATION_BASE_SEED, 3))["mean_e2e_s"]
-                  for h in ROUTERS}
+    validation = {
+        h: evaluate_policy(HeuristicPolicy(h, layout), env, evaluation_seeds(VALIDATION_BASE_SEED, 3))["mean_e2e_s"]
+        for h in ROUTERS
+    }
     teacher = min(validation, key=validation.get)
     print(f"[{name}] teacher (best on validation seeds): {teacher}")
     demos, clone = root / "demos", root / "bc"
-    collect_demos(DemoConfig(env=env, teachers=(teacher,), steps=args.demo_steps, num_env_runners=2, epsilon=0.1, seed=1),
-                  demos, progress=False)
+    collect_demos(
+        DemoConfig(env=env, teachers=(teacher,), steps=args.demo_steps, num_env_runners=2, epsilon=0.1, seed=1),
+        demos,
+        progress=False,
+    )
     bc = pretrain(demos, clone, BCConfig(), progress=False)
     print(f"[{name}] BC validation accuracy {bc['validation']['accuracy']:.3f}")
     ppo = PPOSettings(train_batch_size=args.train_batch_size)
     runs = {}
     for label, warm in (("cold", False), ("warm", True)):
         # Both runs get the warm start's entropy warm-up, so the start is the only difference.
-        kl = KLRefConfig(enable_warm_start=warm, pretrained_actor_path=str(clone) if warm else None,
-                         kl_ref_decay_steps=args.kl_decay_steps, warmup_steps=WARM_START_ENTROPY_WARMUP_STEPS)
-        cfg = TrainConfig(env=env, ppo=ppo, kl=kl, iterations=args.iterations, num_env_runners=args.num_env_runners,
-                          checkpoint_every=args.eval_every, seed=args.seed)
+        kl = KLRefConfig(
+            enable_warm_start=warm,
+            pretrained_actor_path=str(clone) if warm else None,
+            kl_ref_decay_steps=args.kl_decay_steps,
+            warmup_steps=WARM_START_ENTROPY_WARMUP_STEPS,
+        )
+        cfg = TrainConfig(
+            env=env,
+            ppo=ppo,
+            kl=kl,
+            iterations=args.iterations,
+            num_env_runners=args.num_env_runners,
+            checkpoint_every=args.eval_every,
+            seed=args.seed,
+        )
         train(cfg, root / label, progress=not args.quiet)
         runs[label] = load_progress(root / label)
 
@@ -78,7 +94,9 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
     for label in runs:
         for greedy in (False, True):
             key = f"{label}_ppo{'_greedy' if greedy else ''}"
-            results[key] = evaluate_policy(CheckpointPolicy(RunDir(root / label).policy.path, layout, greedy=greedy), env, test_seeds)
+            results[key] = evaluate_policy(
+                CheckpointPolicy(RunDir(root / label).policy.path, layout, greedy=greedy), env, test_seeds
+            )
     teacher_train = evaluate_policy(HeuristicPolicy(teacher, layout), env, TRAINING_SEEDS)["mean_e2e_s"]
     curve_seeds = test_seeds[: args.curve_episodes]
     teacher_curve = evaluate_policy(HeuristicPolicy(teacher, layout), env, curve_seeds)["mean_e2e_s"]
@@ -92,17 +110,24 @@ def run_workload(name: str, args: argparse.Namespace, root: Path) -> dict[str, A
         "best_heuristic": best_heuristic,
         "iteration0_warm_latency_ratio": results["bc_clone"]["mean_e2e_s"] / results[teacher]["mean_e2e_s"],
         "iteration0_warm_balance": results["bc_clone"]["balance_score"],
-        "iteration0_checkpoint": {label: {"latency_ratio_to_teacher": curve[0][1] / teacher_curve, "balance": curve[0][2]}
-                                  for label, curve in curves.items()},
-        "checkpoint_curves": {label: [{"env_steps": s, "mean_e2e_s": lat, "balance": b} for s, lat, b in curve]
-                              for label, curve in curves.items()},
+        "iteration0_checkpoint": {
+            label: {"latency_ratio_to_teacher": curve[0][1] / teacher_curve, "balance": curve[0][2]}
+            for label, curve in curves.items()
+        },
+        "checkpoint_curves": {
+            label: [{"env_steps": s, "mean_e2e_s": lat, "balance": b} for s, lat, b in curve] for label, curve in curves.items()
+        },
         "teacher_latency_curve_seeds_s": teacher_curve,
         "steps_to_teacher_latency_checkpoints": reach,
-        "iteration0_training_episodes": {k: {"mean_e2e_s": r[0].get(MEAN_E2E), "balance": r[0].get(BALANCE)} for k, r in runs.items()},
+        "iteration0_training_episodes": {
+            k: {"mean_e2e_s": r[0].get(MEAN_E2E), "balance": r[0].get(BALANCE)} for k, r in runs.items()
+        },
         "teacher_latency_training_seeds_s": teacher_train,
         "steps_to_teacher_latency": {k: first_step_reaching(r, teacher_train) for k, r in runs.items()},
-        "final_vs_best_heuristic": {k: results[k]["mean_e2e_s"] / best - 1.0 for k in
-                                    ("warm_ppo", "warm_ppo_greedy", "cold_ppo", "cold_ppo_greedy", "bc_clone")},
+        "final_vs_best_heuristic": {
+            k: results[k]["mean_e2e_s"] / best - 1.0
+            for k in ("warm_ppo", "warm_ppo_greedy", "cold_ppo", "cold_ppo_greedy", "bc_clone")
+        },
         "test_results": results,
     }
     print(format_comparison(runs))
@@ -127,18 +152,33 @@ def print_summary(name: str, s: dict[str, Any]) -> None:
     print(f"\n=== {name}: held-out test seeds, mean end-to-end latency (s) ===")
     for key in sorted(r, key=lambda k: r[k]["mean_e2e_s"]):
         print(f"  {key:<20} {r[key]['mean_e2e_s']:.3f}   p99 {r[key]['p99_e2e_s']:.2f}   balance {r[key]['balance_score']:.3f}")
-    print(f"  iteration 0 (warm = loaded clone): latency / teacher {s['iteration0_warm_latency_ratio']:.3f}, "
-          f"balance {s['iteration0_warm_balance']:.3f}")
-    print("  iteration 0 checkpoints (before any update) vs teacher, same seeds: " + ", ".join(
-        f"{k} latency x{v['latency_ratio_to_teacher']:.3f} balance {v['balance']:.3f}" for k, v in s["iteration0_checkpoint"].items()))
+    print(
+        f"  iteration 0 (warm = loaded clone): latency / teacher {s['iteration0_warm_latency_ratio']:.3f}, "
+        f"balance {s['iteration0_warm_balance']:.3f}"
+    )
+    print(
+        "  iteration 0 checkpoints (before any update) vs teacher, same seeds: "
+        + ", ".join(
+            f"{k} latency x{v['latency_ratio_to_teacher']:.3f} balance {v['balance']:.3f}"
+            for k, v in s["iteration0_checkpoint"].items()
+        )
+    )
     for label, curve in s["checkpoint_curves"].items():
         print(f"  {label} checkpoints: " + " ".join(f"{p['env_steps']}:{p['mean_e2e_s']:.3f}" for p in curve))
-    print(f"  env steps to reach teacher latency {s['teacher_latency_curve_seeds_s']:.3f}s (+tolerance) on the same seeds: "
-          f"{s['steps_to_teacher_latency_checkpoints']}")
-    print(f"  (training-episode criterion, noisy: teacher {s['teacher_latency_training_seeds_s']:.3f}s on training seeds: "
-          f"{s['steps_to_teacher_latency']})")
-    print("  final vs best heuristic (" + s["best_heuristic"] + "): "
-          + ", ".join(f"{k} {v:+.1%}" for k, v in s["final_vs_best_heuristic"].items()))
+    print(
+        f"  env steps to reach teacher latency {s['teacher_latency_curve_seeds_s']:.3f}s (+tolerance) on the same seeds: "
+        f"{s['steps_to_teacher_latency_checkpoints']}"
+    )
+    print(
+        f"  (training-episode criterion, noisy: teacher {s['teacher_latency_training_seeds_s']:.3f}s on training seeds: "
+        f"{s['steps_to_teacher_latency']})"
+    )
+    print(
+        "  final vs best heuristic ("
+        + s["best_heuristic"]
+        + "): "
+        + ", ".join(f"{k} {v:+.1%}" for k, v in s["final_vs_best_heuristic"].items())
+    )
 
 
 def main() -> None:

@@ -63,8 +63,11 @@ def weighted_scorer(replicas: np.ndarray, request: np.ndarray, p: dict[str, floa
     queue = replicas[..., _QUEUED]
     span = queue.max(axis=-1, keepdims=True) - queue.min(axis=-1, keepdims=True)
     queue_score = np.where(span > 0, (queue.max(axis=-1, keepdims=True) - queue) / np.where(span > 0, span, 1.0), 1.0)
-    score = (p["prefix_weight"] * _match_ratio(replicas, request) + p["queue_weight"] * queue_score
-             + p["kv_weight"] * (1.0 - replicas[..., _KV]))
+    score = (
+        p["prefix_weight"] * _match_ratio(replicas, request)
+        + p["queue_weight"] * queue_score
+        + p["kv_weight"] * (1.0 - replicas[..., _KV])
+    )
     return score.argmax(axis=-1)
 
 

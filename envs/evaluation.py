@@ -118,9 +118,11 @@ def evaluate_policy(
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """Fixed-width table, one row per policy: sorted by SLO attainment when an SLO is set, else by mean e2e."""
     with_slo = all("slo_attainment" in r for r in results.values())
-    header = f"{'policy':<30}{'mean e2e':>10}{'p50 e2e':>10}{'p99 e2e':>10}{'mean ttft':>11}{'p50 ttft':>10}" \
-             f"{'p90 ttft':>10}{'p99 ttft':>10}{'tbt ms':>8}{'hit %':>7}{'req/s':>8}{'balance':>9}{'preempt':>9}" \
-             f"{'peak kv':>9}{'dec/s':>8}"
+    header = (
+        f"{'policy':<30}{'mean e2e':>10}{'p50 e2e':>10}{'p99 e2e':>10}{'mean ttft':>11}{'p50 ttft':>10}"
+        f"{'p90 ttft':>10}{'p99 ttft':>10}{'tbt ms':>8}{'hit %':>7}{'req/s':>8}{'balance':>9}{'preempt':>9}"
+        f"{'peak kv':>9}{'dec/s':>8}"
+    )
     header += f"{'slo %':>8}{'goodput':>9}" if with_slo else ""
     rows = [header, "-" * len(header)]
     order = (lambda item: -item[1]["slo_attainment"]) if with_slo else (lambda item: item[1]["mean_e2e_s"])

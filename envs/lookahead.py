@@ -66,8 +66,9 @@ def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int) ->
     os.close(read_end)
     _, status = os.waitpid(pid, 0)
     if len(data) != 8:
-        raise RuntimeError(f"a lookahead child process failed before reporting its return (exit status {status >> 8}; "
-                           "its traceback is above)")
+        raise RuntimeError(
+            f"a lookahead child process failed before reporting its return (exit status {status >> 8}; its traceback is above)"
+        )
     return struct.unpack("d", data)[0]
 
 
@@ -107,8 +108,13 @@ def lookahead_episode(env_config: VidurEnvConfig, base: str, seed: int) -> Looka
         obs, _, done, _, _ = env.step(best)
         decisions += 1
     lat = request_latencies(env.routed_requests)
-    return LookaheadResult(seed=seed, base_mean_e2e_s=base_latency, base_scheduling_delay_s=waiting,
-                           lookahead_mean_e2e_s=float(lat["e2e"].mean()),
-                           changed_fraction=changed / decisions, seconds=time.perf_counter() - start,
-                           base_slo_attainment=base_slo,
-                           lookahead_slo_attainment=slo_summary(lat, w.slo_ttft_s, w.slo_tbt_s).get("slo_attainment"))
+    return LookaheadResult(
+        seed=seed,
+        base_mean_e2e_s=base_latency,
+        base_scheduling_delay_s=waiting,
+        lookahead_mean_e2e_s=float(lat["e2e"].mean()),
+        changed_fraction=changed / decisions,
+        seconds=time.perf_counter() - start,
+        base_slo_attainment=base_slo,
+        lookahead_slo_attainment=slo_summary(lat, w.slo_ttft_s, w.slo_tbt_s).get("slo_attainment"),
+    )

@@ -65,8 +65,7 @@ def size_replicas(simulator: Any, w: WorkloadConfig, *, paged: bool = False) -> 
     for replica_id, device in zip(replica_ids, w.devices):
         rs = scheduler.get_replica_scheduler(replica_id)
         count = kv_capacity_tokens(w, device) // BLOCK_SIZE if paged else num_blocks(w, device)
-        cache = dataclasses.replace(rs._cache_config, num_blocks=count,
-                                    memory_margin_fraction=1.0 - w.gpu_memory_utilization)
+        cache = dataclasses.replace(rs._cache_config, num_blocks=count, memory_margin_fraction=1.0 - w.gpu_memory_utilization)
         rs._cache_config = cache
         if hasattr(rs, "_watermark_blocks"):  # sarathi, vllm
             rs._watermark_blocks = int(cache.watermark_blocks_fraction * cache.num_blocks)

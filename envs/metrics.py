@@ -11,8 +11,18 @@ import numpy as np
 from envs.slo import slo_summary
 from envs.vidur_patches import emitted_decode_tokens
 
-LATENCY_KEYS = ("mean_e2e_s", "p50_e2e_s", "p99_e2e_s", "mean_ttft_s", "p50_ttft_s", "p90_ttft_s", "p99_ttft_s",
-                "mean_tbt_s", "throughput_rps", "cache_hit_rate")
+LATENCY_KEYS = (
+    "mean_e2e_s",
+    "p50_e2e_s",
+    "p99_e2e_s",
+    "mean_ttft_s",
+    "p50_ttft_s",
+    "p90_ttft_s",
+    "p99_ttft_s",
+    "mean_tbt_s",
+    "throughput_rps",
+    "cache_hit_rate",
+)
 
 
 def request_latencies(requests: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -66,8 +76,9 @@ def summarize(lat: dict[str, np.ndarray], action_counts: np.ndarray) -> dict[str
     }
 
 
-def episode_metrics(requests: Sequence[Any], action_counts: np.ndarray, slo_ttft_s: float | None = None,
-                    slo_tbt_s: float | None = None) -> dict[str, Any]:
+def episode_metrics(
+    requests: Sequence[Any], action_counts: np.ndarray, slo_ttft_s: float | None = None, slo_tbt_s: float | None = None
+) -> dict[str, Any]:
     """Summary of one finished episode (with SLO attainment and goodput when an SLO is set)."""
     lat = request_latencies(requests)
     return {**summarize(lat, action_counts), **slo_summary(lat, slo_ttft_s, slo_tbt_s)}

@@ -200,9 +200,7 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
 
     def _gemm(self, rates: _Rates, tokens: int, d_in: float, d_out: float) -> float:
         """[tokens, d_in] x [d_in, d_out]: reads weights and input, writes output."""
-        return self._roofline(
-            rates, 2.0 * tokens * d_in * d_out, BYTES_PER_VALUE * (d_in * d_out + tokens * (d_in + d_out))
-        )
+        return self._roofline(rates, 2.0 * tokens * d_in * d_out, BYTES_PER_VALUE * (d_in * d_out + tokens * (d_in + d_out)))
 
     def _elementwise(self, rates: _Rates, values_moved: float) -> float:
         """Memory-bound kernel (norm, add, activation, rope, cache write); its FLOPs never reach the compute roof."""

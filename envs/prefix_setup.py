@@ -52,12 +52,25 @@ def prefix_streams(w: Any, seed: int) -> tuple[list[PrefixRequest], list[PrefixR
     """``(lead_in, scored)`` requests of a prefix workload for the episode ``seed``."""
     if w.prefix_workload == "shared_prefix":
         return [], shared_prefix_requests(
-            seed=seed, num_requests=w.num_requests, qps=w.qps, groups=w.prefix_groups, prefix_tokens=w.prefix_tokens,
-            question_tokens=w.question_tokens, output_tokens=w.output_tokens, zipf_theta=w.group_zipf_theta)
+            seed=seed,
+            num_requests=w.num_requests,
+            qps=w.qps,
+            groups=w.prefix_groups,
+            prefix_tokens=w.prefix_tokens,
+            question_tokens=w.question_tokens,
+            output_tokens=w.output_tokens,
+            zipf_theta=w.group_zipf_theta,
+        )
     if w.prefix_workload == "multi_turn":
         return [], multi_turn_requests(
-            seed=seed, num_requests=w.num_requests, qps=w.qps, sessions=w.sessions, message_tokens=w.question_tokens,
-            output_tokens=w.output_tokens, think_time_s=w.think_time_s)
+            seed=seed,
+            num_requests=w.num_requests,
+            qps=w.qps,
+            sessions=w.sessions,
+            message_tokens=w.question_tokens,
+            output_tokens=w.output_tokens,
+            think_time_s=w.think_time_s,
+        )
     rows = load_trace(trace_file(w.prefix_workload))
     lead_in = trace_requests(rows, w.trace_start - w.trace_lead_in, w.trace_lead_in, w.trace_time_scale)
     return lead_in, trace_requests(rows, w.trace_start, w.num_requests, w.trace_time_scale)
@@ -72,7 +85,8 @@ def prefix_parts(w: Any, seed: int, replica: ReplicaConfig, chunk_size: int) -> 
     return {
         "cache_config": cache,
         "replica_scheduler_config": PrefixSarathiConfig(
-            chunk_size=chunk_size, caching=w.prefix_caching, host_cache_blocks=host_blocks(replica, cache, w.host_cache_gb)),
+            chunk_size=chunk_size, caching=w.prefix_caching, host_cache_blocks=host_blocks(replica, cache, w.host_cache_gb)
+        ),
         "request_generator_config": PrefixReplayConfig(seed=seed, max_tokens=longest, requests=tuple(scored)),
         "execution_time_predictor_config": PrefixRooflineConfig(replica_devices=w.devices),
     }
@@ -81,7 +95,9 @@ def prefix_parts(w: Any, seed: int, replica: ReplicaConfig, chunk_size: int) -> 
 def attach_prefix(sim: Any, w: Any, seed: int) -> None:
     """Give each replica scheduler the event heap (for follow-up turns) and warm its cache with the lead-in."""
     lead_in = prefix_streams(w, seed)[0]
-    schedulers = [sim.scheduler.get_replica_scheduler(rid) for rid in sorted(sim.scheduler._replica_schedulers, key=lambda r: r.id)]
+    schedulers = [
+        sim.scheduler.get_replica_scheduler(rid) for rid in sorted(sim.scheduler._replica_schedulers, key=lambda r: r.id)
+    ]
     for scheduler in schedulers:
         scheduler.attach(sim._event_queue)
     if w.prefix_caching and lead_in:

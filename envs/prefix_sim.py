@@ -112,7 +112,7 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
     def _take_hit(self, request: Request) -> None:
         spec: PrefixRequest = request.prefix
         hbm, host = self.cache.match(spec.block_ids)
-        hbm_blocks, host_blocks = spec.block_ids[:hbm], spec.block_ids[hbm:hbm + host]
+        hbm_blocks, host_blocks = spec.block_ids[:hbm], spec.block_ids[hbm : hbm + host]
         self.cache.pin(hbm_blocks, host_blocks)
         self._pinned[request.id] = list(hbm_blocks)
         self._host_hit[request.id] = host_blocks
@@ -176,7 +176,7 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
                 if request._is_prefill_complete and request.id not in self._prefilled:
                     self._prefilled.add(request.id)
                     pinned = self._pinned[request.id]
-                    for block in spec.block_ids[len(pinned):]:
+                    for block in spec.block_ids[len(pinned) :]:
                         self.cache.add_owned(request.id, block)
                         pinned.append(block)
                 if request._completed:
@@ -250,8 +250,12 @@ def prefix_observation(schedulers: list[Any], spec: PrefixRequest, out: Any) -> 
         hbm, host = cache.match(spec.block_ids)
         hbm_tokens = prefix_tokens(spec.prompt_tokens, hbm)
         host_tokens = prefix_tokens(spec.prompt_tokens, hbm + host) - hbm_tokens
-        out[i] = (hbm_tokens, host_tokens, len(cache.hbm) * scheduler._unit / replica_kv_blocks(scheduler),
-                  len(cache.host) / cache.host_capacity if cache.host_capacity else 0.0)
+        out[i] = (
+            hbm_tokens,
+            host_tokens,
+            len(cache.hbm) * scheduler._unit / replica_kv_blocks(scheduler),
+            len(cache.host) / cache.host_capacity if cache.host_capacity else 0.0,
+        )
     return affinity_key(spec.session)
 
 

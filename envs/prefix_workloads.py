@@ -74,8 +74,12 @@ def load_trace(path: str) -> tuple[TraceRow, ...]:
                 continue
             try:
                 row = json.loads(line)
-                parsed = TraceRow(float(row["timestamp"]), int(row["input_length"]), int(row["output_length"]),
-                                  tuple(int(h) for h in row["hash_ids"]))
+                parsed = TraceRow(
+                    float(row["timestamp"]),
+                    int(row["input_length"]),
+                    int(row["output_length"]),
+                    tuple(int(h) for h in row["hash_ids"]),
+                )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise TraceFormatError(
                     f"{path}:{number}: not a trace record ({type(exc).__name__}); each line must be a JSON object "
@@ -113,13 +117,18 @@ def trace_requests(rows: tuple[TraceRow, ...], start: int, count: int, time_scal
     """Rows ``start .. start+count`` with arrivals relative to row ``start``, times multiplied by ``time_scale``."""
     origin = rows[start].timestamp_ms if start < len(rows) else 0.0
     out = []
-    for row in rows[start:start + count]:
+    for row in rows[start : start + count]:
         blocks = row.hash_ids[: -(-row.input_length // BLOCK_TOKENS)]
-        out.append(PrefixRequest(
-            arrival_s=(row.timestamp_ms - origin) / 1000.0 * time_scale, prompt_tokens=row.input_length,
-            output_tokens=row.output_length, block_ids=blocks, finish_block_ids=blocks,
-            session=hash(blocks[:TRACE_SESSION_BLOCKS]) & 0xFFFFFFFF,  # int tuples hash the same in every process
-        ))
+        out.append(
+            PrefixRequest(
+                arrival_s=(row.timestamp_ms - origin) / 1000.0 * time_scale,
+                prompt_tokens=row.input_length,
+                output_tokens=row.output_length,
+                block_ids=blocks,
+                finish_block_ids=blocks,
+                session=hash(blocks[:TRACE_SESSION_BLOCKS]) & 0xFFFFFFFF,  # int tuples hash the same in every process
+            )
+        )
     return out
 
 
@@ -152,8 +161,17 @@ def _popularity(num: int, zipf_theta: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def shared_prefix_requests(*, seed: int, num_requests: int, qps: float, groups: int, prefix_tokens: int,
-                           question_tokens: int, output_tokens: int, zipf_theta: float) -> list[PrefixRequest]:
+def shared_prefix_requests(
+    *,
+    seed: int,
+    num_requests: int,
+    qps: float,
+    groups: int,
+    prefix_tokens: int,
+    question_tokens: int,
+    output_tokens: int,
+    zipf_theta: float,
+) -> list[PrefixRequest]:
     """SGLang bench_serving's "generated shared prefix" stream with Poisson arrivals.
 
     Each request picks a group (uniform, or Zipf(theta) popularity), whose ``prefix_tokens``-token system prompt it
@@ -175,8 +193,9 @@ def shared_prefix_requests(*, seed: int, num_requests: int, qps: float, groups: 
     return out
 
 
-def multi_turn_requests(*, seed: int, num_requests: int, qps: float, sessions: int, message_tokens: int,
-                        output_tokens: int, think_time_s: float) -> list[PrefixRequest]:
+def multi_turn_requests(
+    *, seed: int, num_requests: int, qps: float, sessions: int, message_tokens: int, output_tokens: int, think_time_s: float
+) -> list[PrefixRequest]:
     """Chats whose turn k prompt is the whole conversation so far (earlier messages and answers) plus a new message.
 
     ``num_requests`` turns are dealt to ``sessions`` chats (the first ``num_requests % sessions`` get one more).

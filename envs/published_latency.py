@@ -27,17 +27,27 @@ ERROR_BOUND = 0.40
 """Largest |predicted / measured - 1| the docs promise on every point below."""
 
 A100_40GB = DeviceSpec(
-    name="a100-40gb", peak_fp16_tflops=312.0, hbm_bandwidth_tb_s=1.555, memory_gb=40.0,
-    source="NVIDIA A100 Tensor Core GPU datasheet, A100 40GB (HBM2, 1,555 GB/s)", link_bandwidth_gb_s=300.0,
+    name="a100-40gb",
+    peak_fp16_tflops=312.0,
+    hbm_bandwidth_tb_s=1.555,
+    memory_gb=40.0,
+    source="NVIDIA A100 Tensor Core GPU datasheet, A100 40GB (HBM2, 1,555 GB/s)",
+    link_bandwidth_gb_s=300.0,
 )
 """Not a vidur SKU; only used to price the one published point measured on a 40 GB A100."""
 
-_TRT_PERF = ("NVIDIA TensorRT-LLM docs/source/performance.md (github.com/NVIDIA/TensorRT-LLM, commit 138f96d), "
-             "'Low Latency', A100 FP16, TensorRT-LLM v0.5; 'LLaMA 7B' is Llama-2-7b per its methodology section")
-_TRT_THROUGHPUT = ("NVIDIA TensorRT-LLM docs/source/performance.md (commit 138f96d), 'Peak Throughput', A100 FP16, v0.6.1: "
-                   "LLaMA 7B, batch 60, 128 in / 2048 out, 1,928 output tok/s")
-_NEMO = ("NVIDIA NeMo Framework user guide, Performance > Llama, 'Llama-2 Results, Inference Performance' "
-         "(docs.nvidia.com/nemo-framework/user-guide/latest/performance/llama.html): TRT-LLM, 128 in / 20 out, TP1")
+_TRT_PERF = (
+    "NVIDIA TensorRT-LLM docs/source/performance.md (github.com/NVIDIA/TensorRT-LLM, commit 138f96d), "
+    "'Low Latency', A100 FP16, TensorRT-LLM v0.5; 'LLaMA 7B' is Llama-2-7b per its methodology section"
+)
+_TRT_THROUGHPUT = (
+    "NVIDIA TensorRT-LLM docs/source/performance.md (commit 138f96d), 'Peak Throughput', A100 FP16, v0.6.1: "
+    "LLaMA 7B, batch 60, 128 in / 2048 out, 1,928 output tok/s"
+)
+_NEMO = (
+    "NVIDIA NeMo Framework user guide, Performance > Llama, 'Llama-2 Results, Inference Performance' "
+    "(docs.nvidia.com/nemo-framework/user-guide/latest/performance/llama.html): TRT-LLM, 128 in / 20 out, TP1"
+)
 
 
 @dataclass(frozen=True)
@@ -67,15 +77,34 @@ POINTS: tuple[PublishedPoint, ...] = (
     PublishedPoint("request 128+20 tokens, batch 1", LLAMA2, "h100", "request", 1, 128, 20, 153.8, _NEMO),
     PublishedPoint("request 128+20 tokens, batch 8", LLAMA2, "a100", "request", 8, 128, 20, 329.5, _NEMO),
     PublishedPoint("request 128+20 tokens, batch 8", LLAMA2, "h100", "request", 8, 128, 20, 199.2, _NEMO),
-    PublishedPoint("batch 60 x (128 in, 2048 out)", LLAMA2, "a100", "request", 60, 128, 2048,
-                   1000.0 * 60 * 2048 / 1928, _TRT_THROUGHPUT),
-    PublishedPoint("TPOT, batch 1, 1024 in / 128 out", LLAMA3, A100_40GB, "tpot", 1, 1024, 128, 1000.0 / 75,
-                   "J. Musgrave, 'vLLM throughput-latency sweep on NVIDIA A100' (johnmusgrave.com/p/vllm-throughput-"
-                   "latency-sweep-on): Llama-3.1-8B-Instruct BF16, vLLM 0.23.0, A100 40GB, concurrency 1: about 75 tok/s"),
-    PublishedPoint("TPOT p50, concurrency 1", LLAMA3, "h100", "tpot", 1, 128, 128, 6.48,
-                   "InferenceBench concurrency-sweep recipe (yobitelcomm.github.io/bench/recipes/concurrency-sweep/): "
-                   "Llama-3.1-8B-Instruct fp16, vLLM 0.21.0, H100-80GB-HBM3, conc 1, tpot_p50 6.48 ms "
-                   "(prompt length not stated: 128 assumed; batch-1 decode barely depends on it)"),
+    PublishedPoint(
+        "batch 60 x (128 in, 2048 out)", LLAMA2, "a100", "request", 60, 128, 2048, 1000.0 * 60 * 2048 / 1928, _TRT_THROUGHPUT
+    ),
+    PublishedPoint(
+        "TPOT, batch 1, 1024 in / 128 out",
+        LLAMA3,
+        A100_40GB,
+        "tpot",
+        1,
+        1024,
+        128,
+        1000.0 / 75,
+        "J. Musgrave, 'vLLM throughput-latency sweep on NVIDIA A100' (johnmusgrave.com/p/vllm-throughput-"
+        "latency-sweep-on): Llama-3.1-8B-Instruct BF16, vLLM 0.23.0, A100 40GB, concurrency 1: about 75 tok/s",
+    ),
+    PublishedPoint(
+        "TPOT p50, concurrency 1",
+        LLAMA3,
+        "h100",
+        "tpot",
+        1,
+        128,
+        128,
+        6.48,
+        "InferenceBench concurrency-sweep recipe (yobitelcomm.github.io/bench/recipes/concurrency-sweep/): "
+        "Llama-3.1-8B-Instruct fp16, vLLM 0.21.0, H100-80GB-HBM3, conc 1, tpot_p50 6.48 ms "
+        "(prompt length not stated: 128 assumed; batch-1 decode barely depends on it)",
+    ),
 )
 
 
@@ -107,8 +136,10 @@ def format_table() -> str:
     rows = ["| model | device | run | published | roofline | error |", "|---|---|---|---|---|---|"]
     for p in POINTS:
         device = p.device.name if isinstance(p.device, DeviceSpec) else p.device
-        rows.append(f"| {p.model.split('/')[1]} | {device} | {p.name} | {p.measured_ms:.1f} ms | "
-                    f"{predicted_ms(p):.1f} ms | {error(p):+.0%} |")
+        rows.append(
+            f"| {p.model.split('/')[1]} | {device} | {p.name} | {p.measured_ms:.1f} ms | "
+            f"{predicted_ms(p):.1f} ms | {error(p):+.0%} |"
+        )
     return "\n".join(rows)
 
 

@@ -46,8 +46,8 @@ from vidur.entities.base_entity import BaseEntity
 from vidur.events import BaseEvent
 from vidur.simulator import Simulator
 
-from envs.errors import WarmRouteError
 from envs import vidur_patches
+from envs.errors import WarmRouteError
 from envs.memory import replica_config, size_replicas
 from envs.predictor import RooflinePredictorConfig
 from envs.prefix_setup import attach_prefix, prefix_parts
@@ -141,7 +141,11 @@ def _predictor_config(w: WorkloadConfig):
         raise WorkloadError(
             f"--predictor {w.predictor} times every replica as --device; heterogeneous --replica-devices need --predictor roofline"
         )
-    cls = RandomForrestExecutionTimePredictorConfig if w.predictor == "random_forrest" else LinearRegressionExecutionTimePredictorConfig
+    cls = (
+        RandomForrestExecutionTimePredictorConfig
+        if w.predictor == "random_forrest"
+        else LinearRegressionExecutionTimePredictorConfig
+    )
     return cls(cache_dir=str(VIDUR_CACHE_DIR))
 
 
@@ -170,7 +174,8 @@ def build_simulation_config(w: WorkloadConfig, seed: int, global_scheduler: str 
             global_scheduler_config=_GLOBAL_SCHEDULERS[global_scheduler](),
             replica_scheduler_config=prefix.get("replica_scheduler_config") or _replica_scheduler_config(w),
         ),
-        request_generator_config=prefix.get("request_generator_config") or SyntheticRequestGeneratorConfig(
+        request_generator_config=prefix.get("request_generator_config")
+        or SyntheticRequestGeneratorConfig(
             seed=seed,
             num_requests=w.num_requests,
             length_generator_config=_length_config(w, seed),
@@ -210,8 +215,20 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
 
 def _is_download_error(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(exc)}
-    return bool(names & {"LocalEntryNotFoundError", "HfHubHTTPError", "ConnectionError", "OfflineModeIsEnabled",
-                         "RepositoryNotFoundError", "GatedRepoError", "HTTPError", "ConnectError", "FileNotFoundError"})
+    return bool(
+        names
+        & {
+            "LocalEntryNotFoundError",
+            "HfHubHTTPError",
+            "ConnectionError",
+            "OfflineModeIsEnabled",
+            "RepositoryNotFoundError",
+            "GatedRepoError",
+            "HTTPError",
+            "ConnectError",
+            "FileNotFoundError",
+        }
+    )
 
 
 def _chain(exc: BaseException | None):

@@ -75,5 +75,8 @@ def slo_summary(lat: dict[str, np.ndarray], slo_ttft_s: float | None, slo_tbt_s:
         return {}
     met = slo_mask(lat, slo_ttft_s, slo_tbt_s)
     span = float(lat["completed"].max() - lat["arrived"].min()) if met.size else 0.0
-    return {"slo_attainment": float(met.mean()), "goodput_rps": float(met.sum() / span) if span > 0 else 0.0,
-            "slo_met": int(met.sum())}
+    return {
+        "slo_attainment": float(met.mean()),
+        "goodput_rps": float(met.sum() / span) if span > 0 else 0.0,
+        "slo_met": int(met.sum()),
+    }

@@ -69,16 +69,24 @@ class VidurEnvConfig:
         return ObservationLayout(num_replicas=self.workload.num_replicas, oracle=self.oracle)
 
     def to_dict(self) -> dict:
-        return {"workload": self.workload.to_dict(), "reward": self.reward,
-                "reward_scale_s": self.reward_scale_s, "oracle": self.oracle}
+        return {
+            "workload": self.workload.to_dict(),
+            "reward": self.reward,
+            "reward_scale_s": self.reward_scale_s,
+            "oracle": self.oracle,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> VidurEnvConfig:
         workload = data.get("workload", {})
         if not isinstance(workload, WorkloadConfig):
             workload = WorkloadConfig.from_dict(workload)
-        return cls(workload=workload, reward=data.get("reward", "e2e"),
-                   reward_scale_s=float(data.get("reward_scale_s", 1.0)), oracle=bool(data.get("oracle", False)))
+        return cls(
+            workload=workload,
+            reward=data.get("reward", "e2e"),
+            reward_scale_s=float(data.get("reward_scale_s", 1.0)),
+            oracle=bool(data.get("oracle", False)),
+        )
 
 
 class VidurRoutingEnv(gym.Env):
@@ -144,7 +152,9 @@ class VidurRoutingEnv(gym.Env):
         if self._sim is None or self._done:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
         if not self.action_space.contains(int(action)):
-            raise ValueError(f"action {action!r} out of range for Discrete({self.workload.num_replicas}): pick a replica 0..{self.workload.num_replicas - 1}")
+            raise ValueError(
+                f"action {action!r} out of range for Discrete({self.workload.num_replicas}): pick a replica 0..{self.workload.num_replicas - 1}"
+            )
         self._route(int(action))
         self._area = 0.0
         if self._current_event is None:  # else more requests arrived at this instant: no time passes
@@ -252,9 +262,7 @@ class VidurRoutingEnv(gym.Env):
             replica_raw[i, _OUT] = len(outstanding)
             replica_raw[i, _QUEUED] = rs.num_pending_requests
             replica_raw[i, _RUNNING] = len(rs._allocation_map)
-            replica_raw[i, _PREFILL] = sum(
-                max(r._num_prefill_tokens - r._num_processed_tokens, 0) for r in outstanding.values()
-            )
+            replica_raw[i, _PREFILL] = sum(max(r._num_prefill_tokens - r._num_processed_tokens, 0) for r in outstanding.values())
             replica_raw[i, _KV] = rs.num_allocated_blocks / self._num_blocks[i]
         replica_raw[:, _SPEED] = self._speeds
         if self._last_action >= 0:

@@ -169,7 +169,9 @@ def validate(w: WorkloadConfig) -> None:
     if w.tensor_parallel_size < 1:
         raise WorkloadError(f"--tensor-parallel-size must be >= 1 (got {w.tensor_parallel_size})")
     if w.replica_scheduler not in REPLICA_SCHEDULERS:
-        raise WorkloadError(f"--replica-scheduler: unknown '{w.replica_scheduler}'; choose one of: {_choices(REPLICA_SCHEDULERS)}")
+        raise WorkloadError(
+            f"--replica-scheduler: unknown '{w.replica_scheduler}'; choose one of: {_choices(REPLICA_SCHEDULERS)}"
+        )
     if w.chunk_size < 1:
         raise WorkloadError(f"--chunk-size must be >= 1 (got {w.chunk_size})")
     if not w.qps > 0:
@@ -232,7 +234,9 @@ def _validate_prefix(w: WorkloadConfig) -> None:
     """Checks of the prefix-sharing fields (see envs.prefix_workloads)."""
     kind = w.prefix_workload.split(":", 1)[0]
     if kind not in PREFIX_WORKLOADS + ("jsonl",) or (kind == "jsonl") != (":" in w.prefix_workload):
-        raise WorkloadError(f"--prefix-workload must be one of {_choices(PREFIX_WORKLOADS)} or jsonl:PATH (got '{w.prefix_workload}')")
+        raise WorkloadError(
+            f"--prefix-workload must be one of {_choices(PREFIX_WORKLOADS)} or jsonl:PATH (got '{w.prefix_workload}')"
+        )
     if not isinstance(w.prefix_caching, bool):
         raise WorkloadError(f"--prefix-caching must be on or off (got '{w.prefix_caching}')")
     if not w.host_cache_gb >= 0:
@@ -240,7 +244,9 @@ def _validate_prefix(w: WorkloadConfig) -> None:
     if kind == "none":
         return
     if w.replica_scheduler != "sarathi" or w.predictor != "roofline":
-        raise WorkloadError("--prefix-workload needs --replica-scheduler sarathi and --predictor roofline (the cache hooks into both)")
+        raise WorkloadError(
+            "--prefix-workload needs --replica-scheduler sarathi and --predictor roofline (the cache hooks into both)"
+        )
     if kind in ("mooncake", "jsonl"):
         _validate_trace_window(w)
     elif kind == "shared_prefix":
@@ -274,7 +280,9 @@ def _validate_trace_window(w: WorkloadConfig) -> None:
     if w.trace_start < 0 or w.trace_lead_in < 0:
         raise WorkloadError(f"--trace-start and --trace-lead-in must be >= 0 (got {w.trace_start}, {w.trace_lead_in})")
     if w.trace_lead_in > w.trace_start:
-        raise WorkloadError(f"--trace-lead-in ({w.trace_lead_in}) must be <= --trace-start ({w.trace_start}): the lead-in precedes the window")
+        raise WorkloadError(
+            f"--trace-lead-in ({w.trace_lead_in}) must be <= --trace-start ({w.trace_start}): the lead-in precedes the window"
+        )
     path = trace_file(w.prefix_workload)
     try:
         rows = load_trace(path)
@@ -290,7 +298,9 @@ def _validate_trace_window(w: WorkloadConfig) -> None:
 def _validate_trace(path: str, num_requests: int) -> None:
     """A trace CSV must exist, have the two length columns and at least ``num_requests`` rows."""
     if not os.path.isfile(path):
-        raise WorkloadError(f"--lengths: trace file '{path}' does not exist; give a CSV with num_prefill_tokens,num_decode_tokens")
+        raise WorkloadError(
+            f"--lengths: trace file '{path}' does not exist; give a CSV with num_prefill_tokens,num_decode_tokens"
+        )
     try:
         with open(path, newline="") as handle:
             reader = csv.reader(handle)
@@ -300,9 +310,13 @@ def _validate_trace(path: str, num_requests: int) -> None:
         raise WorkloadError(f"--lengths: cannot read trace file '{path}' ({exc})") from exc
     missing = [c for c in ("num_prefill_tokens", "num_decode_tokens") if c not in header]
     if missing:
-        raise WorkloadError(f"--lengths: trace file '{path}' lacks column(s) {', '.join(missing)} (header: {', '.join(header) or 'empty'})")
+        raise WorkloadError(
+            f"--lengths: trace file '{path}' lacks column(s) {', '.join(missing)} (header: {', '.join(header) or 'empty'})"
+        )
     if rows < num_requests:
-        raise WorkloadError(f"--lengths: trace file '{path}' has {rows} requests but --num-requests is {num_requests}; lower --num-requests")
+        raise WorkloadError(
+            f"--lengths: trace file '{path}' has {rows} requests but --num-requests is {num_requests}; lower --num-requests"
+        )
 
 
 # Capacities (requests/s at saturation, least_outstanding routing) measured by scripts/measure_capacity.py;
@@ -322,20 +336,50 @@ PRESETS: dict[str, WorkloadConfig] = {
     # Llama-2-7B's shape (no GQA: 0.5 MB of KV per token) stands in for a 32k-context MHA model such as
     # LLaMA-2-7B-32K; heavy-tailed prompts up to 32k tokens. SLOs from idle single-request latencies (docs/memory_and_slo.md).
     "long_context": WorkloadConfig(
-        name="long_context", model="meta-llama/Llama-2-7b-hf", lengths="zipf", min_tokens=256, max_tokens=32768,
-        zipf_theta=0.9, prefill_to_decode_ratio=15.0, qps=2.39, slo_ttft_s=0.5, slo_tbt_s=0.025,
+        name="long_context",
+        model="meta-llama/Llama-2-7b-hf",
+        lengths="zipf",
+        min_tokens=256,
+        max_tokens=32768,
+        zipf_theta=0.9,
+        prefill_to_decode_ratio=15.0,
+        qps=2.39,
+        slo_ttft_s=0.5,
+        slo_tbt_s=0.025,
     ),
     # Prefix-sharing presets (docs/prefix_caching.md): rates are 85% of the capacity measured with the best
     # cache-aware router. mooncake's scored window is in the held-out tail of the trace (requests 9000+).
-    "mooncake": WorkloadConfig(name="mooncake", prefix_workload="mooncake", trace_start=10000, trace_lead_in=2000,
-                               trace_time_scale=MOONCAKE_TIME_SCALE),
-    "shared_prefix": WorkloadConfig(name="shared_prefix", prefix_workload="shared_prefix", qps=SHARED_PREFIX_QPS,
-                                    prefix_groups=256, prefix_tokens=4096, question_tokens=128, output_tokens=256),
-    "shared_prefix_mixed": WorkloadConfig(name="shared_prefix_mixed", prefix_workload="shared_prefix",
-                                          replica_devices=("h100", "h100", "a100", "a100"), qps=SHARED_PREFIX_MIXED_QPS,
-                                          prefix_groups=256, prefix_tokens=4096, question_tokens=128, output_tokens=256),
-    "multi_turn": WorkloadConfig(name="multi_turn", prefix_workload="multi_turn", qps=MULTI_TURN_QPS, sessions=128,
-                                 question_tokens=256, output_tokens=256, think_time_s=1.0),
+    "mooncake": WorkloadConfig(
+        name="mooncake", prefix_workload="mooncake", trace_start=10000, trace_lead_in=2000, trace_time_scale=MOONCAKE_TIME_SCALE
+    ),
+    "shared_prefix": WorkloadConfig(
+        name="shared_prefix",
+        prefix_workload="shared_prefix",
+        qps=SHARED_PREFIX_QPS,
+        prefix_groups=256,
+        prefix_tokens=4096,
+        question_tokens=128,
+        output_tokens=256,
+    ),
+    "shared_prefix_mixed": WorkloadConfig(
+        name="shared_prefix_mixed",
+        prefix_workload="shared_prefix",
+        replica_devices=("h100", "h100", "a100", "a100"),
+        qps=SHARED_PREFIX_MIXED_QPS,
+        prefix_groups=256,
+        prefix_tokens=4096,
+        question_tokens=128,
+        output_tokens=256,
+    ),
+    "multi_turn": WorkloadConfig(
+        name="multi_turn",
+        prefix_workload="multi_turn",
+        qps=MULTI_TURN_QPS,
+        sessions=128,
+        question_tokens=256,
+        output_tokens=256,
+        think_time_s=1.0,
+    ),
 }
 
 

@@ -29,8 +29,14 @@ class AdaptiveState:
 class AdaptiveWarmupController:
     """Decides the :class:`AdaptiveState` from per-iteration balance and latency."""
 
-    def __init__(self, warmup_steps: int, balance_threshold: float, kl_speedup: float, teacher_latency_s: float,
-                 state: AdaptiveState | None = None) -> None:
+    def __init__(
+        self,
+        warmup_steps: int,
+        balance_threshold: float,
+        kl_speedup: float,
+        teacher_latency_s: float,
+        state: AdaptiveState | None = None,
+    ) -> None:
         self.warmup_steps = warmup_steps
         self.balance_threshold = balance_threshold
         self.kl_speedup = kl_speedup
@@ -46,5 +52,7 @@ class AdaptiveWarmupController:
         return self.state
 
     def __repr__(self) -> str:
-        return (f"AdaptiveWarmupController(balance<{self.balance_threshold:g} extends warm-up, "
-                f"KL x{self.kl_speedup:g} once latency < {self.teacher_latency_s:.3f}s, state={self.state})")
+        return (
+            f"AdaptiveWarmupController(balance<{self.balance_threshold:g} extends warm-up, "
+            f"KL x{self.kl_speedup:g} once latency < {self.teacher_latency_s:.3f}s, state={self.state})"
+        )

@@ -56,7 +56,9 @@ def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]
     if data.get("kind") != kind:
         raise ArtifactError(f"{flag} {path}: holds a '{data.get('kind')}' artefact, expected '{kind}'")
     if data.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{flag} {path}: format version {data.get('format_version')}, this WarmRoute reads {FORMAT_VERSION}; re-create it")
+        raise ArtifactError(
+            f"{flag} {path}: format version {data.get('format_version')}, this WarmRoute reads {FORMAT_VERSION}; re-create it"
+        )
     return data
 
 

@@ -84,7 +84,7 @@ def _split_by_episode(episode_ids: np.ndarray, teachers: np.ndarray, fraction: f
     for teacher in np.unique(teachers):  # a teacher with a single episode: hold out the tail of its rows
         rows = np.flatnonzero(teachers == teacher)
         if not mask[rows].any():
-            mask[rows[-max(1, int(fraction * len(rows))):]] = True
+            mask[rows[-max(1, int(fraction * len(rows))) :]] = True
     return mask
 
 
@@ -92,7 +92,11 @@ def _arrays(table: pa.Table, layout: ObservationLayout) -> dict[str, np.ndarray]
     return {
         "obs": table.column("obs").combine_chunks().flatten().to_numpy().reshape(-1, layout.dim).astype(np.float32),
         "label": table.column("teacher_action").to_numpy(),
-        "ties": table.column("teacher_ties").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, layout.num_replicas),
+        "ties": table.column("teacher_ties")
+        .combine_chunks()
+        .flatten()
+        .to_numpy(zero_copy_only=False)
+        .reshape(-1, layout.num_replicas),
         "teacher": table.column("teacher").to_numpy(zero_copy_only=False),
         "episode": table.column("episode_id").to_numpy(zero_copy_only=False),
     }
@@ -134,7 +138,7 @@ def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progres
         module.train()
         order = torch.as_tensor(rng.permutation(len(label_t)))
         for i in range(0, len(order), config.batch_size):
-            idx = order[i:i + config.batch_size]
+            idx = order[i : i + config.batch_size]
             loss = F.cross_entropy(module.logits(obs_t[idx]), label_t[idx], label_smoothing=config.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
@@ -152,14 +156,27 @@ def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progres
     if best_state is None:
         raise ArtifactError(f"--demo {demo_dir}: validation loss is not finite; check the demonstrations")
     module.load_state_dict(best_state)
-    result = {"best_epoch": best_epoch, "validation": history[best_epoch], "train_rows": int(len(label_t)),
-              "validation_rows": int(val_mask.sum()), "seconds": time.perf_counter() - start}
+    result = {
+        "best_epoch": best_epoch,
+        "validation": history[best_epoch],
+        "train_rows": int(len(label_t)),
+        "validation_rows": int(val_mask.sum()),
+        "seconds": time.perf_counter() - start,
+    }
     final.mkdir(parents=True, exist_ok=True)
     try:
         save_policy(
-            module, final, layout, probe_obs=val["obs"][:PROBE_SIZE], source="behaviour_cloning",
-            env_config=meta["env_config"], teachers=meta["teachers"], demo_dir=str(Path(demo_dir).absolute()),
-            bc_config={**asdict(config), "hidden": list(config.hidden)}, history=history, **result,
+            module,
+            final,
+            layout,
+            probe_obs=val["obs"][:PROBE_SIZE],
+            source="behaviour_cloning",
+            env_config=meta["env_config"],
+            teachers=meta["teachers"],
+            demo_dir=str(Path(demo_dir).absolute()),
+            bc_config={**asdict(config), "hidden": list(config.hidden)},
+            history=history,
+            **result,
         )
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)

@@ -74,15 +74,21 @@ def format_comparison(runs: dict[str, list[dict[str, Any]]]) -> str:
     lines = [header, "-" * (len(header) + 12)]
     for name, rows in runs.items():
         for bucket, s in summarize_run(rows).items():
-            steps = f"{s['env_steps'][0]}-{s['env_steps'][1]}" if s["env_steps"][0] != s["env_steps"][1] else str(s["env_steps"][0])
+            steps = (
+                f"{s['env_steps'][0]}-{s['env_steps'][1]}" if s["env_steps"][0] != s["env_steps"][1] else str(s["env_steps"][0])
+            )
             dist = "[" + " ".join("-" if f is None else f"{f:.2f}" for f in s["action_distribution"]) + "]"
             cell = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-            lines.append(f"{name[-14:]:<14}{bucket:<18}{steps:>18}{cell(s['mean_e2e_s'], '.3f'):>12}"
-                         f"{cell(s['throughput_rps'], '.2f'):>8}{cell(s['balance_score'], '.3f'):>9}  {dist}")
+            lines.append(
+                f"{name[-14:]:<14}{bucket:<18}{steps:>18}{cell(s['mean_e2e_s'], '.3f'):>12}"
+                f"{cell(s['throughput_rps'], '.2f'):>8}{cell(s['balance_score'], '.3f'):>9}  {dist}"
+            )
     return "\n".join(lines)
 
 
-def plot_learning_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path, reference: dict[str, float] | None = None) -> None:
+def plot_learning_curves(
+    runs: dict[str, list[dict[str, Any]]], path: str | Path, reference: dict[str, float] | None = None
+) -> None:
     """Mean training-episode latency against env steps, one line per run, heuristics as horizontal lines."""
     import matplotlib
 

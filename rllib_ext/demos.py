@@ -82,7 +82,9 @@ def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[
     ``episode_id`` holds RLlib's episode id (a random UUID); the driver renumbers it (:func:`_number_episodes`).
     """
     episodes = runner.sample(num_timesteps=num_timesteps, explore=True, force_reset=force_reset)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "reward")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "reward")
+    }
     for episode in episodes:
         n = len(episode)
         if n == 0:
@@ -113,18 +115,20 @@ def _to_table(columns: dict[str, np.ndarray], teacher: str, obs_dim: int, num_re
     n = len(columns["step"])
     obs = pa.FixedSizeListArray.from_arrays(pa.array(columns["obs"].reshape(-1), pa.float32()), obs_dim)
     ties = pa.FixedSizeListArray.from_arrays(pa.array(columns["teacher_ties"].reshape(-1), pa.bool_()), num_replicas)
-    return pa.table({
-        "episode_id": pa.array(columns["episode_id"], pa.string()),
-        "step": pa.array(columns["step"], pa.int64()),
-        "obs": obs,
-        "action": pa.array(columns["action"], pa.int64()),
-        "teacher_action": pa.array(columns["teacher_action"], pa.int64()),
-        "teacher_ties": ties,
-        "teacher": pa.array([teacher] * n, pa.string()),
-        "reward": pa.array(columns["reward"], pa.float64()),
-        "explored": pa.array(columns["action"] != columns["teacher_action"], pa.bool_()),
-        "worker": pa.array(columns["worker"], pa.int32()),
-    })
+    return pa.table(
+        {
+            "episode_id": pa.array(columns["episode_id"], pa.string()),
+            "step": pa.array(columns["step"], pa.int64()),
+            "obs": obs,
+            "action": pa.array(columns["action"], pa.int64()),
+            "teacher_action": pa.array(columns["teacher_action"], pa.int64()),
+            "teacher_ties": ties,
+            "teacher": pa.array([teacher] * n, pa.string()),
+            "reward": pa.array(columns["reward"], pa.float64()),
+            "explored": pa.array(columns["action"] != columns["teacher_action"], pa.bool_()),
+            "worker": pa.array(columns["worker"], pa.int32()),
+        }
+    )
 
 
 def _sample_rounds(runners: EnvRunnerGroup, steps: int, rounds: int, tag: str) -> Iterator[tuple[int, int, dict]]:
@@ -134,8 +138,9 @@ def _sample_rounds(runners: EnvRunnerGroup, steps: int, rounds: int, tag: str) -
     remaining = {worker: rounds for worker in runners.healthy_worker_ids()}
 
     def launch(worker: int, first: bool) -> None:
-        runners.foreach_env_runner_async(partial(_sample_columns, num_timesteps=steps, force_reset=first),
-                                         tag=tag, remote_worker_ids=[worker])
+        runners.foreach_env_runner_async(
+            partial(_sample_columns, num_timesteps=steps, force_reset=first), tag=tag, remote_worker_ids=[worker]
+        )
 
     for worker in remaining:
         launch(worker, first=True)
@@ -155,13 +160,23 @@ def build_teacher_runners(config: DemoConfig) -> EnvRunnerGroup:
     algo_config = (
         PPOConfig()
         .environment(env=VidurRoutingEnv, env_config=env.to_dict())
-        .env_runners(num_env_runners=config.num_env_runners, num_envs_per_env_runner=1,
-                     num_cpus_per_env_runner=cpus_per_runner(config.num_env_runners))
-        .rl_module(rl_module_spec=RLModuleSpec(
-            module_class=HeuristicTeacherModule,
-            model_config={"router": config.teachers[0], "num_replicas": env.workload.num_replicas,
-                          "oracle": env.oracle, "epsilon": config.epsilon, "seed": config.seed},
-        ))
+        .env_runners(
+            num_env_runners=config.num_env_runners,
+            num_envs_per_env_runner=1,
+            num_cpus_per_env_runner=cpus_per_runner(config.num_env_runners),
+        )
+        .rl_module(
+            rl_module_spec=RLModuleSpec(
+                module_class=HeuristicTeacherModule,
+                model_config={
+                    "router": config.teachers[0],
+                    "num_replicas": env.workload.num_replicas,
+                    "oracle": env.oracle,
+                    "epsilon": config.epsilon,
+                    "seed": config.seed,
+                },
+            )
+        )
         .debugging(seed=config.seed)
         # A restarted runner would come back with the first teacher and its seed: fail loudly instead.
         .fault_tolerance(restart_failed_env_runners=False)
@@ -181,12 +196,14 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
     rows, sample_s = 0, 0.0
     episode_numbers: dict[int, dict[str, int]] = defaultdict(dict)  # per worker, across teachers
     try:
-        with tqdm(total=rounds * len(config.teachers) * config.num_env_runners, desc="collect-demos",
-                  unit="chunk", disable=not progress) as bar:
+        with tqdm(
+            total=rounds * len(config.teachers) * config.num_env_runners, desc="collect-demos", unit="chunk", disable=not progress
+        ) as bar:
             for t_index, teacher in enumerate(config.teachers):
                 runners.foreach_env_runner(
                     lambda er, teacher=teacher, t_index=t_index: er.module.set_teacher(
-                        teacher, config.epsilon, config.seed * 1000 + 100 * t_index + er.worker_index),
+                        teacher, config.epsilon, config.seed * 1000 + 100 * t_index + er.worker_index
+                    ),
                     local_env_runner=False,
                 )
                 start = time.perf_counter()
@@ -200,9 +217,16 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
                 sample_s += time.perf_counter() - start
         summary = {"num_rows": rows, "sample_seconds": sample_s, "decisions_per_s": rows / max(sample_s, 1e-9)}
         write_metadata(
-            staging, DemoDir.KIND, layout=layout.to_dict(), env_config=config.env.to_dict(), teachers=list(config.teachers),
-            steps_per_teacher=config.steps, epsilon=config.epsilon, num_env_runners=config.num_env_runners,
-            seed=config.seed, **summary,
+            staging,
+            DemoDir.KIND,
+            layout=layout.to_dict(),
+            env_config=config.env.to_dict(),
+            teachers=list(config.teachers),
+            steps_per_teacher=config.steps,
+            epsilon=config.epsilon,
+            num_env_runners=config.num_env_runners,
+            seed=config.seed,
+            **summary,
         )
         if final.exists():
             final.rmdir()
@@ -224,7 +248,9 @@ def load_demos(directory: str | Path, flag: str = "--demo") -> tuple[pa.Table, d
     try:
         table = pa.concat_tables([pq.read_table(shard) for shard in shards])
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ArtifactError(f"{flag} {directory}: corrupted Parquet ({str(exc).splitlines()[0]}); re-collect the demonstrations") from exc
+        raise ArtifactError(
+            f"{flag} {directory}: corrupted Parquet ({str(exc).splitlines()[0]}); re-collect the demonstrations"
+        ) from exc
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ArtifactError(f"{flag} {directory}: Parquet lacks columns {missing}; re-collect the demonstrations")

@@ -46,8 +46,9 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
     def build(self) -> None:
         super().build()
         cfg = self.config.learner_config_dict
-        self.kl_schedule = make_kl_schedule(cfg["kl_ref_schedule"], cfg["kl_ref_coef_initial"],
-                                            cfg["kl_ref_coef_final"], cfg["kl_ref_decay_steps"])
+        self.kl_schedule = make_kl_schedule(
+            cfg["kl_ref_schedule"], cfg["kl_ref_coef_initial"], cfg["kl_ref_coef_final"], cfg["kl_ref_decay_steps"]
+        )
         self.entropy_schedule = WarmupCoef(self.config.entropy_coeff, cfg["entropy_warmup_coef"], cfg["warmup_steps"])
         self.critic_warmup_steps = int(cfg.get("critic_warmup_steps", 0))
         self.ref_path = cfg.get("kl_ref_path")
@@ -71,7 +72,8 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
         # after the update, which would lag the warm-up by one iteration) and shifted by the adaptive extension.
         for module_id in self.module.keys():
             self.entropy_coeff_schedulers_per_module[module_id] = Scheduler(
-                self.entropy_schedule.piecewise(), framework="torch", device=self._device)
+                self.entropy_schedule.piecewise(), framework="torch", device=self._device
+            )
         self.entropy_coef = self.entropy_schedule.value(0)
 
     def set_adaptive_state(self, extra_warmup_steps: int, kl_step_offset: int) -> None:
@@ -84,7 +86,8 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
         self.kl_coef = self.kl_schedule.value(step + self.kl_step_offset) if self.ref_modules else 0.0
         for module_id in self.module.keys():
             self.entropy_coef = self.entropy_coeff_schedulers_per_module[module_id].update(
-                timestep=max(0, step - self.extra_warmup_steps))
+                timestep=max(0, step - self.extra_warmup_steps)
+            )
         self.policy_frozen = step <= self.critic_warmup_steps  # the update at step s learns from steps up to s
         for module_id in self.module.keys():
             self.metrics.log_value((module_id, KL_COEF), self.kl_coef, window=1)
@@ -92,8 +95,9 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
             self.metrics.log_value((module_id, POLICY_FROZEN), float(self.policy_frozen), window=1)
 
     @override(PPOTorchLearner)
-    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
-                                fwd_out: dict[str, Any]) -> torch.Tensor:
+    def compute_loss_for_module(
+        self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
         ppo_loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
         ref = self.ref_modules.get(module_id)
         if ref is None:
@@ -109,8 +113,9 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
 
     def _actor_param_refs(self) -> set[Any]:
         if self._actor_refs is None:  # parameters are fixed once the learner is built
-            self._actor_refs = {self.get_param_ref(p) for mid in self.module.keys()
-                                for p in self.module[mid].unwrapped().actor_parameters()}
+            self._actor_refs = {
+                self.get_param_ref(p) for mid in self.module.keys() for p in self.module[mid].unwrapped().actor_parameters()
+            }
         return self._actor_refs
 
     @override(PPOTorchLearner)

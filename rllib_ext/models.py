@@ -35,8 +35,9 @@ ARCHITECTURES = ("scorer", "mlp")
 DEFAULT_HIDDEN = (64, 64)
 
 
-def module_model_config(layout: ObservationLayout, architecture: str = "scorer",
-                        hidden: tuple[int, ...] = DEFAULT_HIDDEN) -> dict[str, Any]:
+def module_model_config(
+    layout: ObservationLayout, architecture: str = "scorer", hidden: tuple[int, ...] = DEFAULT_HIDDEN
+) -> dict[str, Any]:
     """The ``model_config`` of the routing module for observations of ``layout``."""
     if architecture not in ARCHITECTURES:
         raise WarmRouteError(f"--architecture must be one of {', '.join(ARCHITECTURES)} (got '{architecture}')")

@@ -38,8 +38,9 @@ def action_probabilities(module: RoutingModule, obs: np.ndarray) -> np.ndarray:
         return torch.softmax(logits, dim=-1).numpy()
 
 
-def save_policy(module: RoutingModule, directory: Path, layout: ObservationLayout, probe_obs: np.ndarray,
-                **metadata: Any) -> None:
+def save_policy(
+    module: RoutingModule, directory: Path, layout: ObservationLayout, probe_obs: np.ndarray, **metadata: Any
+) -> None:
     """Write ``module`` with metadata and a probe batch into ``directory`` (which must exist)."""
     folder = PolicyDir(directory)
     module.save_to_path(str(folder.module.absolute()))
@@ -47,7 +48,9 @@ def save_policy(module: RoutingModule, directory: Path, layout: ObservationLayou
     write_metadata(folder.path, PolicyDir.KIND, layout=layout.to_dict(), model_config=module.model_config, **metadata)
 
 
-def load_policy(directory: str | Path, layout: ObservationLayout | None = None, flag: str = "--policy") -> tuple[RoutingModule, dict[str, Any]]:
+def load_policy(
+    directory: str | Path, layout: ObservationLayout | None = None, flag: str = "--policy"
+) -> tuple[RoutingModule, dict[str, Any]]:
     """Load a saved policy, refusing one made for another observation layout; verify it against its probe."""
     meta = read_metadata(directory, PolicyDir.KIND, flag)
     stored = meta["layout"]
@@ -59,7 +62,9 @@ def load_policy(directory: str | Path, layout: ObservationLayout | None = None, 
     try:
         module = RLModule.from_checkpoint(str(module_path.absolute()))
     except Exception as exc:  # RLlib raises many types for a damaged checkpoint
-        raise ArtifactError(f"{flag} {directory}: cannot load {module_path.name}/ ({type(exc).__name__}); re-create the policy") from exc
+        raise ArtifactError(
+            f"{flag} {directory}: cannot load {module_path.name}/ ({type(exc).__name__}); re-create the policy"
+        ) from exc
     module.eval()
     verify_probe(module, directory, flag)
     return module, meta

@@ -44,7 +44,10 @@ class _DecayCoef:
     def __init__(self, initial: float, final: float, decay_steps: int) -> None:
         _check(math.isfinite(initial) and initial >= 0, f"--kl-ref-coef-initial must be a finite number >= 0 (got {initial})")
         _check(math.isfinite(final) and final >= 0, f"--kl-ref-coef-final must be a finite number >= 0 (got {final})")
-        _check(final <= initial, f"--kl-ref-coef-final ({final:g}) must not exceed --kl-ref-coef-initial ({initial:g}) for a decaying schedule")
+        _check(
+            final <= initial,
+            f"--kl-ref-coef-final ({final:g}) must not exceed --kl-ref-coef-initial ({initial:g}) for a decaying schedule",
+        )
         _check(decay_steps > 0, f"--kl-ref-decay-steps must be > 0 (got {decay_steps})")
         self.initial, self.final, self.decay_steps = float(initial), float(final), int(decay_steps)
 
@@ -96,7 +99,10 @@ class WarmupCoef:
 
     def __init__(self, base_value: float, warmup_value: float, warmup_steps: int) -> None:
         _check(math.isfinite(base_value) and base_value >= 0, f"--entropy-coeff must be a finite number >= 0 (got {base_value})")
-        _check(math.isfinite(warmup_value) and warmup_value >= 0, f"--entropy-warmup-coef must be a finite number >= 0 (got {warmup_value})")
+        _check(
+            math.isfinite(warmup_value) and warmup_value >= 0,
+            f"--entropy-warmup-coef must be a finite number >= 0 (got {warmup_value})",
+        )
         _check(warmup_steps >= 0, f"--warmup-steps must be >= 0 (got {warmup_steps})")
         self.base_value, self.warmup_value, self.warmup_steps = float(base_value), float(warmup_value), int(warmup_steps)
 

@@ -96,8 +96,10 @@ def verify_loaded_actor(algo: Algorithm, policy_dir: Path) -> float:
     copies += algo.env_runner_group.foreach_env_runner(partial(_probs_of_runner, obs=probe["obs"]))
     gap = max(float(np.abs(np.asarray(p) - probe["probs"]).max()) for p in copies)
     if gap > PROBE_ATOL:
-        raise ArtifactError(f"--pretrained-actor-path {policy_dir}: the loaded actor does not reproduce the BC policy "
-                            f"(max prob gap {gap:.2e} over {len(copies)} copies); refusing to train")
+        raise ArtifactError(
+            f"--pretrained-actor-path {policy_dir}: the loaded actor does not reproduce the BC policy "
+            f"(max prob gap {gap:.2e} over {len(copies)} copies); refusing to train"
+        )
     return gap
 
 
@@ -115,7 +117,9 @@ def _teacher_latency(cfg: TrainConfig, policy_dir: Path | None) -> float:
     """Mean latency of the best of the clone's teachers (or of least_outstanding) on two held-out seeds."""
     teachers = ["least_outstanding"]
     if policy_dir is not None:
-        teachers = [t for t in read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path").get("teachers", []) if is_router(t)] or teachers
+        teachers = [
+            t for t in read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path").get("teachers", []) if is_router(t)
+        ] or teachers
     seeds = evaluation_seeds(cfg.env.workload.seed, 2)
     return min(evaluate_policy(HeuristicPolicy(t, cfg.env.layout), cfg.env, seeds)["mean_e2e_s"] for t in teachers)
 
@@ -128,8 +132,10 @@ def _require_cpus(cfg: TrainConfig) -> None:
     total = float(ray.cluster_resources().get("CPU", 0.0))
     need = cfg.num_env_runners * cfg.cpus_per_env_runner
     if need > total:
-        raise WarmRouteError(f"--num-env-runners {cfg.num_env_runners} x --cpus-per-env-runner {cfg.cpus_per_env_runner:g} "
-                         f"needs {need:g} CPUs, the Ray cluster has {total:g}; lower either")
+        raise WarmRouteError(
+            f"--num-env-runners {cfg.num_env_runners} x --cpus-per-env-runner {cfg.cpus_per_env_runner:g} "
+            f"needs {need:g} CPUs, the Ray cluster has {total:g}; lower either"
+        )
 
 
 def _set_adaptive_state(learner: Any, state: dict[str, int]) -> None:
@@ -151,8 +157,11 @@ def _apply_configured_lr(learner: Any) -> None:
 def _read_hyperparameters(learner: Any) -> dict[str, float]:
     (_, optimizer), *_ = learner.get_optimizers_for_module(DEFAULT_MODULE_ID)
     decay_steps = learner.config.learner_config_dict["kl_ref_decay_steps"]
-    return {"lr": float(optimizer.param_groups[0]["lr"]), "kl_ref_coef_initial": float(learner.kl_schedule.value(0)),
-            "kl_ref_coef_final": float(learner.kl_schedule.value(decay_steps))}
+    return {
+        "lr": float(optimizer.param_groups[0]["lr"]),
+        "kl_ref_coef_initial": float(learner.kl_schedule.value(0)),
+        "kl_ref_coef_final": float(learner.kl_schedule.value(decay_steps)),
+    }
 
 
 def hyperparameters_in_effect(algo: Algorithm) -> dict[str, float]:
@@ -165,8 +174,7 @@ def load_warm_start(algo: Algorithm, policy_dir: Path) -> float:
     algo.restore_from_path(str(PolicyDir(policy_dir).module), component=MODULE_COMPONENT)
     # restore_from_path pushes the weights to remote env runners fire-and-forget (timeout 0): measured here, some
     # runners kept their random weights. Sync once more and wait for it before verifying every copy.
-    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True,
-                                       timeout_seconds=120)
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True, timeout_seconds=120)
     return verify_loaded_actor(algo, policy_dir)
 
 
@@ -199,19 +207,27 @@ def start_session(cfg: TrainConfig, checkpoint: Path | None = None, log: Callabl
             log(f"restored {checkpoint} at iteration {algo.iteration}, {lifetime_steps(algo)} env steps")
         elif policy_dir is not None:
             gap = load_warm_start(algo, policy_dir)
-            log(f"warm start: loaded {policy_dir} into the learner and {algo.env_runner_group.num_remote_env_runners()} "
-                f"env runners (max prob gap to BC probe {gap:.1e})")
+            log(
+                f"warm start: loaded {policy_dir} into the learner and {algo.env_runner_group.num_remote_env_runners()} "
+                f"env runners (max prob gap to BC probe {gap:.1e})"
+            )
         controller = None
         if cfg.kl.adaptive_warmup:
-            controller = AdaptiveWarmupController(cfg.kl.warmup_steps, cfg.kl.adaptive_balance_threshold,
-                                                  cfg.kl.adaptive_kl_speedup, _teacher_latency(cfg, policy_dir), adaptive)
+            controller = AdaptiveWarmupController(
+                cfg.kl.warmup_steps,
+                cfg.kl.adaptive_balance_threshold,
+                cfg.kl.adaptive_kl_speedup,
+                _teacher_latency(cfg, policy_dir),
+                adaptive,
+            )
             log(repr(controller))
         in_effect = hyperparameters_in_effect(algo)
     except BaseException:
         algo.stop()
         raise
-    return TrainingSession(cfg, algo, model_config, policy_dir, algo.iteration, lifetime_steps(algo), adaptive,
-                           controller, in_effect)
+    return TrainingSession(
+        cfg, algo, model_config, policy_dir, algo.iteration, lifetime_steps(algo), adaptive, controller, in_effect
+    )
 
 
 def _row(result: dict[str, Any], iteration: int, steps_this_iteration: int, wall_s: float, warmup_steps: int) -> dict[str, Any]:
@@ -219,7 +235,11 @@ def _row(result: dict[str, Any], iteration: int, steps_this_iteration: int, wall
     runners = result.get(ENV_RUNNER_RESULTS, {})
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
     steps = int(result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)))
-    row: dict[str, Any] = {"iteration": iteration, M.ENV_STEPS: steps, M.ENV_STEPS_PER_S: steps_this_iteration / max(wall_s, 1e-9)}
+    row: dict[str, Any] = {
+        "iteration": iteration,
+        M.ENV_STEPS: steps,
+        M.ENV_STEPS_PER_S: steps_this_iteration / max(wall_s, 1e-9),
+    }
     for key, value in runners.items():  # absent or NaN when no episode finished during the iteration
         if isinstance(key, str) and key.startswith("env/") and np.isscalar(value) and np.isfinite(value):
             row[key] = float(value)
@@ -244,10 +264,17 @@ def run_iterations(session: TrainingSession, on_iteration: IterationHook) -> dic
         result = algo.train()
         steps = int(result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, session.env_steps))
         session.iteration += 1
-        row = _row(result, session.iteration, steps - session.env_steps, time.perf_counter() - t0,
-                   cfg.kl.warmup_steps + session.adaptive.extra_warmup_steps)
+        row = _row(
+            result,
+            session.iteration,
+            steps - session.env_steps,
+            time.perf_counter() - t0,
+            cfg.kl.warmup_steps + session.adaptive.extra_warmup_steps,
+        )
         if session.controller is not None:
-            session.adaptive = session.controller.update(steps, steps - session.env_steps, row.get(M.BALANCE), row.get(M.MEAN_E2E))
+            session.adaptive = session.controller.update(
+                steps, steps - session.env_steps, row.get(M.BALANCE), row.get(M.MEAN_E2E)
+            )
             algo.learner_group.foreach_learner(partial(_set_adaptive_state, state=session.adaptive.to_dict()))
             row.update({"adaptive/" + k: v for k, v in session.adaptive.to_dict().items()})
         session.env_steps = steps
@@ -270,7 +297,16 @@ def export_policy(session: TrainingSession, directory: Path, **provenance: Any) 
     """Write the learner's current module as a policy directory (module, probe batch, metadata)."""
     module = _on_learners(session.algo, _learner_module)[0]  # the full module (env runners hold inference-only copies)
     directory.mkdir(parents=True, exist_ok=True)
-    save_policy(module, directory, session.cfg.env.layout, probe_obs=_probe_observations(session.cfg), source="ppo",
-                env_config=session.cfg.env.to_dict(), warm_start=session.cfg.kl.enable_warm_start,
-                env_steps=session.env_steps, iteration=session.iteration, **provenance)
+    save_policy(
+        module,
+        directory,
+        session.cfg.env.layout,
+        probe_obs=_probe_observations(session.cfg),
+        source="ppo",
+        env_config=session.cfg.env.to_dict(),
+        warm_start=session.cfg.kl.enable_warm_start,
+        env_steps=session.env_steps,
+        iteration=session.iteration,
+        **provenance,
+    )
     return module

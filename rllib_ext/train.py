@@ -28,10 +28,12 @@ def _console_line(row: dict[str, Any], total: int) -> str:
     def fmt(key: str, spec: str) -> str:
         return format(row[key], spec) if key in row else "-"
 
-    return (f"iter {row['iteration']:>3}/{total} | steps {row[M.ENV_STEPS]:>7} | e2e {fmt(M.MEAN_E2E, '.3f')}s "
-            f"p99 {fmt(M.P99_E2E, '.2f')}s | ttft {fmt(M.MEAN_TTFT, '.3f')}s | balance {fmt(M.BALANCE, '.3f')} | "
-            f"kl_ref {fmt(M.KL_REF, '.4f')} coef {fmt(M.KL_COEF, '.3f')} | entropy {fmt(M.ENTROPY, '.3f')} "
-            f"coef {fmt(M.ENTROPY_COEF, '.3f')} | {fmt(M.ENV_STEPS_PER_S, '.0f')} steps/s")
+    return (
+        f"iter {row['iteration']:>3}/{total} | steps {row[M.ENV_STEPS]:>7} | e2e {fmt(M.MEAN_E2E, '.3f')}s "
+        f"p99 {fmt(M.P99_E2E, '.2f')}s | ttft {fmt(M.MEAN_TTFT, '.3f')}s | balance {fmt(M.BALANCE, '.3f')} | "
+        f"kl_ref {fmt(M.KL_REF, '.4f')} coef {fmt(M.KL_COEF, '.3f')} | entropy {fmt(M.ENTROPY, '.3f')} "
+        f"coef {fmt(M.ENTROPY_COEF, '.3f')} | {fmt(M.ENV_STEPS_PER_S, '.0f')} steps/s"
+    )
 
 
 def _latest_checkpoint(output: Path) -> Path:
@@ -49,12 +51,15 @@ def _print_now(line: str) -> None:
 def _truncate_progress(output: Path, last_iteration: int) -> None:
     path = RunDir(output).progress
     if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["iteration"] <= last_iteration]
+        rows = [
+            line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["iteration"] <= last_iteration
+        ]
         path.write_text("".join(row + "\n" for row in rows))
 
 
-def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = _print_now) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, output: str | Path, *, resume: bool = False, progress: bool = True, log: Callable[[str], None] = _print_now
+) -> dict[str, Any]:
     """Train (or resume) a run in ``output``; return the final row of metrics and the exported policy path."""
     out = Path(output)
     run = RunDir(out)

@@ -70,7 +70,9 @@ class KLRefConfig:
         if self.critic_warmup_steps < 0:
             raise WarmRouteError(f"--critic-warmup-steps must be >= 0 (got {self.critic_warmup_steps})")
         if self.enable_warm_start and not self.pretrained_actor_path:
-            raise WarmRouteError("--enable-warm-start needs --pretrained-actor-path DIR (a directory written by `warmroute pretrain`)")
+            raise WarmRouteError(
+                "--enable-warm-start needs --pretrained-actor-path DIR (a directory written by `warmroute pretrain`)"
+            )
         if self.pretrained_actor_path and not self.enable_warm_start:
             raise WarmRouteError("--pretrained-actor-path is only used with --enable-warm-start; add it or drop the path")
         if not 0 <= self.adaptive_balance_threshold <= 1:
@@ -126,18 +128,30 @@ class PPOSettings:
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise WarmRouteError(f"--architecture must be one of {', '.join(ARCHITECTURES)} (got '{self.architecture}')")
-        positive = {"--lr": self.lr, "--train-batch-size": self.train_batch_size, "--minibatch-size": self.minibatch_size,
-                    "--num-epochs": self.num_epochs, "--clip-param": self.clip_param, "--vf-clip-param": self.vf_clip_param,
-                    "--grad-clip": self.grad_clip}
+        positive = {
+            "--lr": self.lr,
+            "--train-batch-size": self.train_batch_size,
+            "--minibatch-size": self.minibatch_size,
+            "--num-epochs": self.num_epochs,
+            "--clip-param": self.clip_param,
+            "--vf-clip-param": self.vf_clip_param,
+            "--grad-clip": self.grad_clip,
+        }
         for flag, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise WarmRouteError(f"{flag} must be > 0 (got {value})")
         if not 0 < self.gamma <= 1 or not 0 <= self.lambda_ <= 1:
             raise WarmRouteError(f"--gamma must be in (0, 1] and --lambda in [0, 1] (got {self.gamma}, {self.lambda_})")
-        if not (math.isfinite(self.entropy_coeff) and math.isfinite(self.vf_loss_coeff)) or self.entropy_coeff < 0 or self.vf_loss_coeff < 0:
+        if (
+            not (math.isfinite(self.entropy_coeff) and math.isfinite(self.vf_loss_coeff))
+            or self.entropy_coeff < 0
+            or self.vf_loss_coeff < 0
+        ):
             raise WarmRouteError("--entropy-coeff and --vf-loss-coeff must be >= 0")
         if self.minibatch_size > self.train_batch_size:
-            raise WarmRouteError(f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})")
+            raise WarmRouteError(
+                f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})"
+            )
 
 
 @dataclass(frozen=True)
@@ -166,8 +180,12 @@ class TrainConfig:
     """Seed of torch, env runners and request streams."""
 
     def __post_init__(self) -> None:
-        for flag, value, low in (("--iterations", self.iterations, 1), ("--num-env-runners", self.num_env_runners, 0),
-                                 ("--num-learners", self.num_learners, 0), ("--checkpoint-every", self.checkpoint_every, 1)):
+        for flag, value, low in (
+            ("--iterations", self.iterations, 1),
+            ("--num-env-runners", self.num_env_runners, 0),
+            ("--num-learners", self.num_learners, 0),
+            ("--checkpoint-every", self.checkpoint_every, 1),
+        ):
             if value < low:
                 raise WarmRouteError(f"{flag} must be >= {low} (got {value})")
         if self.placement not in PLACEMENTS:
@@ -176,19 +194,31 @@ class TrainConfig:
             raise WarmRouteError(f"--cpus-per-env-runner must be > 0 (got {self.cpus_per_env_runner})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"env": self.env.to_dict(), "ppo": {**dataclasses.asdict(self.ppo), "hidden": list(self.ppo.hidden)},
-                "kl": dataclasses.asdict(self.kl), "iterations": self.iterations, "num_env_runners": self.num_env_runners,
-                "num_learners": self.num_learners, "placement": self.placement, "cpus_per_env_runner": self.cpus_per_env_runner,
-                "checkpoint_every": self.checkpoint_every, "seed": self.seed}
+        return {
+            "env": self.env.to_dict(),
+            "ppo": {**dataclasses.asdict(self.ppo), "hidden": list(self.ppo.hidden)},
+            "kl": dataclasses.asdict(self.kl),
+            "iterations": self.iterations,
+            "num_env_runners": self.num_env_runners,
+            "num_learners": self.num_learners,
+            "placement": self.placement,
+            "cpus_per_env_runner": self.cpus_per_env_runner,
+            "checkpoint_every": self.checkpoint_every,
+            "seed": self.seed,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         ppo = {**data["ppo"], "hidden": tuple(data["ppo"]["hidden"])}
         env = VidurEnvConfig.from_dict({**data["env"], "workload": WorkloadConfig.from_dict(data["env"]["workload"])})
-        return cls(env=env, ppo=PPOSettings(**ppo), kl=KLRefConfig(**data["kl"]),
-                   placement=data.get("placement", "pack"),
-                   cpus_per_env_runner=float(data.get("cpus_per_env_runner", 1.0)),  # runs saved before the field: 1
-                   **{k: data[k] for k in ("iterations", "num_env_runners", "num_learners", "checkpoint_every", "seed")})
+        return cls(
+            env=env,
+            ppo=PPOSettings(**ppo),
+            kl=KLRefConfig(**data["kl"]),
+            placement=data.get("placement", "pack"),
+            cpus_per_env_runner=float(data.get("cpus_per_env_runner", 1.0)),  # runs saved before the field: 1
+            **{k: data[k] for k in ("iterations", "num_env_runners", "num_learners", "checkpoint_every", "seed")},
+        )
 
     @classmethod
     def from_run(cls, run_dir: str | Path, flag: str = "--resume") -> TrainConfig:
@@ -197,7 +227,9 @@ class TrainConfig:
         try:
             return cls.from_dict(saved["config"])
         except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"{flag} {run_dir}: metadata.json does not hold a training config of this version ({exc})") from exc
+            raise ArtifactError(
+                f"{flag} {run_dir}: metadata.json does not hold a training config of this version ({exc})"
+            ) from exc
 
 
 def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_module_path: str | None) -> PPOConfig:
@@ -206,22 +238,38 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
     return (
         PPOConfig()
         .environment(env=VidurRoutingEnv, env_config=cfg.env.to_dict())
-        .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
-                     num_cpus_per_env_runner=cfg.cpus_per_env_runner,
-                     rollout_fragment_length="auto")
+        .env_runners(
+            num_env_runners=cfg.num_env_runners,
+            num_envs_per_env_runner=1,
+            num_cpus_per_env_runner=cfg.cpus_per_env_runner,
+            rollout_fragment_length="auto",
+        )
         .resources(placement_strategy=PLACEMENTS[cfg.placement])
-        .learners(num_learners=cfg.num_learners, learner_class=KLRefPPOTorchLearner,
-                  learner_config_dict=cfg.kl.learner_config_dict(reference_module_path))
+        .learners(
+            num_learners=cfg.num_learners,
+            learner_class=KLRefPPOTorchLearner,
+            learner_config_dict=cfg.kl.learner_config_dict(reference_module_path),
+        )
         .training(
-            lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, train_batch_size_per_learner=max(p.minibatch_size, p.train_batch_size // max(1, cfg.num_learners)),
-            minibatch_size=p.minibatch_size, num_epochs=p.num_epochs, clip_param=p.clip_param,
-            entropy_coeff=p.entropy_coeff, vf_loss_coeff=p.vf_loss_coeff, vf_clip_param=p.vf_clip_param,
-            grad_clip=p.grad_clip, grad_clip_by="global_norm", use_kl_loss=False,
+            lr=p.lr,
+            gamma=p.gamma,
+            lambda_=p.lambda_,
+            train_batch_size_per_learner=max(p.minibatch_size, p.train_batch_size // max(1, cfg.num_learners)),
+            minibatch_size=p.minibatch_size,
+            num_epochs=p.num_epochs,
+            clip_param=p.clip_param,
+            entropy_coeff=p.entropy_coeff,
+            vf_loss_coeff=p.vf_loss_coeff,
+            vf_clip_param=p.vf_clip_param,
+            grad_clip=p.grad_clip,
+            grad_clip_by="global_norm",
+            use_kl_loss=False,
         )
         .rl_module(rl_module_spec=RLModuleSpec(module_class=RoutingModule, model_config=model_config))
         .callbacks(RoutingMetricsCallback)
-        .fault_tolerance(restart_failed_env_runners=True, restart_failed_sub_environments=True,
-                         delay_between_env_runner_restarts_s=1.0)
+        .fault_tolerance(
+            restart_failed_env_runners=True, restart_failed_sub_environments=True, delay_between_env_runner_restarts_s=1.0
+        )
         .debugging(seed=cfg.seed)
         .reporting(metrics_num_episodes_for_smoothing=10)
     )

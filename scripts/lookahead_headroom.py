@@ -47,22 +47,29 @@ def main() -> None:
     if args.episodes < 1 or args.workers < 1:
         raise SystemExit("lookahead_headroom.py: --episodes and --workers must be >= 1")
     seeds = evaluation_seeds(0, args.episodes)
-    print(f"{env_config.workload.name} (qps {env_config.workload.qps:g}): clairvoyant one-step lookahead over {args.base} on {len(seeds)} test seed(s); "
-          f"each takes minutes", flush=True)
+    print(
+        f"{env_config.workload.name} (qps {env_config.workload.qps:g}): clairvoyant one-step lookahead over {args.base} on {len(seeds)} test seed(s); "
+        f"each takes minutes",
+        flush=True,
+    )
     with ProcessPoolExecutor(min(args.workers, len(seeds))) as pool:
         rows = list(pool.map(lookahead_episode, [env_config] * len(seeds), [args.base] * len(seeds), seeds))
     for row in rows:
-        print(f"seed {row.seed}: {args.base} {row.base_mean_e2e_s:.3f} s (waiting for a first batch "
-              f"{row.base_scheduling_delay_s:.3f} s), lookahead {row.lookahead_mean_e2e_s:.3f} s "
-              f"({row.lookahead_mean_e2e_s / row.base_mean_e2e_s - 1:+.2%}), decisions changed {row.changed_fraction:.1%}, "
-              f"{row.seconds:.0f} s")
+        print(
+            f"seed {row.seed}: {args.base} {row.base_mean_e2e_s:.3f} s (waiting for a first batch "
+            f"{row.base_scheduling_delay_s:.3f} s), lookahead {row.lookahead_mean_e2e_s:.3f} s "
+            f"({row.lookahead_mean_e2e_s / row.base_mean_e2e_s - 1:+.2%}), decisions changed {row.changed_fraction:.1%}, "
+            f"{row.seconds:.0f} s"
+        )
     base = np.mean([r.base_mean_e2e_s for r in rows])
     ahead = np.mean([r.lookahead_mean_e2e_s for r in rows])
     print(f"mean over episodes: {args.base} {base:.3f} s, lookahead {ahead:.3f} s ({ahead / base - 1:+.2%})")
     if rows[0].base_slo_attainment is not None:
         base_slo = np.mean([r.base_slo_attainment for r in rows])
         ahead_slo = np.mean([r.lookahead_slo_attainment for r in rows])
-        print(f"SLO attainment: {args.base} {base_slo:.3f}, lookahead {ahead_slo:.3f} ({100 * (ahead_slo - base_slo):+.1f} points)")
+        print(
+            f"SLO attainment: {args.base} {base_slo:.3f}, lookahead {ahead_slo:.3f} ({100 * (ahead_slo - base_slo):+.1f} points)"
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ FLOOD_QPS = 2000.0
 def replica_capacity(workload: WorkloadConfig, device: str, seeds: list[int]) -> float:
     """Saturated throughput (requests/s) of one ``device`` replica on ``workload``'s lengths, mean over ``seeds``."""
     single = workload.replace(
-        num_replicas=1, device=device, replica_devices=(), qps=FLOOD_QPS, arrival="poisson",
+        num_replicas=1,
+        device=device,
+        replica_devices=(),
+        qps=FLOOD_QPS,
+        arrival="poisson",
         num_requests=max(1, workload.num_requests // workload.num_replicas),
     )
     flood = VidurEnvConfig(workload=single)
@@ -61,8 +65,14 @@ def fleet_capacity(workload: WorkloadConfig, seeds: list[int]) -> tuple[float, s
     """Best saturated fleet throughput (requests/s) of a prefix-sharing workload over ``FLEET_ROUTERS``, and its router."""
     flood = VidurEnvConfig(workload=_flooded(workload))
     best = max(
-        (float(np.mean([evaluate_policy(HeuristicPolicy(router, flood.layout), flood, [seed])["throughput_rps"]
-                        for seed in seeds])), router)
+        (
+            float(
+                np.mean(
+                    [evaluate_policy(HeuristicPolicy(router, flood.layout), flood, [seed])["throughput_rps"] for seed in seeds]
+                )
+            ),
+            router,
+        )
         for router in FLEET_ROUTERS
     )
     return best

@@ -47,7 +47,9 @@ def main() -> None:
         for exponent in (1.0, 2.0, 3.0):
             latency = evaluate_policy(SizeAwareRouter(env.layout, threshold, exponent), env, seeds)["mean_e2e_s"]
             base = base or latency
-            print(f"threshold {threshold:>4}  exponent {exponent:g}  mean e2e {latency:.3f} s  vs speed_aware {latency / base - 1:+.1%}")
+            print(
+                f"threshold {threshold:>4}  exponent {exponent:g}  mean e2e {latency:.3f} s  vs speed_aware {latency / base - 1:+.1%}"
+            )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     if args.workload not in PRESETS:
-        raise SystemExit(f"speed_aware_family.py: --workload: unknown preset '{args.workload}'; choose one of: {', '.join(PRESETS)}")
+        raise SystemExit(
+            f"speed_aware_family.py: --workload: unknown preset '{args.workload}'; choose one of: {', '.join(PRESETS)}"
+        )
     if args.episodes < 1 or args.workers < 1:
         raise SystemExit("speed_aware_family.py: --episodes and --workers must be >= 1")
     grid = [(1.0, 1.0, 0.0)]  # speed_aware first: the reference
@@ -67,8 +69,10 @@ def main() -> None:
     reference = latencies[0]
     print(f"{args.workload}, {args.episodes} test seeds; speed_aware = offset 1, alpha 1, prefill weight 0: {reference:.3f} s")
     for (offset, alpha, weight), latency in sorted(zip(grid, latencies), key=lambda row: row[1]):
-        print(f"offset {offset:g}  alpha {alpha:<4g}  prefill weight {weight:<3g}  mean e2e {latency:.3f} s  "
-              f"vs speed_aware {latency / reference - 1:+.2%}")
+        print(
+            f"offset {offset:g}  alpha {alpha:<4g}  prefill weight {weight:<3g}  mean e2e {latency:.3f} s  "
+            f"vs speed_aware {latency / reference - 1:+.2%}"
+        )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,11 @@ def main() -> None:
             policy = SizeAware(env.layout, threshold, dedicated)
             result = evaluate_policy(policy, env, train_seeds)
             scores[(threshold, dedicated)] = result["goodput_rps"]
-            print(f"  {policy.name:<45} goodput {result['goodput_rps']:.3f} req/s, SLO attainment "
-                  f"{result['slo_attainment']:.3f}, mean e2e {result['mean_e2e_s']:.2f} s", flush=True)
+            print(
+                f"  {policy.name:<45} goodput {result['goodput_rps']:.3f} req/s, SLO attainment "
+                f"{result['slo_attainment']:.3f}, mean e2e {result['mean_e2e_s']:.2f} s",
+                flush=True,
+            )
     best = max(scores, key=scores.get)
     print(f"best on training seeds: threshold {best[0]}, dedicated {best[1]}")
     test_seeds = evaluation_seeds(0, args.episodes)

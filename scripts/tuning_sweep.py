@@ -48,7 +48,9 @@ def setting_effects(rows: list[dict], keys: list[str]) -> list[str]:
         for metric in ("score_s", "held_out_s"):
             pairs = [(float(r[key]), r[metric]) for r in rows if r[metric] is not None]
             x, y = zip(*pairs) if len(pairs) > 2 else ((), ())
-            rho = float(np.corrcoef(_rank(list(x)), _rank(list(y)))[0, 1]) if len(set(x)) > 1 and len(set(y)) > 1 else float("nan")
+            rho = (
+                float(np.corrcoef(_rank(list(x)), _rank(list(y)))[0, 1]) if len(set(x)) > 1 and len(set(y)) > 1 else float("nan")
+            )
             cells.append(f"{rho:+.2f} (n={len(pairs)})")
         lines.append(f"{key:<24}{cells[0]:>14}{cells[1]:>17}")
     return lines
@@ -69,14 +71,29 @@ def main() -> None:
     root = Path(args.output)
     env = VidurEnvConfig(workload=preset(args.workload).replace(num_requests=args.num_requests), reward_scale_s=10.0)
     demos, clone = root / "demos", root / "bc"
-    collect_demos(DemoConfig(env=env, teachers=(args.teacher,), steps=args.demo_steps, num_env_runners=2, epsilon=0.1, seed=1),
-                  demos, progress=False)
+    collect_demos(
+        DemoConfig(env=env, teachers=(args.teacher,), steps=args.demo_steps, num_env_runners=2, epsilon=0.1, seed=1),
+        demos,
+        progress=False,
+    )
     pretrain(demos, clone, BCConfig(), progress=False)
-    base = TrainConfig(env=env, ppo=PPOSettings(train_batch_size=args.train_batch_size),
-                       kl=KLRefConfig(enable_warm_start=True, pretrained_actor_path=str(clone)),
-                       iterations=args.iterations, num_env_runners=0, checkpoint_every=args.iterations, seed=0)
-    sweep = SweepConfig(train=base, num_samples=args.num_samples, max_concurrent=2, search="optuna", scheduler="asha",
-                        eval_episodes=args.eval_episodes)
+    base = TrainConfig(
+        env=env,
+        ppo=PPOSettings(train_batch_size=args.train_batch_size),
+        kl=KLRefConfig(enable_warm_start=True, pretrained_actor_path=str(clone)),
+        iterations=args.iterations,
+        num_env_runners=0,
+        checkpoint_every=args.iterations,
+        seed=0,
+    )
+    sweep = SweepConfig(
+        train=base,
+        num_samples=args.num_samples,
+        max_concurrent=2,
+        search="optuna",
+        scheduler="asha",
+        eval_episodes=args.eval_episodes,
+    )
     summary = run_sweep(sweep, root / "sweep", log=lambda line: print(line, flush=True))
     print("\n".join(setting_effects(summary["rows"], list(sweep.space))))
     train(base, root / "defaults", progress=False)

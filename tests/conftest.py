@@ -71,8 +71,12 @@ def lo_demos(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("demos") / "lo_rr"
     config = DemoConfig(
         env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)),
-        teachers=("least_outstanding", "round_robin"), steps=1200, num_env_runners=2, epsilon=0.1,
-        steps_per_round=300, seed=3,
+        teachers=("least_outstanding", "round_robin"),
+        steps=1200,
+        num_env_runners=2,
+        epsilon=0.1,
+        steps_per_round=300,
+        seed=3,
     )
     summary = collect_demos(config, out, progress=False)
     return out, summary, config

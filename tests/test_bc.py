@@ -100,8 +100,19 @@ def test_cli_pretrain_then_evaluate(lo_demos, tmp_path: Path, run_cli) -> None:
     assert result.returncode == 0, result.stderr
     assert "validation accuracy" in result.stdout
     report = tmp_path / "eval.json"
-    result = run_cli("evaluate", "--policy", f"{out},least_outstanding", "--greedy", "--num-requests", "40",
-                  "--episodes", "1", "--quiet", "--json", str(report))
+    result = run_cli(
+        "evaluate",
+        "--policy",
+        f"{out},least_outstanding",
+        "--greedy",
+        "--num-requests",
+        "40",
+        "--episodes",
+        "1",
+        "--quiet",
+        "--json",
+        str(report),
+    )
     assert result.returncode == 0, result.stderr
     names = set(json.loads(report.read_text())["policies"])
     assert "least_outstanding" in names and any(n.endswith("/cli_bc (greedy)") for n in names), names

@@ -13,8 +13,9 @@ LAYOUT = ObservationLayout(num_replicas=4)
 F, Q = REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX
 
 
-def _obs(outstanding=(0, 0, 0, 0), queued=(0, 0, 0, 0), hbm=(0, 0, 0, 0), fill=(0, 0, 0, 0), kv=(0, 0, 0, 0),
-         prompt=4096, key=0.0) -> np.ndarray:
+def _obs(
+    outstanding=(0, 0, 0, 0), queued=(0, 0, 0, 0), hbm=(0, 0, 0, 0), fill=(0, 0, 0, 0), kv=(0, 0, 0, 0), prompt=4096, key=0.0
+) -> np.ndarray:
     replicas = np.zeros((4, LAYOUT.num_replica_features))
     replicas[:, F["outstanding_requests"]] = outstanding
     replicas[:, F["queued_requests"]] = queued

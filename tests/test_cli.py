@@ -23,24 +23,59 @@ def _in_process(cli_in_process: Callable[..., subprocess.CompletedProcess], *arg
 
 def test_evaluate_writes_json_for_each_policy(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "eval.json"
-    result = run_cli("evaluate", "--policy", "round_robin,least_outstanding", "--num-requests", "40", "--episodes", "2",
-                  "--json", str(out), "--quiet")
+    result = run_cli(
+        "evaluate",
+        "--policy",
+        "round_robin,least_outstanding",
+        "--num-requests",
+        "40",
+        "--episodes",
+        "2",
+        "--json",
+        str(out),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert "least_outstanding" in result.stdout
     data = json.loads(out.read_text())
     assert data["env_config"]["workload"]["num_requests"] == 40
     for name in ("round_robin", "least_outstanding"):
         metrics = data["policies"][name]
-        for key in ("mean_e2e_s", "p50_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s", "mean_tbt_s",
-                    "throughput_rps", "action_distribution", "balance_score", "decisions_per_s"):
+        for key in (
+            "mean_e2e_s",
+            "p50_e2e_s",
+            "p99_e2e_s",
+            "mean_ttft_s",
+            "p99_ttft_s",
+            "mean_tbt_s",
+            "throughput_rps",
+            "action_distribution",
+            "balance_score",
+            "decisions_per_s",
+        ):
             assert key in metrics, key
         assert len(metrics["action_distribution"]) == 4
         assert metrics["episodes"] == 2
 
 
 def test_heterogeneous_flags(cli_in_process) -> None:
-    status, out, err = _in_process(cli_in_process, "evaluate", "--policy", "speed_aware", "--replicas", "3", "--replica-devices",
-                                        "h100,a100,l40", "--num-requests", "30", "--episodes", "1", "--quiet", "--qps", "10")
+    status, out, err = _in_process(
+        cli_in_process,
+        "evaluate",
+        "--policy",
+        "speed_aware",
+        "--replicas",
+        "3",
+        "--replica-devices",
+        "h100,a100,l40",
+        "--num-requests",
+        "30",
+        "--episodes",
+        "1",
+        "--quiet",
+        "--qps",
+        "10",
+    )
     assert status == 0, err
     assert "1 x h100 + 1 x a100 + 1 x l40" in out
 
@@ -80,8 +115,19 @@ def test_bad_input_is_one_line_naming_the_flag(args: list[str], flag: str, cli_i
 def test_bad_trace_file_is_one_line(tmp_path: Path, content: str, needle: str, cli_in_process) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text(content)
-    status, _, err = _in_process(cli_in_process, "evaluate", "--policy", "round_robin", "--lengths", f"trace:{trace}",
-                                   "--num-requests", "10", "--episodes", "1", "--quiet")
+    status, _, err = _in_process(
+        cli_in_process,
+        "evaluate",
+        "--policy",
+        "round_robin",
+        "--lengths",
+        f"trace:{trace}",
+        "--num-requests",
+        "10",
+        "--episodes",
+        "1",
+        "--quiet",
+    )
     assert status == 2 and needle in err and "--lengths" in err
     assert len(err.strip().splitlines()) == 1
 
@@ -89,18 +135,59 @@ def test_bad_trace_file_is_one_line(tmp_path: Path, content: str, needle: str, c
 def test_trace_workload_runs(tmp_path: Path, cli_in_process) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{200 + 7 * i},{20 + i}\n" for i in range(30)))
-    status, out, err = _in_process(cli_in_process, "evaluate", "--policy", "least_outstanding", "--lengths", f"trace:{trace}",
-                                        "--num-requests", "30", "--episodes", "1", "--quiet", "--qps", "5")
+    status, out, err = _in_process(
+        cli_in_process,
+        "evaluate",
+        "--policy",
+        "least_outstanding",
+        "--lengths",
+        f"trace:{trace}",
+        "--num-requests",
+        "30",
+        "--episodes",
+        "1",
+        "--quiet",
+        "--qps",
+        "5",
+    )
     assert status == 0, err
     assert "workload default+overrides" in out and "30 requests x 1 held-out seeds" in out
 
 
 def test_seed_underscore_spellings_parse_like_kebab_case() -> None:
     parser = build_parser()
-    kebab = parser.parse_args(["train", "--enable-warm-start", "--pretrained-actor-path", "bc", "--kl-ref-coef-initial", "0.3",
-                               "--kl-ref-decay-steps", "500", "--warmup-steps", "7", "--num-env-runners", "1"])
-    snake = parser.parse_args(["train", "--enable_warm_start", "--pretrained_actor_path", "bc", "--kl_ref_coef_initial", "0.3",
-                               "--kl_ref_decay_steps", "500", "--warmup_steps", "7", "--num_env_runners", "1"])
+    kebab = parser.parse_args(
+        [
+            "train",
+            "--enable-warm-start",
+            "--pretrained-actor-path",
+            "bc",
+            "--kl-ref-coef-initial",
+            "0.3",
+            "--kl-ref-decay-steps",
+            "500",
+            "--warmup-steps",
+            "7",
+            "--num-env-runners",
+            "1",
+        ]
+    )
+    snake = parser.parse_args(
+        [
+            "train",
+            "--enable_warm_start",
+            "--pretrained_actor_path",
+            "bc",
+            "--kl_ref_coef_initial",
+            "0.3",
+            "--kl_ref_decay_steps",
+            "500",
+            "--warmup_steps",
+            "7",
+            "--num_env_runners",
+            "1",
+        ]
+    )
     assert vars(kebab) == vars(snake)
     assert snake.kl_ref_coef_initial == 0.3 and snake.enable_warm_start
     demos = parser.parse_args(["collect-demos", "--output", "d", "--num_env_runners", "3", "--steps_per_round", "64"])
@@ -139,8 +226,10 @@ def test_multi_word_flags_accept_the_underscore_spelling_on_every_subcommand() -
 
 def test_flags_with_a_fixed_set_of_values_offer_choices() -> None:
     parsers = _subparsers()
-    for command, dests in {"train": ("architecture", "kl_ref_schedule", "workload", "model", "device", "replica_scheduler",
-                                     "predictor", "reward"), "pretrain": ("architecture",)}.items():
+    for command, dests in {
+        "train": ("architecture", "kl_ref_schedule", "workload", "model", "device", "replica_scheduler", "predictor", "reward"),
+        "pretrain": ("architecture",),
+    }.items():
         actions = {a.dest: a for a in _flags(parsers[command])}
         for dest in dests:
             assert actions[dest].choices, f"{command} --{dest}"
@@ -158,8 +247,9 @@ def test_untyped_flags_leave_every_setting_to_the_config_dataclasses() -> None:
 
     cold, _, resume = _train_config(build_parser().parse_args(["train", "--output", "run"]))
     assert cold == TrainConfig() and not resume and cold.kl.warmup_steps == 0  # a cold start is plain PPO
-    warm, _, _ = _train_config(build_parser().parse_args(["train", "--output", "run", "--enable-warm-start",
-                                                          "--pretrained-actor-path", "bc"]))
+    warm, _, _ = _train_config(
+        build_parser().parse_args(["train", "--output", "run", "--enable-warm-start", "--pretrained-actor-path", "bc"])
+    )
     assert warm.kl == KLRefConfig(enable_warm_start=True, pretrained_actor_path="bc")
     assert warm.kl.warmup_steps == WARM_START_ENTROPY_WARMUP_STEPS  # same rule in the Python API and the CLI
 

@@ -81,7 +81,9 @@ def test_the_schema_check_finds_a_misspelt_rayjob_key() -> None:
     spec["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["volumeMount"] = []
     schema = json.loads(RAYJOB_KEYS.read_text())["schema"]
     assert unknown_keys(manifest, schema) == [
-        ".spec.shutdownAfterJobFinish", ".spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].volumeMount"]
+        ".spec.shutdownAfterJobFinish",
+        ".spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].volumeMount",
+    ]
 
 
 def test_rayjob_runs_the_installed_project_with_token_auth_and_shared_storage() -> None:

@@ -54,9 +54,11 @@ def run_node_loss(result_file: Path) -> None:
     ray.init(address=cluster.address, log_to_driver=False)
     algo = None
     try:
-        cfg = TrainConfig(env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)),
-                          ppo=PPOSettings(train_batch_size=300, minibatch_size=100, num_epochs=1),
-                          num_env_runners=RUNNERS)
+        cfg = TrainConfig(
+            env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)),
+            ppo=PPOSettings(train_batch_size=300, minibatch_size=100, num_epochs=1),
+            num_env_runners=RUNNERS,
+        )
         config = build_ppo_config(cfg, default_model_config(cfg), None).env_runners(num_cpus_per_env_runner=CPUS_PER_RUNNER)
         algo = config.build_algo()
         before = algo.env_runner_group.foreach_env_runner(_runner_node, local_env_runner=False)
@@ -69,10 +71,19 @@ def run_node_loss(result_file: Path) -> None:
             if restarts >= 1 and len(steps) >= 4:
                 break
         after = algo.env_runner_group.foreach_env_runner(_runner_node, local_env_runner=False)
-        result_file.write_text(json.dumps({
-            "head": cluster.head_node.node_id, "workers": [w.node_id for w in workers], "removed": victim.node_id,
-            "before": before, "after": after, "steps": steps, "restarts": restarts,
-        }))
+        result_file.write_text(
+            json.dumps(
+                {
+                    "head": cluster.head_node.node_id,
+                    "workers": [w.node_id for w in workers],
+                    "removed": victim.node_id,
+                    "before": before,
+                    "after": after,
+                    "steps": steps,
+                    "restarts": restarts,
+                }
+            )
+        )
     finally:
         if algo is not None:
             algo.stop()
@@ -84,11 +95,24 @@ def run_node_loss(result_file: Path) -> None:
 def test_runners_spread_over_workers_and_survive_the_loss_of_one() -> None:
     root = Path(tempfile.mkdtemp(prefix="wr-mn-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(root), RAY_TMPDIR=str(root), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex,
-               PYTHONPATH=str(REPO_ROOT), WANDB_MODE="disabled")
+    env.update(
+        HOME=str(root),
+        RAY_TMPDIR=str(root),
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=uuid.uuid4().hex,
+        PYTHONPATH=str(REPO_ROOT),
+        WANDB_MODE="disabled",
+    )
     result_file = root / "result.json"
-    process = subprocess.Popen([sys.executable, __file__, str(result_file)], cwd=REPO_ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, __file__, str(result_file)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=600)
     finally:

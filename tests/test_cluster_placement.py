@@ -12,8 +12,9 @@ from warmroute.cli import main
 
 
 def _config(placement: str) -> TrainConfig:
-    return TrainConfig(env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)), num_env_runners=2,
-                       placement=placement)
+    return TrainConfig(
+        env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)), num_env_runners=2, placement=placement
+    )
 
 
 @pytest.mark.parametrize(("placement", "strategy"), [("pack", "PACK"), ("spread", "SPREAD")])

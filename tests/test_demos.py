@@ -116,8 +116,22 @@ def test_layout_json_roundtrip(lo_demos) -> None:
 
 def test_cli_collects_with_two_runners(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "demos"
-    result = run_cli("collect-demos", "--policy", "least_work,power_of_two", "--steps", "120", "--steps-per-round", "60",
-                     "--num-env-runners", "2", "--num-requests", "40", "--output", str(out), "--quiet")
+    result = run_cli(
+        "collect-demos",
+        "--policy",
+        "least_work,power_of_two",
+        "--steps",
+        "120",
+        "--steps-per-round",
+        "60",
+        "--num-env-runners",
+        "2",
+        "--num-requests",
+        "40",
+        "--output",
+        str(out),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     table, meta = load_demos(out)
     assert meta["teachers"] == ["least_work", "power_of_two"] and meta["num_env_runners"] == 2

@@ -53,8 +53,11 @@ def _train(env_class: type, marker: Path, iterations: int, until_restarts: int =
     With ``until_restarts``, trains on (up to ``iterations``) until that many restarts have happened, plus one more
     iteration to show that the restored runner samples again.
     """
-    cfg = TrainConfig(env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)),
-                      ppo=PPOSettings(train_batch_size=256, minibatch_size=128, num_epochs=1), num_env_runners=1)
+    cfg = TrainConfig(
+        env=VidurEnvConfig(workload=preset("default").replace(num_requests=64)),
+        ppo=PPOSettings(train_batch_size=256, minibatch_size=128, num_epochs=1),
+        num_env_runners=1,
+    )
     config = build_ppo_config(cfg, default_model_config(cfg), None)
     config.environment(env=env_class, env_config={**cfg.env.to_dict(), "crash_marker": str(marker)})
     algo = config.build_algo()

@@ -31,10 +31,20 @@ def _config(policy_dir: Path | None, iterations: int, **kl: object) -> TrainConf
     return TrainConfig(
         env=VidurEnvConfig(workload=preset("default").replace(num_requests=64), reward_scale_s=10.0),
         ppo=PPOSettings(train_batch_size=BATCH, minibatch_size=64, num_epochs=1),
-        kl=KLRefConfig(enable_warm_start=policy_dir is not None, pretrained_actor_path=str(policy_dir) if policy_dir else None,
-                       kl_ref_coef_initial=1.0, kl_ref_coef_final=0.1, kl_ref_decay_steps=4 * BATCH,
-                       warmup_steps=BATCH, critic_warmup_steps=BATCH, **kl),
-        iterations=iterations, num_env_runners=0, checkpoint_every=1, seed=1,
+        kl=KLRefConfig(
+            enable_warm_start=policy_dir is not None,
+            pretrained_actor_path=str(policy_dir) if policy_dir else None,
+            kl_ref_coef_initial=1.0,
+            kl_ref_coef_final=0.1,
+            kl_ref_decay_steps=4 * BATCH,
+            warmup_steps=BATCH,
+            critic_warmup_steps=BATCH,
+            **kl,
+        ),
+        iterations=iterations,
+        num_env_runners=0,
+        checkpoint_every=1,
+        seed=1,
     )
 
 
@@ -62,8 +72,9 @@ def test_kl_is_zero_for_identical_and_finite_for_near_deterministic_reference() 
     sharp = torch.tensor([[80.0, -80.0, -80.0, -80.0]]).repeat(16, 1)  # reference probabilities 1 and ~1e-70
     kl = categorical_kl(torch.zeros(16, 4), sharp)
     assert torch.isfinite(kl).all() and (kl > 100).all()
-    reference = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=logits),
-                                                  torch.distributions.Categorical(logits=logits.flip(-1)))
+    reference = torch.distributions.kl_divergence(
+        torch.distributions.Categorical(logits=logits), torch.distributions.Categorical(logits=logits.flip(-1))
+    )
     torch.testing.assert_close(categorical_kl(logits, logits.flip(-1)), reference)
 
 
@@ -141,16 +152,35 @@ def test_invalid_settings_fail_before_ray(tmp_path: Path, args: list[str], needl
 
 
 def test_bc_checkpoint_for_other_layout_is_refused(bc_policy, tmp_path: Path, run_cli) -> None:
-    result = run_cli("train", "--output", str(tmp_path / "run"), "--enable-warm-start", "--pretrained-actor-path", str(bc_policy),
-                  "--replicas", "6")
+    result = run_cli(
+        "train",
+        "--output",
+        str(tmp_path / "run"),
+        "--enable-warm-start",
+        "--pretrained-actor-path",
+        str(bc_policy),
+        "--replicas",
+        "6",
+    )
     assert result.returncode == 2 and "num_replicas" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_cli_resume_keeps_the_saved_settings_and_extends_iterations(tmp_path: Path, run_cli) -> None:
     run = tmp_path / "cli_run"
-    tiny = ["--num-requests", "64", "--train-batch-size", str(BATCH), "--minibatch-size", "64", "--num-epochs", "1",
-            "--num-env-runners", "0", "--quiet"]
+    tiny = [
+        "--num-requests",
+        "64",
+        "--train-batch-size",
+        str(BATCH),
+        "--minibatch-size",
+        "64",
+        "--num-epochs",
+        "1",
+        "--num-env-runners",
+        "0",
+        "--quiet",
+    ]
     first = run_cli("train", "--output", str(run), "--iterations", "1", "--seed", "2", *tiny)
     assert first.returncode == 0, first.stderr[-2000:]
     second = run_cli("train", "--resume", str(run), "--iterations", "2", "--quiet")

@@ -33,10 +33,14 @@ def test_kv_aware_picks_the_emptiest_cache_then_the_fewest_outstanding() -> None
 
 def test_size_aware_keeps_long_prompts_on_the_dedicated_replicas() -> None:
     route = size_aware_router(threshold_tokens=8192, dedicated=2)
-    replicas, request = LAYOUT.split(np.stack([
-        _obs(20_000, outstanding_requests=[0, 0, 5, 3]),  # long: replicas 2-3, the less loaded one
-        _obs(500, outstanding_requests=[4, 2, 0, 0]),  # short: replicas 0-1 only, even though 2-3 are idle
-    ]).astype(np.float64))
+    replicas, request = LAYOUT.split(
+        np.stack(
+            [
+                _obs(20_000, outstanding_requests=[0, 0, 5, 3]),  # long: replicas 2-3, the less loaded one
+                _obs(500, outstanding_requests=[4, 2, 0, 0]),  # short: replicas 0-1 only, even though 2-3 are idle
+            ]
+        ).astype(np.float64)
+    )
     np.testing.assert_array_equal(route(replicas, request, None), [3, 1])
 
 

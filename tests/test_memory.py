@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from vidur.simulator import Simulator
 
@@ -53,8 +52,16 @@ def test_gpu_memory_utilization_shrinks_the_kv_cache() -> None:
 
 def test_same_stream_preempts_on_a40s_but_not_on_h100s() -> None:
     """Llama-2-7B (no GQA: 0.5 MB of KV per token) with long answers fills the A40's cache, not the H100's."""
-    base = WorkloadConfig(model=LLAMA2, num_replicas=2, qps=2.0, num_requests=60, lengths="uniform",
-                          min_tokens=2048, max_tokens=4096, prefill_to_decode_ratio=1.0)
+    base = WorkloadConfig(
+        model=LLAMA2,
+        num_replicas=2,
+        qps=2.0,
+        num_requests=60,
+        lengths="uniform",
+        min_tokens=2048,
+        max_tokens=4096,
+        prefill_to_decode_ratio=1.0,
+    )
     results = {}
     for device in ("h100", "a40"):
         config = VidurEnvConfig(workload=base.replace(device=device))

@@ -40,9 +40,7 @@ MODEL_NAMES = sorted(
     for cls in get_all_subclasses(BaseModelConfig)
     if all(f.default is not MISSING or f.default_factory is not MISSING for f in fields(cls))
 )
-OP_GETTERS = sorted(
-    name for name in dir(RooflineExecutionTimePredictor) if name.startswith("_get_") and name.endswith("_time")
-)
+OP_GETTERS = sorted(name for name in dir(RooflineExecutionTimePredictor) if name.startswith("_get_") and name.endswith("_time"))
 
 logging.getLogger("vidur").setLevel(logging.WARNING)
 
@@ -130,11 +128,7 @@ def test_every_model_device_and_parallelism(model: str) -> None:
         tp
         for tp in (1, 2, 4, 8)
         if tp == 1
-        or (
-            not model_config.no_tensor_parallel
-            and model_config.num_q_heads % tp == 0
-            and model_config.embedding_dim % tp == 0
-        )
+        or (not model_config.no_tensor_parallel and model_config.num_q_heads % tp == 0 and model_config.embedding_dim % tp == 0)
     ]
     batches = [_batch([512], [512]), _batch([1] * 64, [2048] * 64), _batch([100, 1, 1], [300, 50, 4000])]
     for device in DEVICE_NAMES:

@@ -54,7 +54,9 @@ def test_llama2_heterogeneous_qps26_completes_under_every_heuristic(policy: str)
 
 
 def test_preempted_requests_keep_their_lengths_first_token_and_emitted_tokens() -> None:
-    original = {event._request.id: event._request.size for _, event in new_simulator(LLAMA2_HETERO, FIRST_HELD_OUT_SEED)._event_queue}
+    original = {
+        event._request.id: event._request.size for _, event in new_simulator(LLAMA2_HETERO, FIRST_HELD_OUT_SEED)._event_queue
+    }
     env = _run_episode(LLAMA2_HETERO, "speed_aware", FIRST_HELD_OUT_SEED)
     restarted = [r for r in env.routed_requests if r.num_restarts > 0]
     assert restarted, "the case is meant to preempt"

@@ -46,8 +46,9 @@ def test_a_prefix_is_matched_across_tiers_and_ends_at_the_first_miss() -> None:
 
 
 def _write_trace(path: Path, rows: list[tuple[float, int, int, list[int]]]) -> str:
-    path.write_text("".join(json.dumps({"timestamp": t, "input_length": i, "output_length": o, "hash_ids": h}) + "\n"
-                            for t, i, o, h in rows))
+    path.write_text(
+        "".join(json.dumps({"timestamp": t, "input_length": i, "output_length": o, "hash_ids": h}) + "\n" for t, i, o, h in rows)
+    )
     return f"jsonl:{path}"
 
 
@@ -88,8 +89,13 @@ def _evicting_trace(tmp_path: Path) -> str:
 
 
 def test_a_host_tier_hit_adds_the_host_link_transfer_to_the_suffix_prefill(tmp_path: Path) -> None:
-    workload = WorkloadConfig(num_replicas=1, num_requests=6, model="meta-llama/Llama-2-7b-hf",
-                              prefix_workload=_evicting_trace(tmp_path), host_cache_gb=64.0)
+    workload = WorkloadConfig(
+        num_replicas=1,
+        num_requests=6,
+        model="meta-llama/Llama-2-7b-hf",
+        prefix_workload=_evicting_trace(tmp_path),
+        host_cache_gb=64.0,
+    )
     env, requests = _run(workload)
     last = requests[-1]
     assert last.cached_tokens == 2048 and last.host_tokens == 2048
@@ -99,15 +105,26 @@ def test_a_host_tier_hit_adds_the_host_link_transfer_to_the_suffix_prefill(tmp_p
 
 
 def test_a_prefix_evicted_from_both_tiers_gets_no_hit(tmp_path: Path) -> None:
-    workload = WorkloadConfig(num_replicas=1, num_requests=6, model="meta-llama/Llama-2-7b-hf",
-                              prefix_workload=_evicting_trace(tmp_path), host_cache_gb=0.0)
+    workload = WorkloadConfig(
+        num_replicas=1,
+        num_requests=6,
+        model="meta-llama/Llama-2-7b-hf",
+        prefix_workload=_evicting_trace(tmp_path),
+        host_cache_gb=0.0,
+    )
     _, requests = _run(workload)
     assert requests[-1].cached_tokens == 0
 
 
 def test_hbm_tier_never_exceeds_its_replicas_free_blocks() -> None:
-    workload = WorkloadConfig(prefix_workload="mooncake", num_requests=150, trace_start=3000, trace_lead_in=1000,
-                              trace_time_scale=0.3, host_cache_gb=8.0)
+    workload = WorkloadConfig(
+        prefix_workload="mooncake",
+        num_requests=150,
+        trace_start=3000,
+        trace_lead_in=1000,
+        trace_time_scale=0.3,
+        host_cache_gb=8.0,
+    )
     env = VidurRoutingEnv(VidurEnvConfig(workload=workload))
     policy = HeuristicPolicy("least_outstanding", env.layout)
     obs, _ = env.reset(seed=0)
@@ -128,8 +145,9 @@ def test_the_bundled_trace_reuse_bound_is_37_percent_and_a_replay_stays_below_it
     rows = load_trace(str(MOONCAKE_TRACE))
     assert len(rows) == 12031
     assert unbounded_hit_rate(trace_requests(rows, 0, len(rows), 1.0)) == pytest.approx(0.3736, abs=5e-4)
-    workload = WorkloadConfig(prefix_workload="mooncake", num_requests=120, trace_start=2000, trace_lead_in=1000,
-                              trace_time_scale=0.5)
+    workload = WorkloadConfig(
+        prefix_workload="mooncake", num_requests=120, trace_start=2000, trace_lead_in=1000, trace_time_scale=0.5
+    )
     env = VidurRoutingEnv(VidurEnvConfig(workload=workload))
     obs, _ = env.reset(seed=0)
     done = False

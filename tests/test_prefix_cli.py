@@ -12,8 +12,9 @@ import pytest
 def evaluate(tmp_path: Path, cli_in_process):
     """``warmroute evaluate --policy round_robin ... ARGS`` in this process, writing ``tmp_path/out.json``."""
     out = tmp_path / "out.json"
-    return lambda *args: cli_in_process("evaluate", "--policy", "round_robin", "--episodes", "1", "--quiet", "--json",
-                                        str(out), *args)
+    return lambda *args: cli_in_process(
+        "evaluate", "--policy", "round_robin", "--episodes", "1", "--quiet", "--json", str(out), *args
+    )
 
 
 def _trace(tmp_path: Path, lines: list[str]) -> str:
@@ -66,9 +67,24 @@ def test_a_bad_trace_line_is_named_by_file_and_line(tmp_path: Path, lines: list[
 
 
 def test_evaluate_reports_hit_rate_and_p90_ttft_on_a_shared_prefix_workload(tmp_path: Path, run_cli) -> None:
-    result = run_cli("evaluate", "--episodes", "1", "--quiet", "--json", str(tmp_path / "out.json"),
-                     "--prefix-workload", "shared_prefix", "--num-requests", "40", "--qps", "10",
-                     "--prefix-groups", "2", "--policy", "round_robin,prefix_affinity,session_hash:load_factor=1.5")
+    result = run_cli(
+        "evaluate",
+        "--episodes",
+        "1",
+        "--quiet",
+        "--json",
+        str(tmp_path / "out.json"),
+        "--prefix-workload",
+        "shared_prefix",
+        "--num-requests",
+        "40",
+        "--qps",
+        "10",
+        "--prefix-groups",
+        "2",
+        "--policy",
+        "round_robin,prefix_affinity,session_hash:load_factor=1.5",
+    )
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out.json").read_text())["policies"]
     assert set(results) == {"round_robin", "prefix_affinity", "session_hash:load_factor=1.5"}

@@ -26,7 +26,7 @@ def test_exponential_is_geometric() -> None:
     s = ExponentialCoef(1.0, 0.01, 100)
     assert s.value(0) == 1.0 and s.value(50) == pytest.approx(0.1) and s.value(100) == 0.01
     to_zero = ExponentialCoef(2.0, 0.0, 10)
-    assert to_zero.value(5) == pytest.approx(2.0 * 1e-3 ** 0.5) and to_zero.value(10) == 0.0
+    assert to_zero.value(5) == pytest.approx(2.0 * 1e-3**0.5) and to_zero.value(10) == 0.0
 
 
 def test_constant_and_warmup() -> None:
@@ -80,4 +80,5 @@ def test_ppo_loss_still_reads_the_entropy_coefficient_from_the_scheduler_dict() 
     from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 
     assert "self.entropy_coeff_schedulers_per_module[module_id].get_current_value()" in inspect.getsource(
-        PPOTorchLearner.compute_loss_for_module)
+        PPOTorchLearner.compute_loss_for_module
+    )

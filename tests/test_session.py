@@ -21,9 +21,14 @@ BATCH = 128
 
 
 def _config(**kl: object) -> TrainConfig:
-    return TrainConfig(env=VidurEnvConfig(workload=preset("default").replace(num_requests=64), reward_scale_s=10.0),
-                       ppo=PPOSettings(lr=1e-3, train_batch_size=BATCH, minibatch_size=64, num_epochs=1),
-                       kl=KLRefConfig(**kl), iterations=1, num_env_runners=0, seed=2)
+    return TrainConfig(
+        env=VidurEnvConfig(workload=preset("default").replace(num_requests=64), reward_scale_s=10.0),
+        ppo=PPOSettings(lr=1e-3, train_batch_size=BATCH, minibatch_size=64, num_epochs=1),
+        kl=KLRefConfig(**kl),
+        iterations=1,
+        num_env_runners=0,
+        seed=2,
+    )
 
 
 def _optimizer_lr(learner) -> float:

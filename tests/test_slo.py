@@ -30,8 +30,12 @@ def _episode(env_config: VidurEnvConfig, policy: str, seed: int) -> tuple[float,
     ("workload", "policy"),
     [
         (preset("default").replace(num_requests=80, slo_ttft_s=0.05, slo_tbt_s=0.012), "round_robin"),
-        (preset("heterogeneous").replace(model="meta-llama/Llama-2-7b-hf", qps=26.0, num_requests=300,
-                                         slo_ttft_s=1.0, slo_tbt_s=0.03), "speed_aware"),  # preempts
+        (
+            preset("heterogeneous").replace(
+                model="meta-llama/Llama-2-7b-hf", qps=26.0, num_requests=300, slo_ttft_s=1.0, slo_tbt_s=0.03
+            ),
+            "speed_aware",
+        ),  # preempts
     ],
 )
 def test_slo_episode_return_is_the_number_of_requests_that_met_their_slos(workload, policy: str) -> None:
@@ -57,8 +61,22 @@ def test_slo_reward_without_an_slo_is_refused() -> None:
 
 def test_evaluate_json_reports_attainment_goodput_preemptions_and_kv_usage(tmp_path: Path, cli_in_process) -> None:
     out = tmp_path / "eval.json"
-    result = cli_in_process("evaluate", "--policy", "least_outstanding", "--num-requests", "40", "--episodes", "1",
-                            "--quiet", "--slo-ttft", "0.3", "--slo-tbt", "0.02", "--json", str(out))
+    result = cli_in_process(
+        "evaluate",
+        "--policy",
+        "least_outstanding",
+        "--num-requests",
+        "40",
+        "--episodes",
+        "1",
+        "--quiet",
+        "--slo-ttft",
+        "0.3",
+        "--slo-tbt",
+        "0.02",
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     r = json.loads(out.read_text())["policies"]["least_outstanding"]
     assert 0 <= r["slo_attainment"] <= 1
@@ -80,7 +98,11 @@ def test_ppo_trains_on_the_slo_reward(tmp_path: Path, ray_session) -> None:
     config = TrainConfig(
         env=VidurEnvConfig(workload=workload, reward="slo"),
         ppo=PPOSettings(train_batch_size=128, minibatch_size=64, num_epochs=1),
-        kl=KLRefConfig(warmup_steps=0, critic_warmup_steps=0), iterations=1, num_env_runners=0, checkpoint_every=1, seed=1,
+        kl=KLRefConfig(warmup_steps=0, critic_warmup_steps=0),
+        iterations=1,
+        num_env_runners=0,
+        checkpoint_every=1,
+        seed=1,
     )
     train(config, tmp_path / "run", progress=False)
     rows = [json.loads(line) for line in RunDir(tmp_path / "run").progress.read_text().splitlines()]

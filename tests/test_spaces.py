@@ -29,8 +29,10 @@ def test_default_space_is_valid_and_samples_valid_configs(cfg: TrainConfig) -> N
 
 def test_space_keys_accept_every_flag_spelling(tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
-    path.write_text("--lr: {loguniform: [1.0e-5, 1.0e-3]}\nkl-ref-coef-initial: {uniform: [0.1, 1]}\n"
-                    "kl_ref_schedule: {choice: [linear, cosine]}\nlambda: {grid: [0.9, 0.95]}\nwarmup_steps: {uniform: [0, 100]}\n")
+    path.write_text(
+        "--lr: {loguniform: [1.0e-5, 1.0e-3]}\nkl-ref-coef-initial: {uniform: [0.1, 1]}\n"
+        "kl_ref_schedule: {choice: [linear, cosine]}\nlambda: {grid: [0.9, 0.95]}\nwarmup_steps: {uniform: [0, 100]}\n"
+    )
     space = load_space(path, WARM)
     assert list(space) == ["lr", "kl_ref_coef_initial", "kl_ref_schedule", "lambda", "warmup_steps"]
     cfg = apply_params(WARM, {"lr": 1e-4, "lambda": 0.9, "warmup_steps": 7.0, "kl_ref_schedule": "cosine"})
@@ -77,14 +79,36 @@ def test_pbt_explore_never_puts_the_final_kl_coefficient_above_the_initial() -> 
 
     base = KLRefConfig(kl_ref_coef_initial=0.5, kl_ref_coef_final=0.1)
     assert _keep_kl_schedule_valid({"kl_ref_coef_initial": 0.2, "kl_ref_coef_final": 0.3}, base=base)["kl_ref_coef_final"] == 0.2
-    assert _keep_kl_schedule_valid({"kl_ref_coef_initial": 0.05, "lr": 1e-4}, base=base) == {"kl_ref_coef_initial": 0.1, "lr": 1e-4}
+    assert _keep_kl_schedule_valid({"kl_ref_coef_initial": 0.05, "lr": 1e-4}, base=base) == {
+        "kl_ref_coef_initial": 0.1,
+        "lr": 1e-4,
+    }
     assert _keep_kl_schedule_valid({"kl_ref_coef_final": 0.7}, base=base) == {"kl_ref_coef_final": 0.5}
 
 
 def _sweep(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "warmroute.cli", "sweep", "--num-requests", "32", "--iterations", "1",
-                           "--train-batch-size", "64", "--minibatch-size", "32", "--num-env-runners", "0", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "warmroute.cli",
+            "sweep",
+            "--num-requests",
+            "32",
+            "--iterations",
+            "1",
+            "--train-batch-size",
+            "64",
+            "--minibatch-size",
+            "32",
+            "--num-env-runners",
+            "0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,10 +23,33 @@ from warmroute.cli import main
 from warmroute.submit import REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent
-HEAD_PORTS = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-              "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port")
-TINY_TRAIN = ["train", "--iterations", "1", "--train-batch-size", "256", "--minibatch-size", "128", "--num-epochs", "1",
-              "--num-requests", "64", "--num-env-runners", "1", "--quiet"]
+HEAD_PORTS = (
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
+)
+TINY_TRAIN = [
+    "train",
+    "--iterations",
+    "1",
+    "--train-batch-size",
+    "256",
+    "--minibatch-size",
+    "128",
+    "--num-epochs",
+    "1",
+    "--num-requests",
+    "64",
+    "--num-env-runners",
+    "1",
+    "--quiet",
+]
 
 
 @dataclass
@@ -61,8 +84,17 @@ def head() -> Iterator[Head]:
     token_file = root / "token"
     token_file.write_text(token)
     ports = {name: _free_port() for name in HEAD_PORTS}
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
-           "--dashboard-host=127.0.0.1", f"--temp-dir={root / 'ray'}", *(f"--{k}={v}" for k, v in ports.items())]
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={root / 'ray'}",
+        *(f"--{k}={v}" for k, v in ports.items()),
+    ]
     env = _clean_env(root / "home", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     with open(root / "head.log", "w") as log:
         process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -94,15 +126,34 @@ def head() -> Iterator[Head]:
 
 
 def _submit(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "warmroute.cli", "submit", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "warmroute.cli", "submit", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
 def test_submit_runs_a_tiny_training_job_to_success_and_streams_its_logs(head: Head) -> None:
     run = head.root / "shared" / "run"
-    result = _submit(["--address", head.url, "--token-file", str(head.token_file), "--shared-dir", str(head.root / "shared"),
-                      "--", *TINY_TRAIN, "--output", str(run)], _clean_env(head.root / "home"))
+    result = _submit(
+        [
+            "--address",
+            head.url,
+            "--token-file",
+            str(head.token_file),
+            "--shared-dir",
+            str(head.root / "shared"),
+            "--",
+            *TINY_TRAIN,
+            "--output",
+            str(run),
+        ],
+        _clean_env(head.root / "home"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "submitted raysubmit_" in result.stdout
     assert f"exported policy to {run}/policy" in result.stdout  # the job's own output, streamed back
@@ -113,8 +164,10 @@ def test_submit_runs_a_tiny_training_job_to_success_and_streams_its_logs(head: H
 @pytest.mark.slow
 def test_submit_without_a_token_fails_with_one_auth_line_and_submits_nothing(head: Head) -> None:
     before = head.jobs()
-    result = _submit(["--address", head.url, "--shared-dir", str(head.root), "--", *TINY_TRAIN, "--output",
-                      str(head.root / "never")], _clean_env(head.root / "home"))
+    result = _submit(
+        ["--address", head.url, "--shared-dir", str(head.root), "--", *TINY_TRAIN, "--output", str(head.root / "never")],
+        _clean_env(head.root / "home"),
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "requires an auth token" in result.stderr and "--token-file" in result.stderr
@@ -151,21 +204,38 @@ def test_an_unreachable_address_is_one_line_and_exit_2(capsys, monkeypatch) -> N
     assert "\n" not in err and "no Ray Jobs server answers there" in err
 
 
-@pytest.mark.parametrize(("command", "message"), [
-    (["--", "deploy", "--fast"], "invalid choice: 'deploy'"),
-    (["--", "train", "--lr", "fast"], "argument --lr: invalid float value"),
-    (["--", "submit", "--", "train"], "is itself `submit`"),
-    ([], "give the warmroute command to run after --"),
-    (["--", "train", "--output", "runs/x"], "--output runs/x: the job would write it on a cluster node"),
-    (["--", "train", "--output", "/elsewhere/x"], "absolute path under a --shared-dir"),
-    (["--shared-dir", "/shared", "--", "train", "--output", "/shared/x", "--enable-warm-start", "--pretrained-actor-path",
-      "/home/someone/bc"], "--pretrained-actor-path /home/someone/bc: the cluster cannot see this path"),
-    (["--shared-dir", "/shared", "--", "pretrain", "--demo", "no/such/demos", "--output", "/shared/bc"],
-     "--demo no/such/demos: no such file or directory"),
-    (["--", "evaluate", "--policy", "lor,/home/someone/policy"], "--policy /home/someone/policy: the cluster cannot see"),
-    (["--", "evaluate", "--policy", "lor", "--lengths", "trace:/data/trace.csv"], "--lengths /data/trace.csv: the cluster"),
-    (["--shared-dir", "relative", "--", "evaluate", "--policy", "lor"], "--shared-dir relative: give an absolute path"),
-])
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["--", "deploy", "--fast"], "invalid choice: 'deploy'"),
+        (["--", "train", "--lr", "fast"], "argument --lr: invalid float value"),
+        (["--", "submit", "--", "train"], "is itself `submit`"),
+        ([], "give the warmroute command to run after --"),
+        (["--", "train", "--output", "runs/x"], "--output runs/x: the job would write it on a cluster node"),
+        (["--", "train", "--output", "/elsewhere/x"], "absolute path under a --shared-dir"),
+        (
+            [
+                "--shared-dir",
+                "/shared",
+                "--",
+                "train",
+                "--output",
+                "/shared/x",
+                "--enable-warm-start",
+                "--pretrained-actor-path",
+                "/home/someone/bc",
+            ],
+            "--pretrained-actor-path /home/someone/bc: the cluster cannot see this path",
+        ),
+        (
+            ["--shared-dir", "/shared", "--", "pretrain", "--demo", "no/such/demos", "--output", "/shared/bc"],
+            "--demo no/such/demos: no such file or directory",
+        ),
+        (["--", "evaluate", "--policy", "lor,/home/someone/policy"], "--policy /home/someone/policy: the cluster cannot see"),
+        (["--", "evaluate", "--policy", "lor", "--lengths", "trace:/data/trace.csv"], "--lengths /data/trace.csv: the cluster"),
+        (["--shared-dir", "relative", "--", "evaluate", "--policy", "lor"], "--shared-dir relative: give an absolute path"),
+    ],
+)
 def test_bad_submissions_are_one_line_errors_before_connecting(command: list[str], message: str, capsys, monkeypatch) -> None:
     monkeypatch.chdir(REPO_ROOT)
     unreachable = f"http://127.0.0.1:{_free_port()}"  # checks come first: an address error would mean they did not
@@ -182,8 +252,22 @@ def test_an_input_in_a_gitignored_folder_is_refused_as_not_uploaded(capsys, monk
     demos = runs / f"submit-test-{uuid.uuid4().hex[:8]}"
     demos.mkdir(parents=True)
     try:
-        assert main(["submit", "--shared-dir", "/shared", "--", "pretrain", "--demo", str(demos.relative_to(REPO_ROOT)),
-                     "--output", "/shared/bc"]) == 2
+        assert (
+            main(
+                [
+                    "submit",
+                    "--shared-dir",
+                    "/shared",
+                    "--",
+                    "pretrain",
+                    "--demo",
+                    str(demos.relative_to(REPO_ROOT)),
+                    "--output",
+                    "/shared/bc",
+                ]
+            )
+            == 2
+        )
     finally:
         demos.rmdir()
         if made_runs:
@@ -192,7 +276,9 @@ def test_an_input_in_a_gitignored_folder_is_refused_as_not_uploaded(capsys, monk
     assert "is in .gitignore/.rayignore, so Ray does not upload it" in err and "--shared-dir" in err
 
 
-def test_an_installed_copy_without_a_checkout_is_refused_rather_than_uploading_site_packages(tmp_path, capsys, monkeypatch) -> None:
+def test_an_installed_copy_without_a_checkout_is_refused_rather_than_uploading_site_packages(
+    tmp_path, capsys, monkeypatch
+) -> None:
     import warmroute.submit
 
     monkeypatch.setattr(warmroute.submit, "REPO_ROOT", tmp_path)  # where a wheel install would put warmroute/

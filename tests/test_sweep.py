@@ -39,9 +39,17 @@ def _base(policy: Path, iterations: int) -> TrainConfig:
     return TrainConfig(
         env=VidurEnvConfig(workload=preset("default").replace(num_requests=64), reward_scale_s=10.0),
         ppo=PPOSettings(train_batch_size=BATCH, minibatch_size=64, num_epochs=1),
-        kl=KLRefConfig(enable_warm_start=True, pretrained_actor_path=str(policy), kl_ref_decay_steps=4 * BATCH,
-                       warmup_steps=BATCH, critic_warmup_steps=0),
-        iterations=iterations, num_env_runners=0, checkpoint_every=1, seed=1,
+        kl=KLRefConfig(
+            enable_warm_start=True,
+            pretrained_actor_path=str(policy),
+            kl_ref_decay_steps=4 * BATCH,
+            warmup_steps=BATCH,
+            critic_warmup_steps=0,
+        ),
+        iterations=iterations,
+        num_env_runners=0,
+        checkpoint_every=1,
+        seed=1,
     )
 
 
@@ -57,8 +65,12 @@ class CollectResults(tune.Callback):
 
 def _results(output: Path) -> list[dict]:
     """Every reported result of every trial (Tune's result.json, one JSON object per line)."""
-    return [json.loads(line) for path in sorted((output / EXPERIMENT_DIR).glob("*/result.json"))
-            for line in path.read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for path in sorted((output / EXPERIMENT_DIR).glob("*/result.json"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def _csv(output: Path) -> list[dict]:
@@ -77,8 +89,16 @@ def bc_policy(lo_demos, tmp_path_factory) -> Path:
 def asha_sweep(ray_session, bc_policy, tmp_path_factory) -> tuple[Path, list[str]]:
     out = tmp_path_factory.mktemp("sweep") / "asha"
     lines: list[str] = []
-    sweep = SweepConfig(train=_base(bc_policy, iterations=2), space=SPACE, num_samples=4, max_concurrent=2,
-                        search="optuna", scheduler="asha", grace_period=1, eval_episodes=1)
+    sweep = SweepConfig(
+        train=_base(bc_policy, iterations=2),
+        space=SPACE,
+        num_samples=4,
+        max_concurrent=2,
+        search="optuna",
+        scheduler="asha",
+        grace_period=1,
+        eval_episodes=1,
+    )
     run_sweep(sweep, out, log=lines.append)
     return out, lines
 
@@ -135,11 +155,23 @@ def test_failed_trial_is_retried_from_its_last_checkpoint(ray_session, bc_policy
     from functools import partial
 
     marker = tmp_path / "failed"
-    sweep = SweepConfig(train=_base(bc_policy, iterations=2), space={"lr": {"choice": [3e-4]}}, num_samples=1,
-                        search="random", scheduler="fifo", eval_episodes=1, max_failures=1)
+    sweep = SweepConfig(
+        train=_base(bc_policy, iterations=2),
+        space={"lr": {"choice": [3e-4]}},
+        num_samples=1,
+        search="random",
+        scheduler="fifo",
+        eval_episodes=1,
+        max_failures=1,
+    )
     collected = CollectResults()
-    summary = run_sweep(sweep, tmp_path / "sweep", trial_fn=partial(_fail_once_after_first_checkpoint, marker=str(marker)),
-                        log=lambda line: None, callbacks=[collected])
+    summary = run_sweep(
+        sweep,
+        tmp_path / "sweep",
+        trial_fn=partial(_fail_once_after_first_checkpoint, marker=str(marker)),
+        log=lambda line: None,
+        callbacks=[collected],
+    )
     assert marker.read_text() == "failed"
     (row,) = summary["rows"]
     assert row["status"] == "completed" and row["env_steps"] == 2 * BATCH
@@ -149,8 +181,16 @@ def test_failed_trial_is_retried_from_its_last_checkpoint(ray_session, bc_policy
 
 
 def test_pbt_exploit_puts_perturbed_lr_and_kl_coef_into_the_learner(ray_session, bc_policy, tmp_path: Path) -> None:
-    sweep = SweepConfig(train=_base(bc_policy, iterations=3), space=SPACE, num_samples=2, max_concurrent=2,
-                        search="random", scheduler="pbt", perturbation_interval=1, eval_episodes=1)
+    sweep = SweepConfig(
+        train=_base(bc_policy, iterations=3),
+        space=SPACE,
+        num_samples=2,
+        max_concurrent=2,
+        search="random",
+        scheduler="pbt",
+        perturbation_interval=1,
+        eval_episodes=1,
+    )
     collected = CollectResults()
     run_sweep(sweep, tmp_path / "pbt", log=lambda line: None, callbacks=[collected])
     results = collected.results
@@ -160,7 +200,11 @@ def test_pbt_exploit_puts_perturbed_lr_and_kl_coef_into_the_learner(ray_session,
         assert r[M.IN_EFFECT_PREFIX + "lr"] == pytest.approx(r["config"]["lr"], rel=1e-12)
         assert r[M.IN_EFFECT_PREFIX + "kl_ref_coef_initial"] == pytest.approx(r["config"]["kl_ref_coef_initial"], rel=1e-12)
         assert r[M.KL_COEF] <= r["config"]["kl_ref_coef_initial"] + 1e-12
-    first = {r["trial_id"]: r["config"] for r in sorted(results, key=lambda r: -r["training_iteration"]) if not r["restored_from_iteration"]}
+    first = {
+        r["trial_id"]: r["config"]
+        for r in sorted(results, key=lambda r: -r["training_iteration"])
+        if not r["restored_from_iteration"]
+    }
     assert any(r["config"] != first[r["trial_id"]] for r in exploited)  # the exploited trial runs new settings
 
 
@@ -186,10 +230,40 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     out, log = tmp_path / "sweep", tmp_path / "stdout.txt"
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"choice": [1e-4, 3e-4, 1e-3]}}))
-    command = [sys.executable, "-m", "warmroute.cli", "sweep", "--num-requests", "32", "--iterations", "8",
-               "--train-batch-size", "64", "--minibatch-size", "32", "--num-epochs", "1", "--num-env-runners", "0",
-               "--num-samples", "3", "--max-concurrent", "1", "--search", "random", "--scheduler", "fifo",
-               "--checkpoint-every", "2", "--eval-episodes", "1", "--space", str(space), "--output", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "warmroute.cli",
+        "sweep",
+        "--num-requests",
+        "32",
+        "--iterations",
+        "8",
+        "--train-batch-size",
+        "64",
+        "--minibatch-size",
+        "32",
+        "--num-epochs",
+        "1",
+        "--num-env-runners",
+        "0",
+        "--num-samples",
+        "3",
+        "--max-concurrent",
+        "1",
+        "--search",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--checkpoint-every",
+        "2",
+        "--eval-episodes",
+        "1",
+        "--space",
+        str(space),
+        "--output",
+        str(out),
+    ]
     with open(log, "w") as handle:
         sweep = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -197,11 +271,16 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     finally:
         os.killpg(sweep.pid, signal.SIGKILL)  # the sweep's own process group: its driver and local Ray
         sweep.wait()
-    finished_before = {p.parent.name: p.read_text() for p in (out / EXPERIMENT_DIR).glob("*/result.json")
-                       if '"eval/score_s"' in p.read_text()}
+    finished_before = {
+        p.parent.name: p.read_text() for p in (out / EXPERIMENT_DIR).glob("*/result.json") if '"eval/score_s"' in p.read_text()
+    }
     assert finished_before and not (out / RESULTS_CSV).exists()
-    resumed = subprocess.run(command[:command.index("--num-requests")] + ["--output", str(out), "--resume"],
-                             capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(
+        command[: command.index("--num-requests")] + ["--output", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     rows = _csv(out)
     assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}

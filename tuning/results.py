@@ -47,8 +47,10 @@ class TrialProgress(tune.Callback):
         score = result.get(M.TUNE_SCORE)
         held_out = result.get(M.EVAL_SCORE)
         settings = " ".join(f"{k}={_fmt(_plain(trial.config.get(k)))}" for k in self.keys)
-        self.log(f"trial {self.done} {trial.trial_id} {_status(result, error)} at iteration {result.get('training_iteration', 0)}: "
-                 f"score {_fmt(score)} held-out {_fmt(held_out)} | {settings}")
+        self.log(
+            f"trial {self.done} {trial.trial_id} {_status(result, error)} at iteration {result.get('training_iteration', 0)}: "
+            f"score {_fmt(score)} held-out {_fmt(held_out)} | {settings}"
+        )
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._line(trial, error=False)
@@ -70,17 +72,19 @@ def trial_rows(grid: ResultGrid, keys: list[str]) -> list[dict[str, Any]]:
     rows = []
     for result in grid:
         metrics = result.metrics or {}
-        rows.append({
-            "trial": metrics.get("trial_id", Path(result.path).name),
-            "status": _status(metrics, result.error is not None),
-            **{key: _plain(result.config.get(key)) for key in keys},
-            "iterations": metrics.get("training_iteration", 0),
-            "env_steps": metrics.get(M.ENV_STEPS, 0),
-            "score_s": metrics.get(M.TUNE_SCORE),
-            "held_out_s": metrics.get(M.EVAL_SCORE),
-            "held_out_p99_e2e_s": metrics.get(M.EVAL_PREFIX + "p99_e2e_s"),
-            "checkpoint": result.checkpoint.path if result.checkpoint else None,
-        })
+        rows.append(
+            {
+                "trial": metrics.get("trial_id", Path(result.path).name),
+                "status": _status(metrics, result.error is not None),
+                **{key: _plain(result.config.get(key)) for key in keys},
+                "iterations": metrics.get("training_iteration", 0),
+                "env_steps": metrics.get(M.ENV_STEPS, 0),
+                "score_s": metrics.get(M.TUNE_SCORE),
+                "held_out_s": metrics.get(M.EVAL_SCORE),
+                "held_out_p99_e2e_s": metrics.get(M.EVAL_PREFIX + "p99_e2e_s"),
+                "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            }
+        )
     return sorted(rows, key=lambda r: (r["held_out_s"] is None, r["held_out_s"] or math.inf, r["score_s"] or math.inf))
 
 

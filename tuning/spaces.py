@@ -35,12 +35,26 @@ KINDS = ("uniform", "loguniform", "choice", "grid")
 # Flags a sweep may vary: space key -> (TrainConfig section, field). The batch size, network and fleet stay fixed:
 # they set the budget and the observation layout that every trial must share.
 SWEEPABLE: dict[str, tuple[str, str]] = {
-    **{k: ("ppo", k) for k in ("lr", "gamma", "clip_param", "entropy_coeff", "vf_loss_coeff", "grad_clip",
-                               "num_epochs", "minibatch_size")},
+    **{
+        k: ("ppo", k)
+        for k in ("lr", "gamma", "clip_param", "entropy_coeff", "vf_loss_coeff", "grad_clip", "num_epochs", "minibatch_size")
+    },
     "lambda": ("ppo", "lambda_"),
-    **{k: ("kl", k) for k in ("kl_ref_coef_initial", "kl_ref_coef_final", "kl_ref_decay_steps", "kl_ref_schedule",
-                              "warmup_steps", "entropy_warmup_coef", "critic_warmup_steps", "adaptive_warmup",
-                              "adaptive_balance_threshold", "adaptive_kl_speedup")},
+    **{
+        k: ("kl", k)
+        for k in (
+            "kl_ref_coef_initial",
+            "kl_ref_coef_final",
+            "kl_ref_decay_steps",
+            "kl_ref_schedule",
+            "warmup_steps",
+            "entropy_warmup_coef",
+            "critic_warmup_steps",
+            "adaptive_warmup",
+            "adaptive_balance_threshold",
+            "adaptive_kl_speedup",
+        )
+    },
 }
 WARM_START_ONLY = ("kl_ref_coef_initial", "kl_ref_coef_final", "kl_ref_decay_steps", "kl_ref_schedule", "critic_warmup_steps")
 """Keys that change nothing in a cold start (no reference policy, no critic warm-up)."""
@@ -93,7 +107,7 @@ def _check_spec(key: str, spec: Any, source: str) -> dict[str, list[Any]]:
     kinds = ", ".join(KINDS)
     if not isinstance(spec, dict) or len(spec) != 1:
         raise SpaceError(f"{source}: '{key}' must map to one spec such as {{uniform: [low, high]}} ({kinds})")
-    (kind, values), = spec.items()
+    ((kind, values),) = spec.items()
     kind_of = _field_type(key)
     if kind not in KINDS:
         raise SpaceError(f"{source}: '{key}': unknown spec '{kind}'; use one of {kinds}")
@@ -102,7 +116,9 @@ def _check_spec(key: str, spec: Any, source: str) -> dict[str, list[Any]]:
     if kind in ("uniform", "loguniform"):
         if kind_of not in (int, float):
             raise SpaceError(f"{source}: '{key}' is not numeric; use choice or grid")
-        if len(values) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        if len(values) != 2 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ):
             raise SpaceError(f"{source}: '{key}': {kind} needs [low, high] (two finite numbers)")
         low, high = values
         if low > high:
@@ -126,8 +142,9 @@ def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
         if key in SWEEPABLE:
             section, name = SWEEPABLE[key]
             changes[section][name] = _field_type(key)(value)
-    return dataclasses.replace(base, ppo=dataclasses.replace(base.ppo, **changes["ppo"]),
-                               kl=dataclasses.replace(base.kl, **changes["kl"]))
+    return dataclasses.replace(
+        base, ppo=dataclasses.replace(base.ppo, **changes["ppo"]), kl=dataclasses.replace(base.kl, **changes["kl"])
+    )
 
 
 def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Space:
@@ -143,7 +160,11 @@ def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Spac
             raise SpaceError(f"{source}: '{key}' has no effect without --enable-warm-start; remove it or warm-start")
         space[name] = _check_spec(name, spec, source)
     candidates = [[(key, v) for v in next(iter(spec.values()))] for key, spec in space.items()]
-    combos = itertools.product(*candidates) if math.prod(len(c) for c in candidates) <= MAX_CORNERS else ([c] for c in itertools.chain(*candidates))
+    combos = (
+        itertools.product(*candidates)
+        if math.prod(len(c) for c in candidates) <= MAX_CORNERS
+        else ([c] for c in itertools.chain(*candidates))
+    )
     for combo in combos:
         try:
             apply_params(base, dict(combo))
@@ -163,13 +184,15 @@ def load_space(path: str | Path, base: TrainConfig) -> Space:
     try:
         raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpaceError(f"{source}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'} ({str(exc).splitlines()[0]})") from None
+        raise SpaceError(
+            f"{source}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'} ({str(exc).splitlines()[0]})"
+        ) from None
     return validate_space(raw, base, source)
 
 
 def domain(key: str, spec: dict[str, list[Any]]) -> Any:
     """The Tune domain for one normalised spec."""
-    (kind, values), = spec.items()
+    ((kind, values),) = spec.items()
     integer = _field_type(key) is int
     if kind == "uniform":
         return tune.randint(values[0], values[1] + 1) if integer else tune.uniform(*values)
@@ -183,12 +206,15 @@ def param_space(space: Space, search: str) -> dict[str, Any]:
     if search == "grid":
         ranged = [k for k, spec in space.items() if next(iter(spec)) in ("uniform", "loguniform")]
         if ranged:
-            raise SpaceError(f"--search grid: {', '.join(ranged)} {'is a range' if len(ranged) == 1 else 'are ranges'}; "
-                             "give grid or choice values, or use --search random/optuna")
+            raise SpaceError(
+                f"--search grid: {', '.join(ranged)} {'is a range' if len(ranged) == 1 else 'are ranges'}; "
+                "give grid or choice values, or use --search random/optuna"
+            )
         return {key: tune.grid_search(next(iter(spec.values()))) for key, spec in space.items()}
     if search == "optuna":
         gridded = [k for k, spec in space.items() if "grid" in spec]
         if gridded:
-            raise SpaceError(f"--search optuna samples, it cannot run a grid ({', '.join(gridded)}); use choice, "
-                             "or --search random/grid")
+            raise SpaceError(
+                f"--search optuna samples, it cannot run a grid ({', '.join(gridded)}); use choice, or --search random/grid"
+            )
     return {key: domain(key, spec) for key, spec in space.items()}

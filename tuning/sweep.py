@@ -71,9 +71,13 @@ class SweepConfig:
     def _validate(self) -> None:
         """Every check that needs no Ray: bad values raise a one-line WarmRouteError naming the flag."""
         validate_space(self.space, self.train)
-        for flag, value in (("--num-samples", self.num_samples), ("--max-concurrent", self.max_concurrent),
-                            ("--grace-period", self.grace_period), ("--perturbation-interval", self.perturbation_interval),
-                            ("--eval-episodes", self.eval_episodes)):
+        for flag, value in (
+            ("--num-samples", self.num_samples),
+            ("--max-concurrent", self.max_concurrent),
+            ("--grace-period", self.grace_period),
+            ("--perturbation-interval", self.perturbation_interval),
+            ("--eval-episodes", self.eval_episodes),
+        ):
             if value < 1:
                 raise WarmRouteError(f"{flag} must be >= 1 (got {value})")
         if self.max_failures < 0:
@@ -92,9 +96,11 @@ class SweepConfig:
         per_runner = self.train.ppo.train_batch_size // max(1, self.train.num_env_runners)
         requests = self.train.env.workload.num_requests
         if per_runner < requests:
-            raise WarmRouteError(f"--train-batch-size {self.train.ppo.train_batch_size} gives each env runner {per_runner} steps "
-                             f"per iteration, fewer than --num-requests {requests}: no episode would finish and the "
-                             "score needs one; raise --train-batch-size or lower --num-requests")
+            raise WarmRouteError(
+                f"--train-batch-size {self.train.ppo.train_batch_size} gives each env runner {per_runner} steps "
+                f"per iteration, fewer than --num-requests {requests}: no episode would finish and the "
+                "score needs one; raise --train-batch-size or lower --num-requests"
+            )
         param_space(self.space, self.search)
 
     @property
@@ -103,8 +109,10 @@ class SweepConfig:
         return self.perturbation_interval if self.scheduler == "pbt" else self.train.checkpoint_every
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"},
-                "train": self.train.to_dict()}
+        return {
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"},
+            "train": self.train.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepConfig:
@@ -118,7 +126,7 @@ def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
         kl = dataclasses.replace(kl, pretrained_actor_path=str(Path(kl.pretrained_actor_path).absolute()))
     workload = cfg.env.workload
     if workload.lengths.startswith("trace:"):
-        workload = workload.replace(lengths="trace:" + str(Path(workload.lengths[len("trace:"):]).absolute()))
+        workload = workload.replace(lengths="trace:" + str(Path(workload.lengths[len("trace:") :]).absolute()))
     return dataclasses.replace(cfg, kl=kl, env=dataclasses.replace(cfg.env, workload=workload))
 
 
@@ -138,9 +146,11 @@ def check_fits(sweep: SweepConfig) -> None:
     need = trial_resources(sweep.train).required_resources.get("CPU", 0.0)
     have = machine_cpus()
     if have is not None and sweep.max_concurrent * need > have:
-        raise WarmRouteError(f"--max-concurrent {sweep.max_concurrent}: each trial needs {need:g} CPUs (1 + {sweep.train.num_env_runners} "
-                         f"env runners x {sweep.train.cpus_per_env_runner:g}), {have:g} are available, so at most "
-                         f"{int(have // need)} can run at once; lower --max-concurrent, --num-env-runners or --cpus-per-env-runner")
+        raise WarmRouteError(
+            f"--max-concurrent {sweep.max_concurrent}: each trial needs {need:g} CPUs (1 + {sweep.train.num_env_runners} "
+            f"env runners x {sweep.train.cpus_per_env_runner:g}), {have:g} are available, so at most "
+            f"{int(have // need)} can run at once; lower --max-concurrent, --num-env-runners or --cpus-per-env-runner"
+        )
 
 
 def _keep_kl_schedule_valid(config: dict[str, Any], *, base: KLRefConfig) -> dict[str, Any]:
@@ -170,49 +180,71 @@ def make_scheduler(sweep: SweepConfig) -> TrialScheduler:
         mutations = {key: domain(key, sweep.space[key]) for key in PBT_KEYS if key in sweep.space}
         # synch: every trial reaches the interval before the bottom ones exploit, so the order (and the result) does not
         # depend on which trial the loaded machine happened to run first.
-        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=sweep.perturbation_interval, synch=True,
-                                       hyperparam_mutations=mutations, custom_explore_fn=partial(_keep_kl_schedule_valid, base=sweep.train.kl))
+        return PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=sweep.perturbation_interval,
+            synch=True,
+            hyperparam_mutations=mutations,
+            custom_explore_fn=partial(_keep_kl_schedule_valid, base=sweep.train.kl),
+        )
     return FIFOScheduler()
 
 
 def make_trainable(sweep: SweepConfig, trial_fn: Callable[..., None] = train_trial) -> Any:
     """``trial_fn`` with the sweep's fixed inputs bound and the trial's placement group attached."""
-    bound = tune.with_parameters(trial_fn, base=sweep.train.to_dict(), eval_episodes=sweep.eval_episodes,
-                                 checkpoint_every=sweep.checkpoint_every)
+    bound = tune.with_parameters(
+        trial_fn, base=sweep.train.to_dict(), eval_episodes=sweep.eval_episodes, checkpoint_every=sweep.checkpoint_every
+    )
     return tune.with_resources(bound, trial_resources(sweep.train))
 
 
 def run_config(sweep: SweepConfig, output: Path, callbacks: list[tune.Callback]) -> tune.RunConfig:
     return tune.RunConfig(
-        name=EXPERIMENT_DIR, storage_path=str(output.absolute()), callbacks=callbacks, verbose=0,
+        name=EXPERIMENT_DIR,
+        storage_path=str(output.absolute()),
+        callbacks=callbacks,
+        verbose=0,
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         # PBT exploits a donor's latest checkpoint: keep a few so none is deleted while another trial copies it.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if sweep.scheduler == "pbt" else 2),
     )
 
 
-def make_tuner(sweep: SweepConfig, output: Path, callbacks: list[tune.Callback],
-               trial_fn: Callable[..., None] = train_trial) -> tune.Tuner:
+def make_tuner(
+    sweep: SweepConfig, output: Path, callbacks: list[tune.Callback], trial_fn: Callable[..., None] = train_trial
+) -> tune.Tuner:
     return tune.Tuner(
         make_trainable(sweep, trial_fn),
         param_space=param_space(sweep.space, sweep.search),
-        tune_config=tune.TuneConfig(metric=M.TUNE_SCORE, mode="min", num_samples=sweep.num_samples,
-                                    max_concurrent_trials=sweep.max_concurrent if sweep.search == "optuna" else None,
-                                    search_alg=make_searcher(sweep), reuse_actors=True,
-                                    scheduler=make_scheduler(sweep)),
+        tune_config=tune.TuneConfig(
+            metric=M.TUNE_SCORE,
+            mode="min",
+            num_samples=sweep.num_samples,
+            max_concurrent_trials=sweep.max_concurrent if sweep.search == "optuna" else None,
+            search_alg=make_searcher(sweep),
+            reuse_actors=True,
+            scheduler=make_scheduler(sweep),
+        ),
         run_config=run_config(sweep, output, callbacks),
     )
 
 
 def restore_tuner(sweep: SweepConfig, output: Path, trial_fn: Callable[..., None] = train_trial) -> tune.Tuner:
     """The killed sweep in ``output``: finished trials are kept, unfinished ones resume from their checkpoints."""
-    return tune.Tuner.restore(str((output / EXPERIMENT_DIR).absolute()), trainable=make_trainable(sweep, trial_fn),
-                              resume_errored=True)
+    return tune.Tuner.restore(
+        str((output / EXPERIMENT_DIR).absolute()), trainable=make_trainable(sweep, trial_fn), resume_errored=True
+    )
 
 
-def run_sweep(sweep: SweepConfig | None, output: str | Path, *, resume: bool = False,
-              trial_fn: Callable[..., None] = train_trial, log: Callable[[str], None] = print,
-              callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
+def run_sweep(
+    sweep: SweepConfig | None,
+    output: str | Path,
+    *,
+    resume: bool = False,
+    trial_fn: Callable[..., None] = train_trial,
+    log: Callable[[str], None] = print,
+    callbacks: Sequence[tune.Callback] = (),
+) -> dict[str, Any]:
     """Run (or with ``resume``, continue) a sweep in ``output``; write the tables and ``best/``.
 
     Everything is checked before Ray starts or anything is written. ``resume`` reads the sweep from ``output`` (and
@@ -242,7 +274,11 @@ def run_sweep(sweep: SweepConfig | None, output: str | Path, *, resume: bool = F
         tuner = make_tuner(sweep, out, [TrialProgress(keys, log), *callbacks], trial_fn)
     rows = trial_rows(tuner.fit(), keys)
     w = sweep.train.env.workload
-    write_tables(rows, out, f"Sweep on {w.name} ({w.num_requests} requests, qps {w.qps:g}): {sweep.search} search, "
-                            f"{sweep.scheduler} scheduler, score = {objective(sweep.train)} (s), held-out = "
-                            f"{sweep.eval_episodes} evaluation episodes")
+    write_tables(
+        rows,
+        out,
+        f"Sweep on {w.name} ({w.num_requests} requests, qps {w.qps:g}): {sweep.search} search, "
+        f"{sweep.scheduler} scheduler, score = {objective(sweep.train)} (s), held-out = "
+        f"{sweep.eval_episodes} evaluation episodes",
+    )
     return {"rows": rows, "best": export_best(rows, out), "output": str(out)}

@@ -56,13 +56,21 @@ def trial_resources(cfg: TrainConfig) -> tune.PlacementGroupFactory:
 def _evaluate(session: TrainingSession, module: RLModule, eval_episodes: int) -> dict[str, float]:
     policy = CheckpointPolicy.from_module(module, "trial")
     result = evaluate_policy(policy, session.cfg.env, evaluation_seeds(session.cfg.env.workload.seed, eval_episodes))
-    metrics = {M.EVAL_PREFIX + k: float(result[k]) for k in ("mean_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s", "balance_score")}
+    metrics = {
+        M.EVAL_PREFIX + k: float(result[k]) for k in ("mean_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s", "balance_score")
+    }
     metrics[M.EVAL_SCORE] = metrics[M.EVAL_PREFIX + objective(session.cfg).split("/", 1)[1]]
     return metrics
 
 
-def train_trial(config: dict[str, Any], *, base: dict[str, Any], eval_episodes: int, checkpoint_every: int,
-                on_iteration: Callable[[TrainingSession, dict[str, Any]], None] | None = None) -> None:
+def train_trial(
+    config: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    eval_episodes: int,
+    checkpoint_every: int,
+    on_iteration: Callable[[TrainingSession, dict[str, Any]], None] | None = None,
+) -> None:
     """One Tune trial: ``base`` with the trial's ``config`` applied, trained and reported every iteration."""
     cfg = apply_params(TrainConfig.from_dict(base), config)
     key = objective(cfg)

@@ -42,13 +42,20 @@ from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.schedules import KL_SCHEDULES
 from rllib_ext.train import train
 from rllib_ext.train_config import PLACEMENTS, KLRefConfig, PPOSettings, TrainConfig
-from warmroute.submit import add_submit_args, run_submit
 from warmroute.flags import HelpFormatter, OneLineParser, add_config_flags, add_flag, default_of, flag_of, given
+from warmroute.submit import add_submit_args, run_submit
 from warmroute.workload_args import add_workload_args, env_config_from_args
 
 # Flags that only matter for a warm start, and flags a warm start takes from the checkpoint instead.
-WARM_ONLY = ("pretrained_actor_path", "kl_ref_coef_initial", "kl_ref_coef_final", "kl_ref_decay_steps", "kl_ref_schedule",
-             "critic_warmup_steps", "adaptive_kl_speedup")
+WARM_ONLY = (
+    "pretrained_actor_path",
+    "kl_ref_coef_initial",
+    "kl_ref_coef_final",
+    "kl_ref_decay_steps",
+    "kl_ref_schedule",
+    "critic_warmup_steps",
+    "adaptive_kl_speedup",
+)
 FROM_CHECKPOINT = ("architecture", "hidden")
 RESUME_FLAGS = ("resume", "iterations", "quiet")
 
@@ -59,7 +66,9 @@ def _refuse(names: list[str], why: str) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    config = EvaluationConfig(env=env_config_from_args(args, default_of(EvaluationConfig, "env")), **given(args, EvaluationConfig))
+    config = EvaluationConfig(
+        env=env_config_from_args(args, default_of(EvaluationConfig, "env")), **given(args, EvaluationConfig)
+    )
     if config.greedy and all(is_router(name) for name in config.policies):
         raise WarmRouteError("--greedy only changes saved policies and --policy lists routers only; drop it")
     policies = [_make_policy(name, config.env.layout, config.greedy) for name in config.policies]
@@ -93,8 +102,10 @@ def _make_policy(name: str, layout: ObservationLayout, greedy: bool) -> Policy:
 def _collect_demos(args: argparse.Namespace) -> int:
     config = DemoConfig(env=env_config_from_args(args, default_of(DemoConfig, "env")), **given(args, DemoConfig))
     summary = collect_demos(config, args.output, progress=not hasattr(args, "quiet"))
-    print(f"wrote {summary['num_rows']} decisions to {args.output} "
-          f"({summary['decisions_per_s']:.0f} decisions/s with {config.num_env_runners} env runners)")
+    print(
+        f"wrote {summary['num_rows']} decisions to {args.output} "
+        f"({summary['decisions_per_s']:.0f} decisions/s with {config.num_env_runners} env runners)"
+    )
     return 0
 
 
@@ -102,8 +113,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     result = pretrain(args.demo, args.output, BCConfig(**given(args, BCConfig)), progress=not hasattr(args, "quiet"))
     val = result["validation"]
     per_teacher = ", ".join(f"{t} {a:.3f}" for t, a in val["accuracy_per_teacher"].items())
-    print(f"best epoch {result['best_epoch']}: validation accuracy {val['accuracy']:.3f} ({per_teacher}), "
-          f"loss {val['loss']:.4f}; wrote {args.output}")
+    print(
+        f"best epoch {result['best_epoch']}: validation accuracy {val['accuracy']:.3f} ({per_teacher}), "
+        f"loss {val['loss']:.4f}; wrote {args.output}"
+    )
     return 0
 
 
@@ -114,8 +127,12 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         _refuse([n for n in typed if n in FROM_CHECKPOINT], "is ignored with --enable-warm-start (the clone's network is used)")
     else:
         _refuse([n for n in typed if n in WARM_ONLY], "only applies with --enable-warm-start")
-    return TrainConfig(env=env_config_from_args(args, default_of(TrainConfig, "env")), ppo=PPOSettings(**given(args, PPOSettings)),
-                       kl=KLRefConfig(**given(args, KLRefConfig)), **given(args, TrainConfig))
+    return TrainConfig(
+        env=env_config_from_args(args, default_of(TrainConfig, "env")),
+        ppo=PPOSettings(**given(args, PPOSettings)),
+        kl=KLRefConfig(**given(args, KLRefConfig)),
+        **given(args, TrainConfig),
+    )
 
 
 def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
@@ -148,18 +165,27 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_args(parser: argparse.ArgumentParser) -> None:
-    add_config_flags(parser, EvaluationConfig, ("policies", "episodes", "greedy"), flags={"policies": "--policy"},
-                     required=("policies",),
-                     help={"policies": f"comma-separated router names ({router_names()}) and/or saved policy directories"})
+    add_config_flags(
+        parser,
+        EvaluationConfig,
+        ("policies", "episodes", "greedy"),
+        flags={"policies": "--policy"},
+        required=("policies",),
+        help={"policies": f"comma-separated router names ({router_names()}) and/or saved policy directories"},
+    )
     add_flag(parser, "--json", "write per-policy metrics to this JSON file", metavar="PATH")
     add_flag(parser, "--quiet", "no progress bar", action="store_true")
     add_workload_args(parser, default_of(EvaluationConfig, "env"))
 
 
 def _add_demo_args(parser: argparse.ArgumentParser) -> None:
-    add_config_flags(parser, DemoConfig, ("teachers", "steps", "num_env_runners", "epsilon", "steps_per_round"),
-                     flags={"teachers": "--policy"},
-                     help={"teachers": f"comma-separated teacher routers, mixed into one dataset ({router_names()})"})
+    add_config_flags(
+        parser,
+        DemoConfig,
+        ("teachers", "steps", "num_env_runners", "epsilon", "steps_per_round"),
+        flags={"teachers": "--policy"},
+        help={"teachers": f"comma-separated teacher routers, mixed into one dataset ({router_names()})"},
+    )
     add_flag(parser, "--output", "new directory for Parquet shards and metadata.json", required=True, metavar="DIR")
     add_flag(parser, "--quiet", "no progress bar", action="store_true")
     add_workload_args(parser, default_of(DemoConfig, "env"))
@@ -168,22 +194,49 @@ def _add_demo_args(parser: argparse.ArgumentParser) -> None:
 def _add_pretrain_args(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--demo", "directory written by collect-demos", required=True, metavar="DIR")
     add_flag(parser, "--output", "new directory for the policy (RLlib module + metadata)", required=True, metavar="DIR")
-    add_config_flags(parser, BCConfig, ("epochs", "batch_size", "lr", "label_smoothing", "validation_fraction", "patience",
-                                        "architecture", "hidden", "num_replicas", "seed"),
-                     flags={"num_replicas": "--replicas"}, choices={"architecture": ARCHITECTURES})
+    add_config_flags(
+        parser,
+        BCConfig,
+        (
+            "epochs",
+            "batch_size",
+            "lr",
+            "label_smoothing",
+            "validation_fraction",
+            "patience",
+            "architecture",
+            "hidden",
+            "num_replicas",
+            "seed",
+        ),
+        flags={"num_replicas": "--replicas"},
+        choices={"architecture": ARCHITECTURES},
+    )
     add_flag(parser, "--quiet", "no progress bar", action="store_true")
 
 
 def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of a TrainConfig (run, PPO, warm start, workload): shared by ``train`` and ``sweep``."""
     run = parser.add_argument_group("run")
-    add_config_flags(run, TrainConfig, ("iterations", "num_env_runners", "num_learners", "cpus_per_env_runner", "placement",
-                                        "checkpoint_every"), choices={"placement": tuple(PLACEMENTS)})
+    add_config_flags(
+        run,
+        TrainConfig,
+        ("iterations", "num_env_runners", "num_learners", "cpus_per_env_runner", "placement", "checkpoint_every"),
+        choices={"placement": tuple(PLACEMENTS)},
+    )
     add_flag(run, "--quiet", "no per-iteration line", action="store_true")
-    add_config_flags(parser.add_argument_group("PPO"), PPOSettings, [f.name for f in dataclasses.fields(PPOSettings)],
-                     choices={"architecture": ARCHITECTURES})
-    add_config_flags(parser.add_argument_group("warm start"), KLRefConfig, [f.name for f in dataclasses.fields(KLRefConfig)],
-                     choices={"kl_ref_schedule": KL_SCHEDULES})
+    add_config_flags(
+        parser.add_argument_group("PPO"),
+        PPOSettings,
+        [f.name for f in dataclasses.fields(PPOSettings)],
+        choices={"architecture": ARCHITECTURES},
+    )
+    add_config_flags(
+        parser.add_argument_group("warm start"),
+        KLRefConfig,
+        [f.name for f in dataclasses.fields(KLRefConfig)],
+        choices={"kl_ref_schedule": KL_SCHEDULES},
+    )
     add_workload_args(parser, default_of(TrainConfig, "env"))
 
 
@@ -191,8 +244,12 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     add_train_config_flags(parser)
     run = parser.add_argument_group("output")
     add_flag(run, "--output", "new run directory (checkpoints/, tensorboard/, progress.jsonl, policy/)", metavar="DIR")
-    add_flag(run, "--resume", "continue the run in this directory from its latest checkpoint, with its saved settings "
-             "(only --iterations may change)", metavar="DIR")
+    add_flag(
+        run,
+        "--resume",
+        "continue the run in this directory from its latest checkpoint, with its saved settings (only --iterations may change)",
+        metavar="DIR",
+    )
 
 
 def _add_compare_args(parser: argparse.ArgumentParser) -> None:
@@ -217,8 +274,9 @@ def _subcommands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="warmroute", description="Warm-started RL request routing in Vidur.",
-                           formatter_class=HelpFormatter)
+    parser = OneLineParser(
+        prog="warmroute", description="Warm-started RL request routing in Vidur.", formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (text, add_args, run) in _subcommands().items():
         command = sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)

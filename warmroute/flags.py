@@ -82,8 +82,9 @@ def _spellings(name: str) -> list[str]:
 _FLAG_OF: dict[str, str] = {}  # namespace attribute -> the flag that sets it, for error messages
 
 
-def add_flag(parser: argparse._ActionsContainer, name: str, help: str, *, shown_default: Any = None,
-             **kwargs: Any) -> argparse.Action:
+def add_flag(
+    parser: argparse._ActionsContainer, name: str, help: str, *, shown_default: Any = None, **kwargs: Any
+) -> argparse.Action:
     """Add ``name`` (``--kebab-case``) with its ``--snake_case`` alias; the namespace gets it only when typed.
 
     ``shown_default`` is appended to the help (it is never filled in); other keywords go to ``add_argument``.
@@ -112,8 +113,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     docs = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(after.value.value.replace("``", "").split())
     return docs
 
@@ -128,9 +134,16 @@ def default_of(cls: type, name: str) -> Any:
     return None
 
 
-def add_config_flags(parser: argparse._ActionsContainer, config: type | object, names: Iterable[str], *,
-                     flags: dict[str, str] | None = None, choices: dict[str, Iterable[str]] | None = None,
-                     help: dict[str, str] | None = None, required: Iterable[str] = ()) -> None:
+def add_config_flags(
+    parser: argparse._ActionsContainer,
+    config: type | object,
+    names: Iterable[str],
+    *,
+    flags: dict[str, str] | None = None,
+    choices: dict[str, Iterable[str]] | None = None,
+    help: dict[str, str] | None = None,
+    required: Iterable[str] = (),
+) -> None:
     """One flag per field in ``names`` of the dataclass ``config`` (a class, or an instance whose values are the
     defaults shown). ``flags`` renames, ``choices`` restricts, ``help`` replaces a field's docstring."""
     cls = config if isinstance(config, type) else type(config)
@@ -150,9 +163,13 @@ def add_config_flags(parser: argparse._ActionsContainer, config: type | object, 
             kwargs["choices"] = tuple(choices[name])
         if name in required:
             kwargs["required"] = True
-        add_flag(parser, flags.get(name, flag_name(name)), text,
-                 shown_default=None if name in required else getattr(base, name) if base else default_of(cls, name),
-                 **kwargs)
+        add_flag(
+            parser,
+            flags.get(name, flag_name(name)),
+            text,
+            shown_default=None if name in required else getattr(base, name) if base else default_of(cls, name),
+            **kwargs,
+        )
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:

@@ -51,20 +51,38 @@ class SubmitError(WarmRouteError):
 
 def add_submit_args(submit: argparse.ArgumentParser) -> None:
     """Flags of ``warmroute submit`` (registered in warmroute.cli like every subcommand)."""
-    add_flag(submit, "--address", "Ray dashboard URL of the cluster",
-             shown_default=f"$RAY_API_SERVER_ADDRESS or {DEFAULT_ADDRESS}", metavar="URL")
-    add_flag(submit, "--token-file", "file holding the cluster's auth token",
-             shown_default="$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token", metavar="PATH")
-    add_flag(submit, "--shared-dir", "absolute directory every cluster node mounts at the same path (repeatable); "
-             "outputs must be under one, inputs outside the checkout too", action="append", metavar="DIR")
+    add_flag(
+        submit,
+        "--address",
+        "Ray dashboard URL of the cluster",
+        shown_default=f"$RAY_API_SERVER_ADDRESS or {DEFAULT_ADDRESS}",
+        metavar="URL",
+    )
+    add_flag(
+        submit,
+        "--token-file",
+        "file holding the cluster's auth token",
+        shown_default="$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token",
+        metavar="PATH",
+    )
+    add_flag(
+        submit,
+        "--shared-dir",
+        "absolute directory every cluster node mounts at the same path (repeatable); "
+        "outputs must be under one, inputs outside the checkout too",
+        action="append",
+        metavar="DIR",
+    )
     add_flag(submit, "--no-wait", "print the job id and return instead of streaming its logs", action="store_true")
     submit.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the warmroute command to run")
 
 
 def run_submit(args: argparse.Namespace) -> int:
     if not (REPO_ROOT / "pyproject.toml").is_file():
-        raise SubmitError(f"warmroute is installed at {REPO_ROOT}, not run from a source checkout; the job uploads the "
-                          "checkout as its working_dir, so run `python -m warmroute.cli submit` from a clone of the repository")
+        raise SubmitError(
+            f"warmroute is installed at {REPO_ROOT}, not run from a source checkout; the job uploads the "
+            "checkout as its working_dir, so run `python -m warmroute.cli submit` from a clone of the repository"
+        )
     command = args.job_command[1:] if args.job_command[:1] == ["--"] else list(args.job_command)
     shared = _shared_dirs(getattr(args, "shared_dir", []))
     cwd = Path.cwd().resolve()
@@ -74,8 +92,9 @@ def run_submit(args: argparse.Namespace) -> int:
     address = getattr(args, "address", None) or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS
     client = connect(address, read_token(getattr(args, "token_file", None)))
     try:
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO_ROOT)},
-                                   entrypoint_num_cpus=ENTRYPOINT_NUM_CPUS)
+        job_id = client.submit_job(
+            entrypoint=entrypoint, runtime_env={"working_dir": str(REPO_ROOT)}, entrypoint_num_cpus=ENTRYPOINT_NUM_CPUS
+        )
     except (RuntimeError, ValueError) as exc:  # e.g. the checkout exceeds Ray's 512 MiB working_dir limit
         raise SubmitError(f"--address {address}: the cluster did not accept the job: {_first_line(exc)}") from None
     print(f"submitted {job_id} to {address}: {entrypoint}", flush=True)
@@ -107,7 +126,9 @@ def parse_command(command: list[str]) -> argparse.Namespace:
     except SystemExit as exit_:
         if exit_.code == 0:
             raise SubmitError("command after --: --help only prints help; run it locally") from None
-        prog, _, reason = (errors.getvalue().strip().splitlines() or ["warmroute: error: invalid command"])[-1].partition(": error: ")
+        prog, _, reason = (errors.getvalue().strip().splitlines() or ["warmroute: error: invalid command"])[-1].partition(
+            ": error: "
+        )
         raise SubmitError(f"command after -- ({prog}): {reason}") from None
 
 
@@ -129,7 +150,8 @@ def check_paths(parsed: argparse.Namespace, cwd: Path, shared: tuple[Path, ...])
             if not (path.is_absolute() and _under(path, shared)):
                 raise SubmitError(
                     f"{_flag(dest)} {value}: the job would write it on a cluster node where it is lost (its working "
-                    "directory is a temporary copy); give an absolute path under a --shared-dir (storage every node mounts)")
+                    "directory is a temporary copy); give an absolute path under a --shared-dir (storage every node mounts)"
+                )
 
 
 def _check_input(flag: str, value: str, cwd: Path, shared: tuple[Path, ...]) -> None:
@@ -139,8 +161,10 @@ def _check_input(flag: str, value: str, cwd: Path, shared: tuple[Path, ...]) -> 
     stage = "stage it under a --shared-dir (storage every node mounts) or in a tracked folder of the checkout"
     if path.is_absolute():
         if _under(path.resolve(), (REPO_ROOT,)):
-            raise SubmitError(f"{flag} {value}: give paths inside the checkout relative to the current directory "
-                              "(the job runs in the uploaded copy, not at this absolute path)")
+            raise SubmitError(
+                f"{flag} {value}: give paths inside the checkout relative to the current directory "
+                "(the job runs in the uploaded copy, not at this absolute path)"
+            )
         raise SubmitError(f"{flag} {value}: the cluster cannot see this path; {stage}")
     full = (cwd / path).resolve()
     if not _under(full, (REPO_ROOT,)) or not _under(cwd, (REPO_ROOT,)):
@@ -200,13 +224,19 @@ def connect(address: str, token: str | None) -> JobSubmissionClient:
         client.list_jobs()
     except AuthenticationError as exc:
         if "Missing" in str(exc) or not token:
-            raise SubmitError(f"--address {address}: the cluster requires an auth token; pass --token-file FILE "
-                              "(print it on the head with `ray get-auth-token`) or set RAY_AUTH_TOKEN") from None
-        raise SubmitError(f"--address {address}: the cluster rejected the auth token (check --token-file / "
-                          "RAY_AUTH_TOKEN against `ray get-auth-token` on the head)") from None
+            raise SubmitError(
+                f"--address {address}: the cluster requires an auth token; pass --token-file FILE "
+                "(print it on the head with `ray get-auth-token`) or set RAY_AUTH_TOKEN"
+            ) from None
+        raise SubmitError(
+            f"--address {address}: the cluster rejected the auth token (check --token-file / "
+            "RAY_AUTH_TOKEN against `ray get-auth-token` on the head)"
+        ) from None
     except (ConnectionError, requests.exceptions.RequestException, RuntimeError, ValueError) as exc:
-        raise SubmitError(f"--address {address}: no Ray Jobs server answers there ({_first_line(exc)}); start the "
-                          "head with --include-dashboard=true (port 8265) or fix --address") from None
+        raise SubmitError(
+            f"--address {address}: no Ray Jobs server answers there ({_first_line(exc)}); start the "
+            "head with --include-dashboard=true (port 8265) or fix --address"
+        ) from None
     return client
 
 
@@ -247,4 +277,3 @@ def _flag(dest: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-

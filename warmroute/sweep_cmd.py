@@ -13,8 +13,16 @@ from tuning.sweep import SweepConfig
 from warmroute.cli import add_train_config_flags, train_config_from_args
 from warmroute.flags import add_config_flags, add_flag, given
 
-SWEEP_FIELDS = ("num_samples", "max_concurrent", "search", "scheduler", "grace_period", "perturbation_interval",
-                "eval_episodes", "max_failures")
+SWEEP_FIELDS = (
+    "num_samples",
+    "max_concurrent",
+    "search",
+    "scheduler",
+    "grace_period",
+    "perturbation_interval",
+    "eval_episodes",
+    "max_failures",
+)
 
 
 def add_sweep_args(sweep: argparse.ArgumentParser) -> None:
@@ -25,8 +33,12 @@ def add_sweep_args(sweep: argparse.ArgumentParser) -> None:
     group = sweep.add_argument_group("sweep")
     add_flag(group, "--output", "sweep directory: experiment/ (Tune), results.csv, results.md, best/", metavar="DIR")
     add_flag(group, "--resume", "continue the sweep in --output (finished trials are kept)", action="store_true")
-    add_flag(group, "--space", "YAML/JSON file: train flag -> {uniform|loguniform|choice|grid: [...]} "
-             "(default: the warm-start settings)", metavar="FILE")
+    add_flag(
+        group,
+        "--space",
+        "YAML/JSON file: train flag -> {uniform|loguniform|choice|grid: [...]} (default: the warm-start settings)",
+        metavar="FILE",
+    )
     add_config_flags(group, SweepConfig, SWEEP_FIELDS, choices={"search": SEARCHERS, "scheduler": SCHEDULERS})
 
 

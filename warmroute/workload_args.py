@@ -57,13 +57,23 @@ ON_OFF = ("on", "off")
 def add_workload_args(parser: argparse.ArgumentParser, base: VidurEnvConfig) -> None:
     """Workload flags (shown defaults: the default preset's) and env flags (shown defaults: ``base``'s)."""
     group = parser.add_argument_group(f"workload (override fields of the --workload preset; defaults shown: {DEFAULT_PRESET})")
-    add_flag(group, "--workload", "preset the workload flags below override", choices=tuple(PRESETS),
-             shown_default=base.workload.name)
-    add_config_flags(group, preset(DEFAULT_PRESET), WORKLOAD_FLAGS,
-                     flags={field: flag for field, (flag, _) in WORKLOAD_FLAGS.items()},
-                     choices={field: values for field, (_, values) in WORKLOAD_FLAGS.items() if values})
-    add_flag(group, "--prefix-caching", "reuse cached prefixes on a prefix workload (off: every prompt is prefilled "
-             "in full)", choices=ON_OFF, shown_default="on")
+    add_flag(
+        group, "--workload", "preset the workload flags below override", choices=tuple(PRESETS), shown_default=base.workload.name
+    )
+    add_config_flags(
+        group,
+        preset(DEFAULT_PRESET),
+        WORKLOAD_FLAGS,
+        flags={field: flag for field, (flag, _) in WORKLOAD_FLAGS.items()},
+        choices={field: values for field, (_, values) in WORKLOAD_FLAGS.items() if values},
+    )
+    add_flag(
+        group,
+        "--prefix-caching",
+        "reuse cached prefixes on a prefix workload (off: every prompt is prefilled in full)",
+        choices=ON_OFF,
+        shown_default="on",
+    )
     add_config_flags(parser.add_argument_group("environment"), base, ENV_FLAGS, choices={"reward": REWARDS})
 
 
