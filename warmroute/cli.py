@@ -80,7 +80,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             results[policy.name] = evaluate_policy(policy, config.env, config.seeds, progress=bar)
     w = config.env.workload
     fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
-    print(f"workload {w.name}: {fleet}, qps {w.qps:g}, {w.num_requests} requests x {config.episodes} held-out seeds")
+    if w.prefix_workload in ("none", "shared_prefix", "multi_turn"):
+        traffic = f"qps {w.qps:g}, {w.num_requests} requests x {config.episodes} held-out seeds"
+    else:  # a trace replays its own arrivals: episodes are windows, not seeds
+        traffic = f"trace time scale {w.trace_time_scale:g}, {w.num_requests} requests from trace request {w.trace_start}"
+    print(f"workload {w.name}: {fleet}, {traffic}")
     print(format_table(results))
     if hasattr(args, "json"):
         path = Path(args.json)
