@@ -17,10 +17,9 @@ Run:
     python benchmarks/rollout_scaling.py --cluster multinode --nodes 2          # two 1-CPU worker nodes
     python benchmarks/rollout_scaling.py --address auto --runners 1,2,4,8,16,32 # a 32+ core machine or cluster
 
-Expect (2-core x86 VM; docs/cluster.md). Measured only under heavy load from other jobs (load average 10-20 on the
-2 cores), which leaves no idle core for a second runner: local 137 -> 107 env steps/s (ratio 0.78), multinode
-(2 workers x 1 CPU) 179 -> 143 (0.80). These are not the machine's scaling; a quiet machine is expected to show
-2 runners >= 1.6x one runner (the prototype trained at 384 vs 704 env steps/s with 1 vs 2 runners).
+Expect (2-core x86 VM, quiet; docs/cluster.md): local 318 -> 577 env steps/s, ratio 1.81 (target >= 1.6);
+multinode (2 workers x 1 CPU) 2 runners 560 env steps/s, ratio 1.89. Under load from other jobs (load average
+10-20) the second runner finds no idle core: 137 -> 107 (0.78).
 """
 
 from __future__ import annotations

@@ -10,9 +10,8 @@ Run:
     .venv/bin/python benchmarks/sweep_overhead.py --iterations 6 --repeats 2   # default preset, 1 env runner, 1024-step batches
     .venv/bin/python benchmarks/sweep_overhead.py --iterations 4 --train-batch-size 512 --repeats 1   # quick check
 
-Expect (2-core x86 shared with other jobs, load average ~7-9; re-measure on a quiet machine):
-    train 118 env steps/s, 1-trial sweep 161 env steps/s (medians of 2 repeats), ratio 1.37 (target >= 0.9);
-    at load ~24: 31 vs 73, ratio 2.37.
+Expect (2-core x86, quiet): train 293 env steps/s, 1-trial sweep 314 env steps/s (medians of 2 repeats), ratio 1.07
+    (target >= 0.9). Shared with other jobs it was 118 vs 161 (load ~7-9, ratio 1.37) and 31 vs 73 (load ~24, 2.37).
     The trial's worker runs torch with 1 thread (Ray sets OMP_NUM_THREADS=1), the driver with one per core.
 """
 
