@@ -361,16 +361,6 @@ PRESETS: dict[str, WorkloadConfig] = {
         question_tokens=128,
         output_tokens=256,
     ),
-    "shared_prefix_mixed": WorkloadConfig(
-        name="shared_prefix_mixed",
-        prefix_workload="shared_prefix",
-        replica_devices=("h100", "h100", "a100", "a100"),
-        qps=SHARED_PREFIX_MIXED_QPS,
-        prefix_groups=256,
-        prefix_tokens=4096,
-        question_tokens=128,
-        output_tokens=256,
-    ),
     "multi_turn": WorkloadConfig(
         name="multi_turn",
         prefix_workload="multi_turn",
@@ -381,6 +371,9 @@ PRESETS: dict[str, WorkloadConfig] = {
         think_time_s=1.0,
     ),
 }
+PRESETS["shared_prefix_mixed"] = PRESETS["shared_prefix"].replace(
+    name="shared_prefix_mixed", replica_devices=("h100", "h100", "a100", "a100"), qps=SHARED_PREFIX_MIXED_QPS
+)
 
 
 def preset(name: str) -> WorkloadConfig:
