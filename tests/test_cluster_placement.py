@@ -40,3 +40,10 @@ def test_an_unknown_placement_is_one_line_naming_the_flag(tmp_path, capsys) -> N
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warmroute train: error:") and "--placement" in err[0] and "spread" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_plain_train_refuses_placement_it_would_ignore(tmp_path, cli_in_process) -> None:
+    result = cli_in_process("train", "--placement", "spread", "--output", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--placement only applies to `warmroute sweep`" in result.stderr
+    assert not (tmp_path / "run").exists()

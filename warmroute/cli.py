@@ -148,6 +148,10 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
         return dataclasses.replace(saved, **given(args, TrainConfig)), args.resume, True
     if not hasattr(args, "output"):
         raise WarmRouteError("--output DIR is required (or --resume DIR to continue a run)")
+    _refuse(
+        ["placement"] if hasattr(args, "placement") else [],
+        "only applies to `warmroute sweep` trials (a plain run reserves no placement group: docs/cluster.md)",
+    )
     return train_config_from_args(args), args.output, False
 
 
