@@ -72,8 +72,9 @@ def prefix_streams(w: Any, seed: int) -> tuple[list[PrefixRequest], list[PrefixR
             think_time_s=w.think_time_s,
         )
     rows = load_trace(trace_file(w.prefix_workload))
-    lead_in = trace_requests(rows, w.trace_start - w.trace_lead_in, w.trace_lead_in, w.trace_time_scale)
-    return lead_in, trace_requests(rows, w.trace_start, w.num_requests, w.trace_time_scale)
+    start = w.trace_window_start(seed)
+    lead_in = trace_requests(rows, start - w.trace_lead_in, w.trace_lead_in, w.trace_time_scale)
+    return lead_in, trace_requests(rows, start, w.num_requests, w.trace_time_scale)
 
 
 def prefix_parts(w: Any, seed: int, replica: ReplicaConfig, chunk_size: int) -> dict[str, Any]:

@@ -99,6 +99,10 @@ class WorkloadConfig:
     """Index of the trace request that opens the scored window of ``num_requests`` requests."""
     trace_lead_in: int = 0
     """Trace requests before the window replayed into the caches only (not simulated, not scored)."""
+    trace_windows: int = 1
+    """Consecutive windows an episode's seed picks from: episode ``seed`` scores the window opening at
+    ``trace_start + (seed % trace_windows) * num_requests`` (1: every episode replays the same window). Training on
+    many windows keeps a policy from memorising one slice of the trace."""
     prefix_groups: int = 64
     """``shared_prefix``: number of groups, each with its own system prompt."""
     prefix_tokens: int = 2048
@@ -125,6 +129,10 @@ class WorkloadConfig:
     @property
     def gamma_cv(self) -> float | None:
         return float(self.arrival.split(":", 1)[1]) if self.arrival.startswith("gamma:") else None
+
+    def trace_window_start(self, seed: int) -> int:
+        """Index of the first scored trace request of episode ``seed``."""
+        return self.trace_start + (seed % self.trace_windows) * self.num_requests
 
     @property
     def trace_path(self) -> str | None:
@@ -288,10 +296,12 @@ def _validate_trace_window(w: WorkloadConfig) -> None:
         rows = load_trace(path)
     except TraceFormatError as exc:
         raise WorkloadError(f"--prefix-workload: {exc}") from exc
-    if w.trace_start + w.num_requests > len(rows):
+    if w.trace_windows < 1:
+        raise WorkloadError(f"--trace-windows must be >= 1 (got {w.trace_windows})")
+    if w.trace_start + w.trace_windows * w.num_requests > len(rows):
         raise WorkloadError(
-            f"--trace-start {w.trace_start} + --num-requests {w.num_requests} runs past the end of {path} "
-            f"({len(rows)} requests); lower one of them"
+            f"--trace-start {w.trace_start} + --trace-windows {w.trace_windows} x --num-requests {w.num_requests} "
+            f"runs past the end of {path} ({len(rows)} requests); lower one of them"
         )
 
 

@@ -10,6 +10,7 @@ from vidur.entities import Batch, Request
 
 from envs.evaluation import HeuristicPolicy
 from envs.prefix_cache import TwoTierPrefixCache
+from envs.prefix_setup import prefix_streams
 from envs.prefix_sim import replica_kv_blocks
 from envs.prefix_workloads import MOONCAKE_TRACE, load_trace, trace_requests, unbounded_hit_rate
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
@@ -193,3 +194,15 @@ def test_the_observation_shows_the_pending_requests_cached_prefix_per_replica(tm
     assert cached.tolist() == [0.0, 2048.0]
     assert replicas[1, env.layout.replica_features.index("hbm_cache_fill")] > 0
     assert 0 < request[env.layout.request_features.index("affinity_key")] < 1
+
+
+def test_trace_windows_give_each_episode_seed_its_own_slice_of_the_trace() -> None:
+    workload = WorkloadConfig(prefix_workload="mooncake", num_requests=50, trace_start=2000, trace_lead_in=500, trace_windows=4)
+    rows = load_trace(str(MOONCAKE_TRACE))
+    for seed in (0, 1, 3, 6):
+        start = 2000 + (seed % 4) * 50
+        assert prefix_streams(workload, seed) == (
+            trace_requests(rows, start - 500, 500, 1.0),
+            trace_requests(rows, start, 50, 1.0),
+        )
+    assert prefix_streams(workload.replace(trace_windows=1), 3)[1] == trace_requests(rows, 2000, 50, 1.0)

@@ -36,6 +36,8 @@ GOOD = '{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1
         (["--prefix-workload", "mooncake", "--trace-start", "12000", "--num-requests", "100"], "past the end"),
         (["--prefix-workload", "mooncake", "--trace-start", "10", "--trace-lead-in", "20"], "--trace-lead-in"),
         (["--prefix-workload", "mooncake", "--trace-time-scale", "0"], "--trace-time-scale"),
+        (["--prefix-workload", "mooncake", "--trace-windows", "0"], "--trace-windows"),
+        (["--prefix-workload", "mooncake", "--trace-start", "12000", "--trace-windows", "4"], "--trace-windows"),
         (["--prefix-workload", "mooncake", "--replica-scheduler", "vllm"], "--prefix-workload"),
         (["--prefix-workload", "radix"], "--prefix-workload"),
         (["--prefix-caching", "maybe"], "--prefix-caching"),

@@ -42,6 +42,7 @@ WORKLOAD_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "trace_time_scale": ("--trace-time-scale", None),
     "trace_start": ("--trace-start", None),
     "trace_lead_in": ("--trace-lead-in", None),
+    "trace_windows": ("--trace-windows", None),
     "prefix_groups": ("--prefix-groups", None),
     "prefix_tokens": ("--prefix-tokens", None),
     "question_tokens": ("--question-tokens", None),
