@@ -31,7 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from envs.errors import WarmRouteError
-from envs.evaluation import EvaluationConfig, HeuristicPolicy, Policy, evaluate_policy, format_table
+from envs.evaluation import EvaluationConfig, HeuristicPolicy, Policy, evaluate_policy, format_table, save_latencies
 from envs.heuristics import is_router, router_names
 from envs.observation import ObservationLayout
 from rllib_ext.bc import BCConfig, pretrain
@@ -71,13 +71,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     if config.greedy and all(is_router(name) for name in config.policies):
         raise WarmRouteError("--greedy only changes saved policies and --policy lists routers only; drop it")
+    latencies = getattr(args, "latencies", None)
+    if latencies is not None and not latencies.endswith(".npz"):
+        raise WarmRouteError(f"--latencies {latencies}: give a path ending in .npz")
     policies = [_make_policy(name, config.env.layout, config.greedy) for name in config.policies]
     results = {}
     quiet = hasattr(args, "quiet")
     with tqdm(total=len(policies) * config.episodes, desc="evaluate", unit="episode", disable=quiet) as bar:
         for policy in policies:
             bar.set_postfix_str(policy.name)
-            results[policy.name] = evaluate_policy(policy, config.env, config.seeds, progress=bar)
+            results[policy.name] = evaluate_policy(
+                policy, config.env, config.seeds, progress=bar, per_request=latencies is not None
+            )
+    if latencies is not None:
+        results = save_latencies(latencies, results)
+        print(f"wrote per-request latencies to {latencies}")
     w = config.env.workload
     fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
     if w.prefix_workload in ("none", "shared_prefix", "multi_turn"):
@@ -182,6 +190,12 @@ def _add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         help={"policies": f"comma-separated router names ({router_names()}) and/or saved policy directories"},
     )
     add_flag(parser, "--json", "write per-policy metrics to this JSON file", metavar="PATH")
+    add_flag(
+        parser,
+        "--latencies",
+        "also write each policy's per-request e2e and TTFT latencies (s) to this .npz (the report's latency CDF)",
+        metavar="PATH",
+    )
     add_flag(parser, "--quiet", "no progress bar", action="store_true")
     add_workload_args(parser, default_of(EvaluationConfig, "env"))
 

@@ -1,0 +1,287 @@
+"""The pipeline's report: checkpoints judged on held-out seeds, and tables and plots a person reads at a glance.
+
+Why checkpoints on held-out seeds: a training iteration's metrics come from the *sampled* policy on *training*
+seeds, while the heuristics are deterministic and evaluated on held-out seeds; drawn together, a warm start looks
+5% worse than its teacher when on the same seeds it is equal. :func:`checkpoint_curves` evaluates every saved
+checkpoint on the held-out seeds of the heuristics, so the learning curves and the heuristic lines are a paired
+comparison; training-episode curves are drawn apart and labelled as such.
+
+:func:`write_report` reads a pipeline directory (:class:`~rllib_ext.run_dir.PipelineDir`) and writes
+``report/report.md``, ``report/report.json`` (the same numbers, machine-readable, plus library versions) and the
+PNGs of :mod:`rllib_ext.plots`. docs/report.md explains every table and plot.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from ray.rllib.core.rl_module.rl_module import RLModule
+from tqdm.auto import tqdm
+
+from envs.evaluation import HeuristicPolicy, evaluate_policy, load_latencies
+from envs.heuristics import is_router
+from envs.vidur_env import VidurEnvConfig
+from rllib_ext import metrics as M
+from rllib_ext import plots
+from rllib_ext.artifacts import ArtifactError, library_versions, read_metadata
+from rllib_ext.compare import load_progress, plot_learning_curves, summarize_run
+from rllib_ext.policy_io import CheckpointPolicy
+from rllib_ext.run_dir import PipelineDir, RunDir, checkpoint_iteration, checkpoint_module
+from rllib_ext.train_config import TrainConfig
+
+RUN_LABELS = ("cold", "warm")
+REACH_TOLERANCE = 0.01
+"""A run "reaches" the teacher once a checkpoint's mean e2e latency is within this fraction of the teacher's."""
+FORMAT_VERSION = 1
+# Comparison-table columns: result key, header, format ("%": a fraction shown as a percentage).
+COLUMNS = (
+    ("mean_e2e_s", "mean e2e (s)", ".3f"),
+    ("p50_e2e_s", "p50 e2e (s)", ".3f"),
+    ("p99_e2e_s", "p99 e2e (s)", ".3f"),
+    ("mean_ttft_s", "mean TTFT (s)", ".3f"),
+    ("p99_ttft_s", "p99 TTFT (s)", ".3f"),
+    ("throughput_rps", "throughput (req/s)", ".2f"),
+    ("balance_score", "balance", ".3f"),
+)
+CACHE_COLUMNS = (("cache_hit_rate", "cache hit rate", "%"),)
+SLO_COLUMNS = (("slo_attainment", "SLO attainment", "%"), ("goodput_rps", "goodput (req/s)", ".2f"))
+
+
+def checkpoint_curves(
+    run_dir: Path, env: VidurEnvConfig, seeds: list[int], greedy: bool = False, *, progress: tqdm | None = None
+) -> list[dict[str, Any]]:
+    """Every complete checkpoint of a training run evaluated on ``seeds``, oldest first: one row per checkpoint
+    with ``iteration``, ``env_steps`` (from ``progress.jsonl``; 0 for iteration 0) and ``evaluate_policy``'s metrics.
+
+    Ray-free: each checkpoint's RLModule is loaded directly, no algorithm is built.
+    """
+    run = RunDir(run_dir)
+    meta = read_metadata(run.path, RunDir.KIND, "run")
+    env.layout.check_compatible(meta["layout"], source=f"run {run.path}")
+    steps_at = {0: 0, **{row["iteration"]: row[M.ENV_STEPS] for row in load_progress(run.path)}}
+    checkpoints = run.complete_checkpoints()
+    if not checkpoints:
+        raise ArtifactError(f"run {run.path}: no complete checkpoint under {run.checkpoints.name}/")
+    rows = []
+    for checkpoint in checkpoints:
+        iteration = checkpoint_iteration(checkpoint)
+        if iteration not in steps_at:
+            raise ArtifactError(f"run {run.path}: {checkpoint.name} has no row in {run.progress.name}")
+        module = RLModule.from_checkpoint(str(checkpoint_module(checkpoint).absolute()))
+        module.eval()
+        policy = CheckpointPolicy.from_module(module, f"{run.path.name}/{checkpoint.name}", greedy=greedy)
+        metrics = evaluate_policy(policy, env, seeds, progress)
+        rows.append({"iteration": iteration, "env_steps": int(steps_at[iteration]), "checkpoint": checkpoint.name, **metrics})
+    return rows
+
+
+def policy_label(name: str) -> str:
+    """A short display name: ``.../warm/policy`` -> ``warm PPO``, ``.../bc`` -> ``BC clone``; others unchanged."""
+    base, greedy = name.removesuffix(" (greedy)"), name.endswith(" (greedy)")
+    parts = Path(base).parts
+    if is_router(base) or not parts:
+        return name
+    label = {("cold", "policy"): "cold PPO", ("warm", "policy"): "warm PPO"}.get(tuple(parts[-2:]))
+    label = label or ("BC clone" if parts[-1] == "bc" else base)
+    return label + (" (greedy)" if greedy else "")
+
+
+def _read_json(pipe: PipelineDir, path: Path) -> Any:
+    if not path.is_file():
+        raise ArtifactError(f"--pipeline {pipe.path}: no {path.name}; run `warmroute pipeline --output {pipe.path}` to finish it")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"--pipeline {path}: corrupted JSON (line {exc.lineno}); re-run its pipeline stage") from exc
+
+
+def _teachers(config: dict[str, Any]) -> list[str]:
+    teacher = config.get("teacher") or []
+    return [t for t in (teacher.split(",") if isinstance(teacher, str) else teacher) if t]
+
+
+def heuristic_lines(results: dict[str, dict[str, Any]], seeds: list[int], env: VidurEnvConfig) -> dict[str, float]:
+    """Mean e2e latency of every evaluated heuristic on ``seeds`` (the curves' seeds): taken from the evaluation
+    when it used exactly these seeds, else re-run here (heuristics are deterministic and fast)."""
+    lines = {}
+    for name, result in results.items():
+        if is_router(name):
+            same = list(result.get("seeds", [])) == list(seeds)
+            evaluated = result if same else evaluate_policy(HeuristicPolicy(name, env.layout), env, seeds)
+            lines[name] = evaluated["mean_e2e_s"]
+    return lines
+
+
+def _headline(curves: dict[str, list[dict[str, Any]]], lines: dict[str, float], teacher: str | None) -> dict[str, Any]:
+    best = min(lines, key=lines.get) if lines else None
+    summary: dict[str, Any] = {"teacher": teacher, "best_heuristic": best, "reach_tolerance": REACH_TOLERANCE}
+    for label, rows in curves.items():
+        first, last = rows[0]["mean_e2e_s"], rows[-1]["mean_e2e_s"]
+        run: dict[str, Any] = {"iteration0_mean_e2e_s": first, "final_mean_e2e_s": last, "final_env_steps": rows[-1]["env_steps"]}
+        if teacher in lines:
+            goal = lines[teacher] * (1 + REACH_TOLERANCE)
+            run["iteration0_vs_teacher"] = first / lines[teacher] - 1
+            run["steps_to_teacher"] = next((r["env_steps"] for r in rows if r["mean_e2e_s"] <= goal), None)
+        if best is not None:
+            run["final_vs_best_heuristic"] = last / lines[best] - 1
+        summary[label] = run
+    return summary
+
+
+def _cell(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" if spec == "%" else format(value, spec)
+
+
+def _columns(results: dict[str, dict[str, Any]], env: VidurEnvConfig) -> tuple[tuple[str, str, str], ...]:
+    columns = COLUMNS
+    if env.workload.prefix_workload != "none" or any(r.get("cache_hit_rate", 0) > 0 for r in results.values()):
+        columns += CACHE_COLUMNS
+    if all("slo_attainment" in r for r in results.values()):
+        columns += SLO_COLUMNS
+    return columns
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _shares(values: list[float | None]) -> str:
+    return "[" + " ".join("-" if v is None else f"{v:.2f}" for v in values) + "]"
+
+
+def _markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
+    w, comparison, head = env.workload, report["comparison"], report["headline"]
+    fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
+    out = [
+        f"# WarmRoute report: workload `{w.name}`",
+        "",
+        f"{fleet}; {w.model}; qps {w.qps:g}; {w.num_requests} requests per episode; "
+        f"held-out seeds {report['seeds']} (every policy, checkpoint and heuristic line uses these).",
+        "",
+        "## At a glance (held-out seeds)",
+        "",
+    ]
+    lines, teacher, best = report["heuristic_lines"], head["teacher"], head["best_heuristic"]
+    if teacher in lines:
+        out.append(f"- Teacher `{teacher}`: mean e2e {lines[teacher]:.3f} s.")
+    if best is not None:
+        out.append(f"- Best heuristic `{best}`: mean e2e {lines[best]:.3f} s.")
+    for label in RUN_LABELS:
+        if label not in head:
+            continue
+        run = head[label]
+        text = f"- {label} start: {run['iteration0_mean_e2e_s']:.3f} s at iteration 0"
+        if "iteration0_vs_teacher" in run:
+            text += f" ({run['iteration0_vs_teacher']:+.1%} vs teacher)"
+        text += f", {run['final_mean_e2e_s']:.3f} s after {run['final_env_steps']} env steps"
+        if "final_vs_best_heuristic" in run:
+            text += f" ({run['final_vs_best_heuristic']:+.1%} vs best heuristic)"
+        if "steps_to_teacher" in run:
+            reached = run["steps_to_teacher"]
+            text += f"; within {REACH_TOLERANCE:.0%} of the teacher " + (
+                f"from {reached} env steps" if reached is not None else "at no checkpoint"
+            )
+        out.append(text + ".")
+    columns = comparison["columns"]
+    header = ["policy", *(h for _, h, _ in columns), "action distribution"]
+    rows = [
+        [
+            f"`{comparison['labels'][name]}`",
+            *(_cell(comparison["policies"][name].get(k), s) for k, _, s in columns),
+            _shares(comparison["policies"][name]["action_distribution"]),
+        ]
+        for name in comparison["order"]
+    ]
+    out += ["", "## Every policy on the held-out seeds", "", *_markdown_table(header, rows)]
+    bucket_rows = [
+        [
+            label,
+            bucket,
+            "-".join(dict.fromkeys(str(s) for s in b["env_steps"])),
+            _cell(b["mean_e2e_s"], ".3f"),
+            _cell(b["throughput_rps"], ".2f"),
+            _cell(b["balance_score"], ".3f"),
+            _shares(b["action_distribution"]),
+        ]
+        for label, table in report["buckets"].items()
+        for bucket, b in table.items()
+    ]
+    header = ["run", "bucket", "env steps", "mean e2e (s)", "req/s", "balance", "action distribution"]
+    out += ["", "## Cold vs warm during training (training episodes, sampled policy)", "", *_markdown_table(header, bucket_rows)]
+    out += ["", "## Plots", ""]
+    out += [f"![{caption}]({name})\n\n*{caption}*\n" for name, caption in report["plots"].items()]
+    out += ["## Configuration", "", "```json", json.dumps(report["configuration"], indent=2), "```", ""]
+    out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+    return "\n".join(out) + "\n"
+
+
+PLOT_CAPTIONS = {
+    "learning_curves.png": "Held-out learning curves: checkpoints and heuristics on the same held-out seeds",
+    "training_curves.png": "Training episodes (sampled policy, training seeds): not comparable with the heuristic lines",
+    "latency_cdf.png": "Latency CDF per policy on the held-out seeds",
+    "action_distribution.png": "Share of requests per replica over training",
+    "schedules.png": "KL-to-reference and entropy coefficients over training",
+}
+
+
+def write_report(pipeline_dir: Path) -> Path:
+    """Write ``report/`` of a pipeline directory (replacing an old one only once the new one is complete)."""
+    pipe = PipelineDir(pipeline_dir)
+    config = _read_json(pipe, pipe.config) if pipe.config.is_file() else {}
+    evaluation, curves_file = _read_json(pipe, pipe.evaluation), _read_json(pipe, pipe.curves)
+    env = VidurEnvConfig.from_dict(evaluation["env_config"])
+    results: dict[str, dict[str, Any]] = evaluation["policies"]
+    curves: dict[str, list[dict[str, Any]]] = {k: v for k, v in curves_file["runs"].items() if v}
+    labels = [label for label in RUN_LABELS if pipe.run(label).path.is_dir()]
+    progress = {label: load_progress(pipe.run(label).path) for label in labels}
+    train_configs = {label: TrainConfig.from_run(pipe.run(label).path, flag="--pipeline") for label in labels}
+    seeds = list(curves_file["seeds"])
+    lines = heuristic_lines(results, seeds, env)
+    teachers = [t for t in _teachers(config) if t in lines]
+    columns = _columns(results, env)
+    with_slo = columns[-len(SLO_COLUMNS) :] == SLO_COLUMNS
+    order = sorted(results, key=lambda n: -results[n]["slo_attainment"] if with_slo else results[n]["mean_e2e_s"])
+    report: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "workload": env.workload.to_dict(),
+        "seeds": seeds,
+        "headline": _headline(curves, lines, teachers[0] if teachers else None),
+        "heuristic_lines": lines,
+        "comparison": {
+            "columns": [list(c) for c in columns],
+            "order": order,
+            "labels": {name: policy_label(name) for name in results},
+            "policies": {n: {k: results[n].get(k) for k, _, _ in (*columns, ("action_distribution", "", ""))} for n in order},
+        },
+        "buckets": {label: summarize_run(rows) for label, rows in progress.items()},
+        "curves": curves,
+        "plots": {},
+        "configuration": {"pipeline": config, "runs": {label: cfg.to_dict() for label, cfg in train_configs.items()}},
+        "versions": {**library_versions(), "matplotlib": version("matplotlib")},
+    }
+    best = report["headline"]["best_heuristic"]
+    roles = {**({best: "best heuristic"} if best else {}), **{t: "teacher" for t in teachers}}
+    tmp = pipe.path / "report.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    made = [
+        plots.heldout_curves(curves, lines, roles, len(seeds), tmp / "learning_curves.png") if curves else None,
+        plot_learning_curves(progress, tmp / "training_curves.png") if progress else None,
+        plots.latency_cdf(load_latencies(pipe.latencies), report["comparison"]["labels"], roles, tmp / "latency_cdf.png")
+        if pipe.latencies.is_file()
+        else None,
+        plots.action_distribution(progress, curves, env.workload.devices, tmp / "action_distribution.png"),
+        plots.schedules(train_configs, progress, tmp / "schedules.png") if train_configs else None,
+    ]
+    report["plots"] = {p.name: PLOT_CAPTIONS[p.name] for p in made if p is not None}
+    (tmp / "report.json").write_text(json.dumps(report, indent=2))
+    (tmp / "report.md").write_text(_markdown(report, env))
+    shutil.rmtree(pipe.report, ignore_errors=True)
+    tmp.rename(pipe.report)
+    return pipe.report / "report.md"
