@@ -233,6 +233,8 @@ PLOT_CAPTIONS = {
 def write_report(pipeline_dir: Path) -> Path:
     """Write ``report/`` of a pipeline directory (replacing an old one only once the new one is complete)."""
     pipe = PipelineDir(pipeline_dir)
+    if not pipe.path.is_dir():
+        raise ArtifactError(f"--pipeline {pipe.path}: no such directory")
     config = _read_json(pipe, pipe.config) if pipe.config.is_file() else {}
     evaluation, curves_file = _read_json(pipe, pipe.evaluation), _read_json(pipe, pipe.curves)
     env = VidurEnvConfig.from_dict(evaluation["env_config"])
