@@ -30,6 +30,7 @@ from rllib_ext import plots
 from rllib_ext.artifacts import ArtifactError, library_versions, read_metadata
 from rllib_ext.compare import load_progress, plot_learning_curves, summarize_run
 from rllib_ext.policy_io import CheckpointPolicy
+from rllib_ext.report_markdown import render_markdown
 from rllib_ext.run_dir import PipelineDir, RunDir, checkpoint_iteration, checkpoint_module
 from rllib_ext.train_config import TrainConfig
 
@@ -132,12 +133,6 @@ def _headline(curves: dict[str, list[dict[str, Any]]], lines: dict[str, float], 
     return summary
 
 
-def _cell(value: Any, spec: str) -> str:
-    if value is None:
-        return "-"
-    return f"{100 * value:.1f}%" if spec == "%" else format(value, spec)
-
-
 def _columns(results: dict[str, dict[str, Any]], env: VidurEnvConfig) -> tuple[tuple[str, str, str], ...]:
     columns = COLUMNS
     if env.workload.prefix_workload != "none" or any(r.get("cache_hit_rate", 0) > 0 for r in results.values()):
@@ -145,80 +140,6 @@ def _columns(results: dict[str, dict[str, Any]], env: VidurEnvConfig) -> tuple[t
     if all("slo_attainment" in r for r in results.values()):
         columns += SLO_COLUMNS
     return columns
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
-def _shares(values: list[float | None]) -> str:
-    return "[" + " ".join("-" if v is None else f"{v:.2f}" for v in values) + "]"
-
-
-def _markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
-    w, comparison, head = env.workload, report["comparison"], report["headline"]
-    fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
-    out = [
-        f"# WarmRoute report: workload `{w.name}`",
-        "",
-        f"{fleet}; {w.model}; qps {w.qps:g}; {w.num_requests} requests per episode; "
-        f"held-out seeds {report['seeds']} (every policy, checkpoint and heuristic line uses these).",
-        "",
-        "## At a glance (held-out seeds)",
-        "",
-    ]
-    lines, teacher, best = report["heuristic_lines"], head["teacher"], head["best_heuristic"]
-    if teacher in lines:
-        out.append(f"- Teacher `{teacher}`: mean e2e {lines[teacher]:.3f} s.")
-    if best is not None:
-        out.append(f"- Best heuristic `{best}`: mean e2e {lines[best]:.3f} s.")
-    for label in RUN_LABELS:
-        if label not in head:
-            continue
-        run = head[label]
-        text = f"- {label} start: {run['iteration0_mean_e2e_s']:.3f} s at iteration 0"
-        if "iteration0_vs_teacher" in run:
-            text += f" ({run['iteration0_vs_teacher']:+.1%} vs teacher)"
-        text += f", {run['final_mean_e2e_s']:.3f} s after {run['final_env_steps']} env steps"
-        if "final_vs_best_heuristic" in run:
-            text += f" ({run['final_vs_best_heuristic']:+.1%} vs best heuristic)"
-        if "steps_to_teacher" in run:
-            reached = run["steps_to_teacher"]
-            text += f"; within {REACH_TOLERANCE:.0%} of the teacher " + (
-                f"from {reached} env steps" if reached is not None else "at no checkpoint"
-            )
-        out.append(text + ".")
-    columns = comparison["columns"]
-    header = ["policy", *(h for _, h, _ in columns), "action distribution"]
-    rows = [
-        [
-            f"`{comparison['labels'][name]}`",
-            *(_cell(comparison["policies"][name].get(k), s) for k, _, s in columns),
-            _shares(comparison["policies"][name]["action_distribution"]),
-        ]
-        for name in comparison["order"]
-    ]
-    out += ["", "## Every policy on the held-out seeds", "", *_markdown_table(header, rows)]
-    bucket_rows = [
-        [
-            label,
-            bucket,
-            "-".join(dict.fromkeys(str(s) for s in b["env_steps"])),
-            _cell(b["mean_e2e_s"], ".3f"),
-            _cell(b["throughput_rps"], ".2f"),
-            _cell(b["balance_score"], ".3f"),
-            _shares(b["action_distribution"]),
-        ]
-        for label, table in report["buckets"].items()
-        for bucket, b in table.items()
-    ]
-    header = ["run", "bucket", "env steps", "mean e2e (s)", "req/s", "balance", "action distribution"]
-    out += ["", "## Cold vs warm during training (training episodes, sampled policy)", "", *_markdown_table(header, bucket_rows)]
-    out += ["", "## Plots", ""]
-    out += [f"![{caption}]({name})\n\n*{caption}*\n" for name, caption in report["plots"].items()]
-    out += ["## Configuration", "", "```json", json.dumps(report["configuration"], indent=2), "```", ""]
-    out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
-    return "\n".join(out) + "\n"
 
 
 PLOT_CAPTIONS = {
@@ -243,6 +164,8 @@ def write_report(pipeline_dir: Path) -> Path:
     labels = [label for label in RUN_LABELS if pipe.run(label).path.is_dir()]
     progress = {label: load_progress(pipe.run(label).path) for label in labels}
     train_configs = {label: TrainConfig.from_run(pipe.run(label).path, flag="--pipeline") for label in labels}
+    for label, cfg in train_configs.items():  # the runs must route the fleet the evaluation describes
+        env.layout.check_compatible(cfg.env.layout.to_dict(), source=f"--pipeline {pipe.run(label).path}")
     seeds = list(curves_file["seeds"])
     lines = heuristic_lines(results, seeds, env)
     teachers = [t for t in _teachers(config) if t in lines]
@@ -283,7 +206,7 @@ def write_report(pipeline_dir: Path) -> Path:
     ]
     report["plots"] = {p.name: PLOT_CAPTIONS[p.name] for p in made if p is not None}
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    (tmp / "report.md").write_text(_markdown(report, env))
+    (tmp / "report.md").write_text(render_markdown(report, env))
     shutil.rmtree(pipe.report, ignore_errors=True)
     tmp.rename(pipe.report)
     return pipe.report / "report.md"
