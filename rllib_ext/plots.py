@@ -111,11 +111,15 @@ def latency_cdf(latencies: dict[str, dict[str, np.ndarray]], labels: dict[str, s
     return _save(fig, path)
 
 
-def _stack(ax: plt.Axes, steps: list[float], shares: np.ndarray, names: list[str]) -> None:
-    """Stacked shares; thin white lines mark the measured points (the bands between them are interpolated)."""
+def _stack(ax: plt.Axes, steps: list[float], shares: np.ndarray, names: list[str], *, per_iteration: bool) -> None:
+    """Stacked shares per replica. ``per_iteration``: each row covers the env steps since the previous one (drawn
+    as steps from 0); else rows are points in time (checkpoints, marked by thin white lines, interpolated between)."""
     colors = plt.get_cmap("viridis")(np.linspace(0.15, 0.95, len(names)))  # not the run colours of other figures
-    ax.stackplot(steps, shares.T, labels=names, colors=colors, alpha=0.9)
-    ax.vlines(steps, 0, 1, colors="white", lw=0.8, alpha=0.8)
+    if per_iteration:
+        ax.stackplot([0, *steps], np.vstack([shares[:1], shares]).T, labels=names, colors=colors, alpha=0.9, step="pre")
+    else:
+        ax.stackplot(steps, shares.T, labels=names, colors=colors, alpha=0.9)
+        ax.vlines(steps, 0, 1, colors="white", lw=0.8, alpha=0.8)
     ax.set_ylim(0, 1)
 
 
@@ -132,11 +136,17 @@ def action_distribution(
         top, bottom = axes[0, col], axes[1, col]
         if rows:
             shares = np.array([[r.get(M.ACTION_FRACTION.format(i), 0.0) for i in range(len(devices))] for r in rows])
-            _stack(top, [r[M.ENV_STEPS] for r in rows], shares, names)
-        top.set_title(f"{RUN_TITLES.get(label, label)}: training episodes (sampled policy)")
+            _stack(top, [r[M.ENV_STEPS] for r in rows], shares, names, per_iteration=True)
+        top.set_title(f"{RUN_TITLES.get(label, label)}: training episodes per iteration (sampled policy)")
         points = curves.get(label, [])
         if points:
-            _stack(bottom, [r["env_steps"] for r in points], np.array([r["action_distribution"] for r in points]), names)
+            _stack(
+                bottom,
+                [r["env_steps"] for r in points],
+                np.array([r["action_distribution"] for r in points]),
+                names,
+                per_iteration=False,
+            )
         bottom.set_title(f"{RUN_TITLES.get(label, label)}: checkpoints on the held-out seeds")
     end = max(
         [r[M.ENV_STEPS] for rows in progress.values() for r in rows] + [r["env_steps"] for rows in curves.values() for r in rows]
