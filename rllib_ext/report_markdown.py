@@ -28,6 +28,15 @@ def _shares(values: list[float | None]) -> str:
     return "[" + " ".join("-" if v is None else f"{v:.2f}" for v in values) + "]"
 
 
+def _seeds(seeds: dict[str, list[int]]) -> str:
+    if seeds["evaluation"] == seeds["curves"]:
+        return f"Held-out seeds {seeds['curves']}: every policy, checkpoint and heuristic line uses these."
+    return (
+        f"Held-out seeds of the policy table: {seeds['evaluation']}; of the learning curves and their heuristic "
+        f"lines: {seeds['curves']}."
+    )
+
+
 def render_markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
     """report.md from the report.json dict: the same numbers, rounded for reading."""
     w, comparison, head = env.workload, report["comparison"], report["headline"]
@@ -39,8 +48,7 @@ def render_markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
     out = [
         f"# WarmRoute report: workload `{w.name}`",
         "",
-        f"{fleet}; {w.model}; {traffic}; {w.num_requests} requests per episode; "
-        f"held-out seeds {report['seeds']} (every policy, checkpoint and heuristic line uses these).",
+        f"{fleet}; {w.model}; {traffic}; {w.num_requests} requests per episode. {_seeds(report['seeds'])}",
         "",
         "## At a glance (held-out seeds)",
         "",
