@@ -34,7 +34,7 @@ from rllib_ext.artifacts import ArtifactError, library_versions, read_metadata
 from rllib_ext.compare import load_progress, plot_learning_curves, summarize_run
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.report_markdown import render_markdown
-from rllib_ext.run_dir import PipelineDir, RunDir, checkpoint_iteration, checkpoint_module
+from rllib_ext.run_dir import PipelineDir, PolicyDir, RunDir, checkpoint_iteration, checkpoint_module
 from rllib_ext.train_config import TrainConfig
 
 RUN_LABELS = ("cold", "warm")
@@ -122,9 +122,14 @@ def _field(data: Any, key: str, path: Path, what: str) -> Any:
     return data[key]
 
 
-def _teachers(config: dict[str, Any]) -> list[str]:
+def _teachers(config: dict[str, Any], warm: TrainConfig | None) -> list[str]:
+    """The teacher(s) named in pipeline.json, else those recorded in the warm start's BC policy."""
     teacher = config.get("teacher") or []
-    return [t for t in (teacher.split(",") if isinstance(teacher, str) else teacher) if t]
+    names = teacher.split(",") if isinstance(teacher, str) else list(teacher)
+    clone = warm.kl.pretrained_actor_path if warm is not None else None
+    if not names and clone and PolicyDir(clone).metadata.is_file():
+        names = list(read_metadata(clone, PolicyDir.KIND, "--pipeline").get("teachers", []))
+    return [name for name in names if name]
 
 
 def heuristic_lines(results: dict[str, dict[str, Any]], seeds: list[int], env: VidurEnvConfig) -> dict[str, float]:
@@ -192,7 +197,7 @@ def write_report(pipeline_dir: Path) -> Path:
         env.layout.check_compatible(cfg.env.layout.to_dict(), source=f"--pipeline {pipe.run(label).path}")
     seeds = list(_field(curves_file, "seeds", pipe.curves, curves_json))
     lines = heuristic_lines(results, seeds, env)
-    teachers = [t for t in _teachers(config) if t in lines]
+    teachers = [t for t in _teachers(config, train_configs.get("warm")) if t in lines]
     columns = _columns(results, env)
     with_slo = columns[-len(SLO_COLUMNS) :] == SLO_COLUMNS
     order = sorted(results, key=lambda n: -results[n]["slo_attainment"] if with_slo else results[n]["mean_e2e_s"])
@@ -225,7 +230,9 @@ def write_report(pipeline_dir: Path) -> Path:
         plots.latency_cdf(load_latencies(pipe.latencies), report["comparison"]["labels"], roles, tmp / "latency_cdf.png")
         if pipe.latencies.is_file()
         else None,
-        plots.action_distribution(progress, curves, env.workload.devices, tmp / "action_distribution.png"),
+        plots.action_distribution(progress, curves, env.workload.devices, tmp / "action_distribution.png")
+        if progress or curves
+        else None,
         plots.schedules(train_configs, progress, tmp / "schedules.png") if train_configs else None,
     ]
     report["plots"] = {p.name: PLOT_CAPTIONS[p.name] for p in made if p is not None}

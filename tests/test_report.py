@@ -4,6 +4,7 @@ checkpoint curves): files and plots, numbers equal to a separate ``warmroute eva
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,14 @@ def test_bad_report_input_is_one_line_with_status_2(args: list[str], needle: str
 def test_a_pipeline_without_evaluation_is_refused_naming_the_file(tmp_path: Path, cli_in_process) -> None:
     result = cli_in_process("report", "--pipeline", str(tmp_path))
     assert result.returncode == 2 and "no evaluation.json" in result.stderr and not (tmp_path / "report").exists()
+
+
+@pytest.mark.slow
+def test_without_pipeline_json_the_teacher_comes_from_the_warm_starts_clone(pipeline, tmp_path: Path) -> None:
+    pipe, _, _ = pipeline
+    copy = PipelineDir(tmp_path / "copy")
+    shutil.copytree(pipe.path, copy.path, ignore=shutil.ignore_patterns("report*"))
+    copy.config.unlink()
+    write_report(copy.path)
+    headline = json.loads((copy.report / "report.json").read_text())["headline"]
+    assert headline["teacher"] == TEACHER  # the clone's first teacher (lo_demos: least_outstanding, round_robin)
