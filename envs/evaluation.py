@@ -140,7 +140,7 @@ def save_latencies(path: str | Path, results: dict[str, dict[str, Any]]) -> dict
     arrays: dict[str, np.ndarray] = {"policies": np.array(list(results), dtype=str)}
     for i, result in enumerate(results.values()):
         if PER_REQUEST not in result:
-            raise WarmRouteError("save_latencies needs results of evaluate_policy(..., per_request=True)")
+            raise ValueError("save_latencies needs results of evaluate_policy(..., per_request=True)")
         arrays.update({f"{i}_{key}": np.asarray(values) for key, values in result[PER_REQUEST].items()})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)

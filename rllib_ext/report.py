@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -114,6 +115,15 @@ def _read_json(pipe: PipelineDir, path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"--pipeline {path}: corrupted JSON (line {exc.lineno}); re-run its pipeline stage") from exc
+
+
+def _read_latencies(pipe: PipelineDir) -> dict[str, dict[str, Any]]:
+    try:
+        return load_latencies(pipe.latencies)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(
+            f"--pipeline {pipe.latencies}: unreadable ({type(exc).__name__}); re-run the evaluation stage"
+        ) from exc
 
 
 def _field(data: Any, key: str, path: Path, what: str) -> Any:
@@ -221,23 +231,26 @@ def write_report(pipeline_dir: Path) -> Path:
     }
     best = report["headline"]["best_heuristic"]
     roles = {**({best: "best heuristic"} if best else {}), **{t: "teacher" for t in teachers}}
+    latencies = _read_latencies(pipe) if pipe.latencies.is_file() else None
     tmp = pipe.path / "report.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    made = [
-        plots.heldout_curves(curves, lines, roles, len(seeds), tmp / "learning_curves.png") if curves else None,
-        plot_learning_curves(progress, tmp / "training_curves.png") if progress else None,
-        plots.latency_cdf(load_latencies(pipe.latencies), report["comparison"]["labels"], roles, tmp / "latency_cdf.png")
-        if pipe.latencies.is_file()
-        else None,
-        plots.action_distribution(progress, curves, env.workload.devices, tmp / "action_distribution.png")
-        if progress or curves
-        else None,
-        plots.schedules(train_configs, progress, tmp / "schedules.png") if train_configs else None,
-    ]
-    report["plots"] = {p.name: PLOT_CAPTIONS[p.name] for p in made if p is not None}
-    (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    (tmp / "report.md").write_text(render_markdown(report, env))
+    try:
+        made = [
+            plots.heldout_curves(curves, lines, roles, len(seeds), tmp / "learning_curves.png") if curves else None,
+            plot_learning_curves(progress, tmp / "training_curves.png") if progress else None,
+            plots.latency_cdf(latencies, report["comparison"]["labels"], roles, tmp / "latency_cdf.png") if latencies else None,
+            plots.action_distribution(progress, curves, env.workload.devices, tmp / "action_distribution.png")
+            if progress or curves
+            else None,
+            plots.schedules(train_configs, progress, tmp / "schedules.png") if train_configs else None,
+        ]
+        report["plots"] = {p.name: PLOT_CAPTIONS[p.name] for p in made if p is not None}
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        (tmp / "report.md").write_text(render_markdown(report, env))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(pipe.report, ignore_errors=True)
     tmp.rename(pipe.report)
     return pipe.report / "report.md"

@@ -118,6 +118,8 @@ def render_markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
     ]
     out += ["", "## Plots", ""]
     out += [f"![{caption}]({name})\n\n*{caption}*\n" for name, caption in report["plots"].items()]
+    if "latency_cdf.png" not in report["plots"]:
+        out.append("No latency CDF: the pipeline left no `latencies.npz` (`warmroute evaluate --latencies PATH`).\n")
     out += ["## Configuration", "", "```json", json.dumps(report["configuration"], indent=2), "```", ""]
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     return "\n".join(out) + "\n"

@@ -179,3 +179,15 @@ def test_without_pipeline_json_the_teacher_comes_from_the_warm_starts_clone(pipe
     write_report(copy.path)
     headline = json.loads((copy.report / "report.json").read_text())["headline"]
     assert headline["teacher"] == TEACHER  # the clone's first teacher (lo_demos: least_outstanding, round_robin)
+
+
+@pytest.mark.slow
+def test_a_corrupted_latency_file_is_refused_in_one_line_leaving_no_half_report(pipeline, tmp_path: Path, cli_in_process) -> None:
+    pipe, _, _ = pipeline
+    copy = PipelineDir(tmp_path / "copy")
+    shutil.copytree(pipe.path, copy.path, ignore=shutil.ignore_patterns("report*"))
+    copy.latencies.write_text("not an npz")
+    result = cli_in_process("report", "--pipeline", str(copy.path))
+    assert result.returncode == 2 and "latencies.npz: unreadable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not copy.report.exists() and not (copy.path / "report.tmp").exists()
