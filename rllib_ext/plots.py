@@ -91,7 +91,8 @@ def latency_cdf(latencies: dict[str, dict[str, np.ndarray]], labels: dict[str, s
             )
             label += f" [{roles[name]}]" if name in roles else ""
         else:
-            color = RUN_COLORS.get(label.split(" ")[0]) or next(learned)
+            run = next((r for r in RUN_COLORS if label.lower().startswith(r)), None)  # "warm PPO", "warm_ppo", ...
+            color = RUN_COLORS[run] if run else next(learned)
             ls, lw = ("-." if "greedy" in label else "-"), 2.4
         for ax, key in zip(axes, ("e2e_s", "ttft_s")):
             values = np.sort(latencies[name][key])
