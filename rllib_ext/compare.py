@@ -95,12 +95,10 @@ def plot_learning_curves(
     heuristic on other seeds misleads; the title says so and points to the report's held-out curves
     (``rllib_ext.report.checkpoint_curves``), which evaluate checkpoints on the heuristics' seeds.
     """
-    import matplotlib
+    from matplotlib.figure import Figure  # a Figure object: no pyplot state, no global backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for name, rows in runs.items():
         points = [(r[M.ENV_STEPS], r[M.MEAN_E2E]) for r in rows if M.MEAN_E2E in r]
         if points:
@@ -119,5 +117,4 @@ def plot_learning_curves(
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)

@@ -1,4 +1,7 @@
-"""The report's PNGs (matplotlib, Agg backend): one function per figure, each readable without the text.
+"""The report's PNGs (matplotlib's Agg renderer): one function per figure, each readable without the text.
+
+Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot: no global backend is switched and
+no figure registry grows, so importing this module changes nothing for a notebook or another plotting caller.
 
 Every figure puts env steps (routing decisions) or seconds on its axes with units, names what was evaluated on
 which seeds in its title, and keeps one colour per run (cold blue, warm orange) across figures.
@@ -9,31 +12,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-
-from envs.heuristics import is_router  # noqa: E402
-from rllib_ext import metrics as M  # noqa: E402
-from rllib_ext.train_config import TrainConfig  # noqa: E402
+from envs.heuristics import is_router
+from rllib_ext import metrics as M
+from rllib_ext.train_config import TrainConfig
 
 RUN_COLORS = {"cold": "tab:blue", "warm": "tab:orange"}
 RUN_TITLES = {"cold": "cold start", "warm": "warm start"}
 DPI = 120
 
 
-def _steps_axis(ax: plt.Axes) -> None:
+def _steps_axis(ax: Axes) -> None:
     ax.set_xlabel("env steps (routing decisions)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}"))
     ax.grid(alpha=0.3)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -45,7 +46,8 @@ def heldout_curves(
     ``roles`` marks the teacher and the best heuristic (drawn bold); heuristics far above the curves would squash
     them, so they are listed in the legend (marked with an arrow) instead of stretching the y axis.
     """
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig = Figure(figsize=(10, 5))
+    ax = fig.subplots()
     values = []
     for label, rows in curves.items():
         steps = [r["env_steps"] for r in rows]
@@ -80,7 +82,8 @@ def latency_cdf(latencies: dict[str, dict[str, np.ndarray]], labels: dict[str, s
     Learned policies are bold and coloured (cold blue, warm orange, as elsewhere), the teacher and the best
     heuristic styled as in the learning curves, other heuristics thin grey: a dozen coloured lines are unreadable.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    fig = Figure(figsize=(13, 5))
+    axes = fig.subplots(1, 2, sharey=True)
     learned = iter(["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:red"])
     order = sorted(latencies, key=lambda name: float(np.mean(latencies[name]["e2e_s"])))
     for name in order:
@@ -109,10 +112,10 @@ def latency_cdf(latencies: dict[str, dict[str, np.ndarray]], labels: dict[str, s
     return _save(fig, path)
 
 
-def _stack(ax: plt.Axes, steps: list[float], shares: np.ndarray, names: list[str], *, per_iteration: bool) -> None:
+def _stack(ax: Axes, steps: list[float], shares: np.ndarray, names: list[str], *, per_iteration: bool) -> None:
     """Stacked shares per replica. ``per_iteration``: each row covers the env steps since the previous one (drawn
     as steps from 0); else rows are points in time (checkpoints, marked by thin white lines, interpolated between)."""
-    colors = plt.get_cmap("viridis")(np.linspace(0.15, 0.95, len(names)))  # not the run colours of other figures
+    colors = colormaps["viridis"](np.linspace(0.15, 0.95, len(names)))  # not the run colours of other figures
     if per_iteration:
         ax.stackplot([0, *steps], np.vstack([shares[:1], shares]).T, labels=names, colors=colors, alpha=0.9, step="pre")
     else:
@@ -128,7 +131,8 @@ def action_distribution(
     sampled policy), bottom row the checkpoints on the held-out seeds."""
     labels = sorted(set(progress) | set(curves))
     names = [f"replica {i} ({device})" for i, device in enumerate(devices)]
-    fig, axes = plt.subplots(2, len(labels), figsize=(6 * len(labels) + 2, 7.5), squeeze=False, sharex=True, sharey=True)
+    fig = Figure(figsize=(6 * len(labels) + 2, 7.5))
+    axes = fig.subplots(2, len(labels), squeeze=False, sharex=True, sharey=True)
     for col, label in enumerate(labels):
         rows = [r for r in progress.get(label, []) if M.ACTION_FRACTION.format(0) in r]
         top, bottom = axes[0, col], axes[1, col]
@@ -169,7 +173,8 @@ def schedules(configs: dict[str, TrainConfig], progress: dict[str, list[dict[str
     from rllib_ext.schedules import ConstantCoef, WarmupCoef, make_kl_schedule
 
     end = max((rows[-1][M.ENV_STEPS] for rows in progress.values() if rows), default=1)
-    fig, (kl_ax, ent_ax) = plt.subplots(1, 2, figsize=(13, 5))
+    fig = Figure(figsize=(13, 5))
+    kl_ax, ent_ax = fig.subplots(1, 2)
     styles = {"warm": ("-", 3.2, 8), "cold": ("--", 1.8, 5)}  # warm underneath, wider: both stay visible when equal
     for label in sorted(configs, key=lambda name: name != "warm"):
         cfg, k = configs[label], configs[label].kl
