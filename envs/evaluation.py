@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,6 +21,10 @@ from envs.metrics import request_latencies, summarize
 from envs.observation import ObservationLayout
 from envs.slo import slo_summary
 from envs.vidur_env import HELD_OUT_SEED_BASE, VidurEnvConfig, VidurRoutingEnv
+
+PER_REQUEST = "per_request"
+"""Key of the per-request arrays in an ``evaluate_policy(..., per_request=True)`` result."""
+PER_REQUEST_KEYS = ("e2e_s", "ttft_s")
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,18 @@ def evaluation_seeds(base_seed: int, episodes: int) -> list[int]:
 
 
 def evaluate_policy(
-    policy: Policy, env_config: VidurEnvConfig, seeds: Sequence[int], progress: tqdm | None = None
+    policy: Policy,
+    env_config: VidurEnvConfig,
+    seeds: Sequence[int],
+    progress: tqdm | None = None,
+    *,
+    per_request: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``policy`` pooled over one episode per seed (percentiles over all requests)."""
+    """Metrics of ``policy`` pooled over one episode per seed (percentiles over all requests).
+
+    ``per_request`` adds ``result[PER_REQUEST]``: each request's e2e latency and TTFT (numpy arrays, seconds, in
+    seed order) for latency CDFs. They are not JSON: :func:`save_latencies` moves them into an ``.npz``.
+    """
     env = VidurRoutingEnv(env_config)
     latencies: list[dict[str, np.ndarray]] = []
     infos: list[dict[str, Any]] = []
@@ -112,7 +126,34 @@ def evaluate_policy(
     result["decisions_per_s"] = decisions / busy_s if busy_s > 0 else 0.0
     result["episodes"] = len(seeds)
     result["seeds"] = list(seeds)
+    if per_request:
+        result[PER_REQUEST] = {"e2e_s": pooled["e2e"], "ttft_s": pooled["ttft"]}
     return result
+
+
+def save_latencies(path: str | Path, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Write every result's per-request arrays to ``path`` (``.npz``); return the results without them (JSON-safe).
+
+    Layout: ``policies`` (names, in order) and ``<i>_e2e_s``, ``<i>_ttft_s`` for the i-th policy (policy names may
+    hold any character, so they are not used as keys).
+    """
+    arrays: dict[str, np.ndarray] = {"policies": np.array(list(results), dtype=str)}
+    for i, result in enumerate(results.values()):
+        if PER_REQUEST not in result:
+            raise ValueError("save_latencies needs results of evaluate_policy(..., per_request=True)")
+        arrays.update({f"{i}_{key}": np.asarray(values) for key, values in result[PER_REQUEST].items()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return {name: {k: v for k, v in result.items() if k != PER_REQUEST} for name, result in results.items()}
+
+
+def load_latencies(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Per policy: ``{"e2e_s": array, "ttft_s": array}`` as written by :func:`save_latencies`."""
+    with np.load(path, allow_pickle=False) as data:
+        return {
+            str(name): {key: data[f"{i}_{key}"] for key in PER_REQUEST_KEYS if f"{i}_{key}" in data}
+            for i, name in enumerate(data["policies"])
+        }
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:

@@ -88,24 +88,33 @@ def format_comparison(runs: dict[str, list[dict[str, Any]]]) -> str:
 
 def plot_learning_curves(
     runs: dict[str, list[dict[str, Any]]], path: str | Path, reference: dict[str, float] | None = None
-) -> None:
-    """Mean training-episode latency against env steps, one line per run, heuristics as horizontal lines."""
-    import matplotlib
+) -> Path:
+    """Mean training-episode latency against env steps, one line per run (``reference``: horizontal lines).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Training episodes are the *sampled* policy on *training* seeds, so a line drawn against a deterministic
+    heuristic on other seeds misleads; the title says so and points to the report's held-out curves
+    (``rllib_ext.report.checkpoint_curves``), which evaluate checkpoints on the heuristics' seeds.
+    """
+    from matplotlib.figure import Figure  # a Figure object: no pyplot state, no global backend switch
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for name, rows in runs.items():
         points = [(r[M.ENV_STEPS], r[M.MEAN_E2E]) for r in rows if M.MEAN_E2E in r]
         if points:
-            ax.plot(*zip(*points), label=name)
+            ax.plot(*zip(*points), marker=".", label=f"{name} (training episodes)")
     for label, value in (reference or {}).items():
         ax.axhline(value, linestyle="--", linewidth=1, label=label, color="gray")
     ax.set_xlabel("env steps (routing decisions)")
     ax.set_ylabel("mean end-to-end latency (s)")
+    ax.set_title(
+        "Training episodes: sampled policy on training seeds (noisy; not a held-out comparison)\n"
+        "held-out curves: `warmroute report` learning_curves.png",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return Path(path)

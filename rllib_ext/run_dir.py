@@ -6,6 +6,8 @@ Three kinds of folder, each with a ``metadata.json`` whose ``kind`` says which i
 * :class:`PolicyDir` (``warmroute pretrain`` and a training run's ``policy/``): the RLlib module and a probe batch;
 * :class:`RunDir` (``warmroute train``): RLlib checkpoints, TensorBoard events, ``progress.jsonl`` and ``policy/``.
 
+:class:`PipelineDir` (``warmroute pipeline``) holds a cold and a warm run, their evaluation and the report.
+
 Writers and readers both ask these classes for paths, so a file name is never typed out twice.
 """
 
@@ -106,3 +108,36 @@ def checkpoint_iteration(checkpoint: Path) -> int:
 def checkpoint_module(checkpoint: Path) -> Path:
     """The RLModule inside an RLlib Algorithm checkpoint (loadable with ``RLModule.from_checkpoint``)."""
     return checkpoint / MODULE_COMPONENT
+
+
+@dataclass(frozen=True)
+class PipelineDir(_Folder):
+    """A ``warmroute pipeline`` output: its config, the cold and warm runs, evaluations and the report."""
+
+    @property
+    def config(self) -> Path:
+        """``pipeline.json``: workload/env config, budget, teacher and seeds."""
+        return self.path / "pipeline.json"
+
+    @property
+    def evaluation(self) -> Path:
+        """Every policy on the held-out seeds (the format of ``warmroute evaluate --json``)."""
+        return self.path / "evaluation.json"
+
+    @property
+    def latencies(self) -> Path:
+        """Per-request latencies of the evaluated policies (``envs.evaluation.save_latencies``)."""
+        return self.path / "latencies.npz"
+
+    @property
+    def curves(self) -> Path:
+        """``{"seeds": [...], "runs": {"warm": [rows], "cold": [rows]}}``: checkpoints on held-out seeds."""
+        return self.path / "curves.json"
+
+    def run(self, label: str) -> RunDir:
+        """The training run ``cold`` or ``warm``."""
+        return RunDir(self.path / label)
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report"

@@ -6,6 +6,7 @@ Subcommands:
   pretrain        behaviour-clone the PPO routing module from demonstrations
   train           PPO, cold or warm-started from a cloned policy with a scheduled KL to it
   compare         cold vs warm runs from their own logs, by env-step bucket
+  report          rebuild a pipeline directory's report (report.md, report.json, PNGs)
   sweep           Ray Tune sweep over the warm-start settings (warmroute/sweep_cmd.py, tuning/)
   submit          run any of these on a Ray cluster through Ray Jobs
 
@@ -31,7 +32,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from envs.errors import WarmRouteError
-from envs.evaluation import EvaluationConfig, HeuristicPolicy, Policy, evaluate_policy, format_table
+from envs.evaluation import EvaluationConfig, HeuristicPolicy, Policy, evaluate_policy, format_table, save_latencies
 from envs.heuristics import is_router, router_names
 from envs.observation import ObservationLayout
 from rllib_ext.bc import BCConfig, pretrain
@@ -39,6 +40,7 @@ from rllib_ext.compare import format_comparison, load_progress, plot_learning_cu
 from rllib_ext.demos import DemoConfig, collect_demos
 from rllib_ext.models import ARCHITECTURES
 from rllib_ext.policy_io import CheckpointPolicy
+from rllib_ext.report import write_report
 from rllib_ext.schedules import KL_SCHEDULES
 from rllib_ext.train import train
 from rllib_ext.train_config import PLACEMENTS, KLRefConfig, PPOSettings, TrainConfig
@@ -71,13 +73,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     if config.greedy and all(is_router(name) for name in config.policies):
         raise WarmRouteError("--greedy only changes saved policies and --policy lists routers only; drop it")
+    latencies = getattr(args, "latencies", None)
+    if latencies is not None and not latencies.endswith(".npz"):
+        raise WarmRouteError(f"--latencies {latencies}: give a path ending in .npz")
     policies = [_make_policy(name, config.env.layout, config.greedy) for name in config.policies]
     results = {}
     quiet = hasattr(args, "quiet")
     with tqdm(total=len(policies) * config.episodes, desc="evaluate", unit="episode", disable=quiet) as bar:
         for policy in policies:
             bar.set_postfix_str(policy.name)
-            results[policy.name] = evaluate_policy(policy, config.env, config.seeds, progress=bar)
+            results[policy.name] = evaluate_policy(
+                policy, config.env, config.seeds, progress=bar, per_request=latencies is not None
+            )
+    if latencies is not None:
+        results = save_latencies(latencies, results)
+        print(f"wrote per-request latencies to {latencies}")
     w = config.env.workload
     fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
     if w.prefix_workload in ("none", "shared_prefix", "multi_turn"):
@@ -172,6 +182,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    path = write_report(Path(args.pipeline))
+    plots = sorted(p.name for p in path.parent.glob("*.png"))
+    print(f"wrote {path}, {path.with_suffix('.json').name} and {len(plots)} plots ({', '.join(plots)})")
+    return 0
+
+
 def _add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     add_config_flags(
         parser,
@@ -182,6 +199,12 @@ def _add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         help={"policies": f"comma-separated router names ({router_names()}) and/or saved policy directories"},
     )
     add_flag(parser, "--json", "write per-policy metrics to this JSON file", metavar="PATH")
+    add_flag(
+        parser,
+        "--latencies",
+        "also write each policy's per-request e2e and TTFT latencies (s) to this .npz (the report's latency CDF)",
+        metavar="PATH",
+    )
     add_flag(parser, "--quiet", "no progress bar", action="store_true")
     add_workload_args(parser, default_of(EvaluationConfig, "env"))
 
@@ -262,7 +285,19 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_compare_args(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--runs", "run directories (e.g. COLD_DIR WARM_DIR)", nargs="+", required=True, metavar="DIR")
-    add_flag(parser, "--plot", "also write learning curves to this PNG", metavar="PATH")
+    add_flag(
+        parser,
+        "--plot",
+        "also write training-episode curves (sampled policy, training seeds) to this PNG; "
+        "for held-out curves see `warmroute report`",
+        metavar="PATH",
+    )
+
+
+def _add_report_args(parser: argparse.ArgumentParser) -> None:
+    add_flag(
+        parser, "--pipeline", "directory written by `warmroute pipeline` (its report/ is replaced)", required=True, metavar="DIR"
+    )
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -271,6 +306,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Cal
     "pretrain": ("behaviour-clone the PPO routing module from demonstrations", _add_pretrain_args, _pretrain),
     "train": ("PPO, cold or warm-started (KL to the cloned policy)", _add_train_args, _train),
     "compare": ("compare training runs by env-step bucket", _add_compare_args, _compare),
+    "report": ("rebuild a pipeline's report: tables, held-out learning curves, plots", _add_report_args, _report),
     "submit": ("run a warmroute command on a Ray cluster (Ray Jobs)", add_submit_args, run_submit),
 }
 
