@@ -64,7 +64,9 @@ def resize_module(module: RoutingModule, num_replicas: int) -> RoutingModule:
     if module.num_replicas == num_replicas:
         return module
     if module.architecture != "scorer":
-        raise ArtifactError(f"an '{module.architecture}' module is tied to its {module.num_replicas} replicas and cannot be resized")
+        raise ArtifactError(
+            f"an '{module.architecture}' module is tied to its {module.num_replicas} replicas and cannot be resized"
+        )
     config = resized_model_config(module.model_config, num_replicas)
     spec = RLModuleSpec(
         module_class=type(module),

@@ -122,9 +122,9 @@ class WarmRouteGlobalScheduler(BaseGlobalScheduler):
         queued_now = [0] * self._num_replicas
         while self._request_queue:
             request = self._request_queue.pop(0)
-            replicas, request_raw = self.features(request, queued_now)
+            replicas, request_raw = (torch.as_tensor(x, dtype=torch.float32) for x in self.features(request, queued_now))
             with torch.no_grad():
-                index = int(self._router(torch.as_tensor(replicas, dtype=torch.float32), torch.as_tensor(request_raw, dtype=torch.float32)))
+                index = int(self._router(replicas, request_raw))
             self._outstanding[index][request.id] = request
             queued_now[index] += 1
             self._last_routed = index

@@ -37,7 +37,9 @@ def mixed_fleet(num_replicas: int, num_requests: int = 80) -> WorkloadConfig:
     """``heterogeneous`` (2 x H100 + 2 x A100 at 32.2 req/s) grown to ``num_replicas``: half H100, half A100, same load per replica."""
     devices = ("h100",) * (num_replicas - num_replicas // 2) + ("a100",) * (num_replicas // 2)
     base = preset("heterogeneous")
-    return base.replace(num_replicas=num_replicas, replica_devices=devices, qps=base.qps * num_replicas / 4, num_requests=num_requests)
+    return base.replace(
+        num_replicas=num_replicas, replica_devices=devices, qps=base.qps * num_replicas / 4, num_requests=num_requests
+    )
 
 
 def env_states(workload: WorkloadConfig, count: int = 96) -> np.ndarray:
@@ -205,3 +207,79 @@ def test_cli_evaluate_refuses_an_mlp_policy_on_another_replica_count(mlp_dir, cl
     result = cli_in_process("evaluate", "--policy", str(mlp_dir), "--replicas", "6", "--num-requests", "20", "--episodes", "1")
     assert result.returncode == 2 and "tied to its 4 replicas" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- a behaviour-cloned scorer on other fleet sizes
+
+
+@pytest.fixture(scope="module")
+def het_clone(ray_session, tmp_path_factory) -> Path:
+    """speed_aware cloned on a short ``heterogeneous`` (4 replicas) workload by the real collect-demos + pretrain."""
+    from rllib_ext.bc import BCConfig, pretrain
+    from rllib_ext.demos import DemoConfig, collect_demos
+
+    root = tmp_path_factory.mktemp("het")
+    demos = DemoConfig(
+        env=VidurEnvConfig(workload=mixed_fleet(4, num_requests=64)),
+        teachers=("speed_aware",),
+        steps=1500,
+        num_env_runners=1,
+        epsilon=0.1,
+        steps_per_round=500,
+        seed=0,
+    )
+    collect_demos(demos, root / "demos", progress=False)
+    pretrain(root / "demos", root / "bc", BCConfig(epochs=30, seed=0), progress=False)
+    return root / "bc"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_replicas", [6, 8])
+def test_clone_from_4_replicas_beats_round_robin_on_a_larger_mixed_fleet(het_clone, num_replicas: int) -> None:
+    from envs.evaluation import evaluate_policy, evaluation_seeds
+
+    env = VidurEnvConfig(workload=mixed_fleet(num_replicas, num_requests=200))
+    seeds = evaluation_seeds(env.workload.seed, 2)
+    clone = evaluate_policy(CheckpointPolicy(het_clone, env.layout, greedy=True), env, seeds)
+    round_robin = evaluate_policy(HeuristicPolicy("round_robin", env.layout), env, seeds)
+    assert clone["mean_e2e_s"] < round_robin["mean_e2e_s"], (clone["mean_e2e_s"], round_robin["mean_e2e_s"])
+
+
+@pytest.mark.slow
+def test_cli_evaluate_takes_the_4_replica_clone_on_8_replicas(het_clone, tmp_path: Path, cli_in_process) -> None:
+    report = tmp_path / "eval.json"
+    result = cli_in_process(
+        "evaluate", "--policy", str(het_clone), "--greedy", "--workload", "heterogeneous", "--replicas", "8",
+        "--replica-devices", "h100,h100,h100,h100,a100,a100,a100,a100", "--num-requests", "30", "--episodes", "1",
+        "--quiet", "--json", str(report),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert report.is_file() and "4 x h100 + 4 x a100" in result.stdout
+
+
+@pytest.mark.slow
+def test_warm_start_on_another_replica_count(het_clone, tmp_path: Path) -> None:
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from rllib_ext import metrics as M
+    from rllib_ext.policy_io import action_probabilities
+    from rllib_ext.run_dir import RunDir, checkpoint_module
+    from rllib_ext.train import train
+    from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+
+    config = TrainConfig(
+        env=VidurEnvConfig(workload=mixed_fleet(6, num_requests=64), reward_scale_s=10.0),
+        ppo=PPOSettings(train_batch_size=128, minibatch_size=64, num_epochs=1),
+        kl=KLRefConfig(enable_warm_start=True, pretrained_actor_path=str(het_clone), warmup_steps=128),
+        iterations=1,
+        num_env_runners=0,
+        seed=1,
+    )
+    result = train(config, tmp_path / "run", progress=False)
+    assert np.isfinite(result["final"][M.KL_REF])
+    start = RLModule.from_checkpoint(str(checkpoint_module(RunDir(tmp_path / "run").checkpoint(0)).absolute()))
+    clone, _ = load_policy(het_clone, ObservationLayout(num_replicas=6))
+    obs = env_states(mixed_fleet(6), 32)
+    np.testing.assert_allclose(action_probabilities(start, obs), action_probabilities(clone, obs), atol=1e-6)
+    trained, _ = load_policy(result["policy"])
+    assert trained.num_replicas == 6

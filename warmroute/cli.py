@@ -187,7 +187,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _add_export_args(parser: argparse.ArgumentParser) -> None:
     add_config_flags(
-        parser, ExportConfig, ("policy", "output", "num_replicas"), flags={"num_replicas": "--replicas"}, required=("policy", "output")
+        parser,
+        ExportConfig,
+        ("policy", "output", "num_replicas"),
+        flags={"num_replicas": "--replicas"},
+        required=("policy", "output"),
     )
 
 
