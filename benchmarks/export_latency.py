@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,17 @@ def median_us(fn, repeats: int) -> float:
     return float(np.median(times) * 1e6)
 
 
+def scripted_decision(router: torch.jit.ScriptModule, replicas: torch.Tensor, request: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int(router(replicas, request))
+
+
+def eager_decision(module: torch.nn.Module, layout: ObservationLayout, replicas: np.ndarray, request: np.ndarray) -> int:
+    obs = torch.as_tensor(layout.build(replicas, request))[None, :]
+    with torch.no_grad():
+        return int(module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS].argmax(-1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2000, help="timed decisions per case")
@@ -61,17 +73,9 @@ def main() -> None:
             eager, _ = load_policy(policy, layout)
             replicas = rng.random((count, layout.num_replica_features)) * layout.replica_scales
             request = rng.random(layout.num_request_features) * layout.request_scales
-            raw_r, raw_q = torch.as_tensor(replicas, dtype=torch.float32), torch.as_tensor(request, dtype=torch.float32)
-
-            def scripted() -> int:
-                with torch.no_grad():
-                    return int(router(raw_r, raw_q))
-
-            def rl_module() -> int:
-                obs = torch.as_tensor(layout.build(replicas, request))[None, :]
-                with torch.no_grad():
-                    return int(eager.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS].argmax(-1))
-
+            raw = (torch.as_tensor(replicas, dtype=torch.float32), torch.as_tensor(request, dtype=torch.float32))
+            scripted = partial(scripted_decision, router, *raw)
+            rl_module = partial(eager_decision, eager, layout, replicas, request)
             assert scripted() == rl_module()
             router_us, eager_us = median_us(scripted, args.repeats), median_us(rl_module, args.repeats)
             print(f"{count:>8} | {router_us:>9.1f} | {eager_us:>8.1f} | {eager_us / router_us:.2f}x")
