@@ -131,6 +131,7 @@ def export_router(cfg: ExportConfig) -> dict[str, Any]:
     temp = _temporary_file(output)
     try:
         router, info = router_from_policy(cfg.policy, cfg.num_replicas)
+        info["export"] = cfg.to_dict()
         torch.jit.save(router, temp, _extra_files={ROUTER_METADATA: json.dumps(info, indent=2)})
         os.replace(temp, output)
     finally:

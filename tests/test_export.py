@@ -180,6 +180,7 @@ def test_cli_export_writes_a_router_for_any_replica_count(scorer_dir, tmp_path: 
     assert "scorer router for any replica count" in result.stdout and "on 8 replicas" in result.stdout
     _, meta = load_router(path, 8)
     assert meta["checked_on_replicas"] == 8 and meta["probe_max_logit_gap"] <= 1e-5
+    assert ExportConfig.from_dict(meta["export"]) == ExportConfig(policy=str(scorer_dir), output=str(path), num_replicas=8)
 
 
 @pytest.mark.parametrize(
