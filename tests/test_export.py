@@ -150,6 +150,17 @@ def test_router_and_scheduler_need_torch_but_not_ray(router_path) -> None:
     assert result.stdout.split() == ["0", "False"]
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch
+def test_the_torch_only_example_in_docs_deploy_md_runs(router_path, tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    example = docs.split("### Example: torch only")[1].split("```python")[1].split("```")[0]
+    (tmp_path / "router.pt").write_bytes(router_path.read_bytes())
+    code = example + "print(replica, round(float(probs.sum()), 4))\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1.0"]  # the rule prefers the idle-ish H100 (2 outstanding, no prefill)
+
+
 def test_mlp_policy_is_refused_on_another_replica_count_with_the_reason(mlp_dir) -> None:
     with pytest.raises(WarmRouteError, match="'mlp' policy's input and output sizes are tied to its 4 replicas"):
         load_policy(mlp_dir, ObservationLayout(num_replicas=6))
