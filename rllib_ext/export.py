@@ -108,7 +108,7 @@ def router_from_policy(
     with the metadata router.pt would carry."""
     stored = ObservationLayout.from_dict(read_metadata(policy, PolicyDir.KIND, flag)["layout"])
     count = num_replicas or stored.num_replicas
-    layout = ObservationLayout(num_replicas=count, oracle=stored.oracle, version=stored.version)
+    layout = ObservationLayout(num_replicas=count, oracle=stored.oracle)  # this WarmRoute's version: an old policy is refused
     module, meta = load_policy(policy, layout, flag)
     router = script_router(module, layout)
     obs, _ = probe_batch(policy, count, layout.num_replica_features, flag)

@@ -8,6 +8,8 @@ behaviour-cloned policy under Ray.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +215,17 @@ def test_cli_export_bad_input_is_one_line_and_writes_nothing(
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and flag in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_policy_made_for_an_older_observation_version(scorer_dir, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(scorer_dir, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    meta["layout"]["version"] = 1
+    (old / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(WarmRouteError, match="'version'"):
+        export_router(ExportConfig(policy=str(old), output=str(tmp_path / "router.pt")))
+    assert not (tmp_path / "router.pt").exists() and not list(tmp_path.glob(".router.pt.*"))
 
 
 def test_cli_evaluate_refuses_an_mlp_policy_on_another_replica_count(mlp_dir, cli_in_process) -> None:
