@@ -43,6 +43,23 @@ REQUEST_FEATURES: tuple[tuple[str, float], ...] = (
     ("affinity_key", 1.0),  # stable hash in [0, 1) of the request's session or shared-prefix group (0: none)
 )
 ORACLE_REQUEST_FEATURES: tuple[tuple[str, float], ...] = (("decode_tokens", 4096.0),)
+# Unit of each raw feature (before the division by its scale), for the deployed router's input contract.
+FEATURE_UNITS: dict[str, str] = {
+    "outstanding_requests": "requests",
+    "queued_requests": "requests",
+    "running_requests": "requests",
+    "pending_prefill_tokens": "tokens",
+    "kv_cache_usage": "fraction 0..1",
+    "relative_speed": "ratio 0..1",
+    "last_routed": "0 or 1",
+    "cached_hbm_tokens": "tokens",
+    "cached_host_tokens": "tokens",
+    "hbm_cache_fill": "fraction 0..1",
+    "host_cache_fill": "fraction 0..1",
+    "prefill_tokens": "tokens",
+    "affinity_key": "hash in [0, 1)",
+    "decode_tokens": "tokens",
+}
 
 REPLICA_FEATURE_INDEX = {name: i for i, (name, _) in enumerate(REPLICA_FEATURES)}
 REQUEST_FEATURE_INDEX = {name: i for i, (name, _) in enumerate(REQUEST_FEATURES)}
@@ -114,10 +131,17 @@ class ObservationLayout:
     def from_dict(cls, data: dict) -> ObservationLayout:
         return cls(num_replicas=int(data["num_replicas"]), oracle=bool(data["oracle"]), version=int(data["version"]))
 
-    def check_compatible(self, other: dict, *, source: str) -> None:
-        """Raise :class:`~envs.errors.WarmRouteError` naming ``source`` when ``other`` (a stored layout dict) differs from this layout."""
+    def check_compatible(self, other: dict, *, source: str, any_replica_count: bool = False) -> None:
+        """Raise :class:`~envs.errors.WarmRouteError` naming ``source`` when ``other`` (a stored layout dict) differs from this layout.
+
+        ``any_replica_count``: compare only what a per-replica model depends on (version, oracle flag, per-replica
+        and request features), not the replica count or the flat dimension it implies.
+        """
         mine = self.to_dict()
-        for key in ("version", "num_replicas", "oracle", "dim", "replica_features", "request_features"):
+        keys = ("version", "oracle", "replica_features", "request_features")
+        if not any_replica_count:
+            keys = ("version", "num_replicas", "oracle", "dim", "replica_features", "request_features")
+        for key in keys:
             if other.get(key) != mine[key]:
                 raise WarmRouteError(
                     f"{source}: observation layout mismatch on '{key}' (artefact has {other.get(key)!r}, "

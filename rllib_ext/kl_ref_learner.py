@@ -29,6 +29,7 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.schedules.scheduler import Scheduler
 
 from rllib_ext.metrics import ENTROPY_COEF, KL_COEF, KL_REF, POLICY_FROZEN
+from rllib_ext.policy_io import resize_module
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
 
 
@@ -55,7 +56,9 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
         self.ref_modules: dict[str, RLModule] = {}
         if self.ref_path:
             for module_id in self.module.keys():
-                ref = RLModule.from_checkpoint(self.ref_path).to(self._device)
+                # A scorer clone made on another replica count: same weights, rebuilt for this module's count.
+                count = self.module[module_id].unwrapped().num_replicas
+                ref = resize_module(RLModule.from_checkpoint(self.ref_path), count).to(self._device)
                 ref.eval()
                 for param in ref.parameters():
                     param.requires_grad_(False)

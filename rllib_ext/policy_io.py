@@ -4,6 +4,12 @@ A policy directory holds ``module/`` (RLlib's own ``RLModule`` checkpoint format
 ``metadata.json`` (kind ``policy``: layout, env config, model config, how it was trained) and ``probe.npz``: a
 fixed batch of observations with the action probabilities the module gave when it was saved. Whoever loads the
 policy (evaluation, or PPO warm start) can prove the weights really arrived by reproducing ``probe.npz``.
+
+One policy, any fleet size: a ``scorer`` module's weights are per replica, so a scorer policy loads for another
+replica count (:func:`check_policy_layout` then compares only the per-replica and request features). It is loaded
+and verified at its stored count first, then rebuilt for the new count (:func:`resize_module`) and verified again
+on the probe re-laid out for that count (:func:`probe_batch`). An ``mlp`` policy's input and output sizes are tied
+to its count: it is refused on any other.
 """
 
 from __future__ import annotations
@@ -32,6 +38,50 @@ def build_module(layout: ObservationLayout, model_config: dict[str, Any]) -> Rou
     return spec.build()
 
 
+def check_policy_layout(meta: dict[str, Any], layout: ObservationLayout, source: str) -> None:
+    """Refuse a policy (its ``metadata.json`` as ``meta``) that cannot act on observations of ``layout``.
+
+    A scorer policy may be used on any replica count; every other architecture needs its own count.
+    """
+    stored = meta["layout"]
+    architecture = meta.get("model_config", {}).get("architecture", "scorer")
+    count = stored.get("num_replicas")
+    if architecture != "scorer" and count != layout.num_replicas:
+        raise ArtifactError(
+            f"{source}: an '{architecture}' policy's input and output sizes are tied to its {count} replicas "
+            f"(this run has {layout.num_replicas}); train one for {layout.num_replicas} replicas or use --architecture scorer"
+        )
+    layout.check_compatible(stored, source=source, any_replica_count=architecture == "scorer")
+
+
+def resized_model_config(model_config: dict[str, Any], num_replicas: int) -> dict[str, Any]:
+    """``model_config`` of the same network for ``num_replicas`` replicas."""
+    return {**model_config, "num_replicas": int(num_replicas)}
+
+
+def resize_module(module: RoutingModule, num_replicas: int) -> RoutingModule:
+    """``module`` rebuilt for ``num_replicas`` replicas with the same weights (a scorer's weights are per replica)."""
+    if module.num_replicas == num_replicas:
+        return module
+    if module.architecture != "scorer":
+        raise ArtifactError(
+            f"an '{module.architecture}' module is tied to its {module.num_replicas} replicas and cannot be resized"
+        )
+    config = resized_model_config(module.model_config, num_replicas)
+    spec = RLModuleSpec(
+        module_class=type(module),
+        observation_space=gym.spaces.Box(
+            0.0, np.inf, shape=(num_replicas * module.num_replica_features + module.num_request_features,), dtype=np.float32
+        ),
+        action_space=gym.spaces.Discrete(num_replicas),
+        model_config=config,
+    )
+    resized = spec.build()
+    resized.load_state_dict(module.state_dict())  # strict: every tensor has the same name and shape
+    resized.train(module.training)
+    return resized
+
+
 def action_probabilities(module: RoutingModule, obs: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         logits = module.logits(torch.as_tensor(obs, dtype=torch.float32))
@@ -53,9 +103,8 @@ def load_policy(
 ) -> tuple[RoutingModule, dict[str, Any]]:
     """Load a saved policy, refusing one made for another observation layout; verify it against its probe."""
     meta = read_metadata(directory, PolicyDir.KIND, flag)
-    stored = meta["layout"]
-    expected = layout or ObservationLayout.from_dict(stored)
-    expected.check_compatible(stored, source=f"{flag} {directory}")
+    expected = layout or ObservationLayout.from_dict(meta["layout"])
+    check_policy_layout(meta, expected, f"{flag} {directory}")
     module_path = PolicyDir(directory).module
     if not module_path.is_dir():
         raise ArtifactError(f"{flag} {directory}: missing {module_path.name}/ (incomplete checkpoint)")
@@ -66,17 +115,43 @@ def load_policy(
             f"{flag} {directory}: cannot load {module_path.name}/ ({type(exc).__name__}); re-create the policy"
         ) from exc
     module.eval()
-    verify_probe(module, directory, flag)
+    verify_probe(module, directory, flag)  # at the stored count: the weights arrived
+    if module.num_replicas != expected.num_replicas:
+        module = resize_module(module, expected.num_replicas)
+        verify_probe(module, directory, flag)  # at the new count: the resized module acts like the stored one
     return module, meta
 
 
-def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "--policy", atol: float = 1e-5) -> float:
-    """Max abs difference between ``module``'s action probabilities and the saved probe; raise if above ``atol``."""
+def probe_batch(
+    directory: str | Path, num_replicas: int, num_replica_features: int, flag: str = "--policy"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The saved probe ``(obs, probs)``, re-laid out for ``num_replicas`` replicas.
+
+    Replica ``j`` of the new batch copies stored replica ``j mod R``. A scorer's logit for a replica depends only on
+    that replica's and the request's features, so its probabilities on the new batch are the stored ones at
+    ``j mod R``, renormalised: the expectation comes from disk, not from the resizing code it checks.
+    """
     path = PolicyDir(directory).probe
     if not path.is_file():
         raise ArtifactError(f"{flag} {directory}: missing {path.name} (incomplete policy directory)")
     probe = np.load(path, allow_pickle=False)
-    diff = float(np.abs(action_probabilities(module, probe["obs"]) - probe["probs"]).max())
+    obs, probs = probe["obs"], probe["probs"]
+    stored = probs.shape[-1]
+    if stored == num_replicas:
+        return obs, probs
+    cut = stored * num_replica_features
+    replicas = obs[:, :cut].reshape(len(obs), stored, num_replica_features)
+    index = np.arange(num_replicas) % stored
+    tiled = np.concatenate([replicas[:, index].reshape(len(obs), -1), obs[:, cut:]], axis=-1)
+    expected = probs[:, index] / probs[:, index].sum(axis=-1, keepdims=True)
+    return tiled.astype(np.float32), expected
+
+
+def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "--policy", atol: float = 1e-5) -> float:
+    """Max abs difference between ``module``'s action probabilities and the saved probe (re-laid out for the
+    module's replica count); raise if above ``atol``."""
+    obs, probs = probe_batch(directory, module.num_replicas, module.num_replica_features, flag)
+    diff = float(np.abs(action_probabilities(module, obs) - probs).max())
     if diff > atol:
         raise ArtifactError(f"{flag} {directory}: loaded weights do not reproduce the saved policy (max prob diff {diff:.2e})")
     return diff

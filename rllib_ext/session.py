@@ -34,11 +34,12 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, LEA
 from envs.errors import WarmRouteError
 from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
 from envs.heuristics import is_router
+from envs.observation import ObservationLayout
 from envs.vidur_env import VidurRoutingEnv
 from rllib_ext import metrics as M
 from rllib_ext.adaptive import AdaptiveState, AdaptiveWarmupController
 from rllib_ext.artifacts import ArtifactError, read_metadata
-from rllib_ext.policy_io import action_probabilities, save_policy
+from rllib_ext.policy_io import action_probabilities, check_policy_layout, probe_batch, resized_model_config, save_policy
 from rllib_ext.ray_runtime import ensure_ray
 from rllib_ext.run_dir import MODULE_COMPONENT, PolicyDir, RunDir
 from rllib_ext.train_config import TrainConfig, build_ppo_config, default_model_config
@@ -89,12 +90,13 @@ def _on_learners(algo: Algorithm, fn: Callable[[Any], Any]) -> list[Any]:
     return [r.get() if hasattr(r, "get") else r for r in algo.learner_group.foreach_learner(fn)]
 
 
-def verify_loaded_actor(algo: Algorithm, policy_dir: Path) -> float:
-    """Max abs probability gap between the BC probe and every learner and env-runner copy; raise if it is off."""
-    probe = np.load(PolicyDir(policy_dir).probe, allow_pickle=False)
-    copies = _on_learners(algo, partial(_probs_of_learner, obs=probe["obs"]))
-    copies += algo.env_runner_group.foreach_env_runner(partial(_probs_of_runner, obs=probe["obs"]))
-    gap = max(float(np.abs(np.asarray(p) - probe["probs"]).max()) for p in copies)
+def verify_loaded_actor(algo: Algorithm, policy_dir: Path, layout: ObservationLayout) -> float:
+    """Max abs probability gap between the BC probe (re-laid out for ``layout``'s replica count) and every learner
+    and env-runner copy; raise if it is off."""
+    obs, probs = probe_batch(policy_dir, layout.num_replicas, layout.num_replica_features, "--pretrained-actor-path")
+    copies = _on_learners(algo, partial(_probs_of_learner, obs=obs))
+    copies += algo.env_runner_group.foreach_env_runner(partial(_probs_of_runner, obs=obs))
+    gap = max(float(np.abs(np.asarray(p) - probs).max()) for p in copies)
     if gap > PROBE_ATOL:
         raise ArtifactError(
             f"--pretrained-actor-path {policy_dir}: the loaded actor does not reproduce the BC policy "
@@ -104,13 +106,18 @@ def verify_loaded_actor(algo: Algorithm, policy_dir: Path) -> float:
 
 
 def reference(cfg: TrainConfig) -> tuple[dict[str, Any], str | None, Path | None]:
-    """Model config, reference-module path and policy dir: the BC checkpoint's when warm-starting."""
+    """Model config, reference-module path and policy dir: the BC checkpoint's when warm-starting.
+
+    A scorer clone made on another replica count is accepted: the model config takes this run's count (the
+    weights do not depend on it) and the KL learner resizes the reference module it loads from the path.
+    """
     if not cfg.kl.enable_warm_start:
         return default_model_config(cfg), None, None
     policy_dir = Path(cfg.kl.pretrained_actor_path).absolute()
     meta = read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path")
-    cfg.env.layout.check_compatible(meta["layout"], source=f"--pretrained-actor-path {policy_dir}")
-    return meta["model_config"], str(PolicyDir(policy_dir).module), policy_dir
+    check_policy_layout(meta, cfg.env.layout, f"--pretrained-actor-path {policy_dir}")
+    model_config = resized_model_config(meta["model_config"], cfg.env.layout.num_replicas)
+    return model_config, str(PolicyDir(policy_dir).module), policy_dir
 
 
 def _teacher_latency(cfg: TrainConfig, policy_dir: Path | None) -> float:
@@ -169,13 +176,17 @@ def hyperparameters_in_effect(algo: Algorithm) -> dict[str, float]:
     return _on_learners(algo, _read_hyperparameters)[0]
 
 
-def load_warm_start(algo: Algorithm, policy_dir: Path) -> float:
-    """Load the BC actor into the learner and every env runner; return the verified max probability gap."""
+def load_warm_start(algo: Algorithm, policy_dir: Path, layout: ObservationLayout) -> float:
+    """Load the BC actor into the learner and every env runner; return the verified max probability gap.
+
+    The module state loads into a module built for another replica count when the clone is a scorer (same tensor
+    names and shapes); the probe check then proves it acts like the clone on ``layout``'s count.
+    """
     algo.restore_from_path(str(PolicyDir(policy_dir).module), component=MODULE_COMPONENT)
     # restore_from_path pushes the weights to remote env runners fire-and-forget (timeout 0): measured here, some
     # runners kept their random weights. Sync once more and wait for it before verifying every copy.
     algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True, timeout_seconds=120)
-    return verify_loaded_actor(algo, policy_dir)
+    return verify_loaded_actor(algo, policy_dir, layout)
 
 
 def save_checkpoint(session: TrainingSession, directory: Path) -> Path:
@@ -206,7 +217,7 @@ def start_session(cfg: TrainConfig, checkpoint: Path | None = None, log: Callabl
             algo.learner_group.foreach_learner(partial(_set_adaptive_state, state=adaptive.to_dict()))
             log(f"restored {checkpoint} at iteration {algo.iteration}, {lifetime_steps(algo)} env steps")
         elif policy_dir is not None:
-            gap = load_warm_start(algo, policy_dir)
+            gap = load_warm_start(algo, policy_dir, cfg.env.layout)
             log(
                 f"warm start: loaded {policy_dir} into the learner and {algo.env_runner_group.num_remote_env_runners()} "
                 f"env runners (max prob gap to BC probe {gap:.1e})"

@@ -55,10 +55,16 @@ def test_checkpoint_policy_is_deterministic_per_seed(cloned) -> None:
     assert [policy.act(o) for o in obs] == first
 
 
-def test_refuses_policy_for_other_replica_count(cloned) -> None:
+def test_refuses_policy_for_other_observation_features(cloned) -> None:
     out, _ = cloned
-    with pytest.raises(WarmRouteError, match="num_replicas"):
-        load_policy(out, ObservationLayout(num_replicas=6))
+    with pytest.raises(WarmRouteError, match="oracle"):
+        load_policy(out, ObservationLayout(num_replicas=4, oracle=True))
+
+
+def test_scorer_clone_loads_on_another_replica_count(cloned) -> None:
+    out, _ = cloned
+    module, _ = load_policy(out, ObservationLayout(num_replicas=6))  # verified on the probe re-laid out for 6
+    assert module.num_replicas == 6
 
 
 def test_weights_that_differ_from_the_probe_are_refused(cloned, tmp_path: Path) -> None:

@@ -159,10 +159,9 @@ def test_bc_checkpoint_for_other_layout_is_refused(bc_policy, tmp_path: Path, ru
         "--enable-warm-start",
         "--pretrained-actor-path",
         str(bc_policy),
-        "--replicas",
-        "6",
+        "--oracle",
     )
-    assert result.returncode == 2 and "num_replicas" in result.stderr
+    assert result.returncode == 2 and "oracle" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 

@@ -7,6 +7,7 @@ Subcommands:
   train           PPO, cold or warm-started from a cloned policy with a scheduled KL to it
   compare         cold vs warm runs from their own logs, by env-step bucket
   report          rebuild a pipeline directory's report (report.md, report.json, PNGs)
+  export          a saved policy as a TorchScript router for deployment (rllib_ext/export.py, docs/deploy.md)
   sweep           Ray Tune sweep over the warm-start settings (warmroute/sweep_cmd.py, tuning/)
   submit          run any of these on a Ray cluster through Ray Jobs
 
@@ -38,6 +39,7 @@ from envs.observation import ObservationLayout
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.compare import format_comparison, load_progress, plot_learning_curves
 from rllib_ext.demos import DemoConfig, collect_demos
+from rllib_ext.export import ExportConfig, export_router
 from rllib_ext.models import ARCHITECTURES
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.report import write_report
@@ -189,6 +191,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    config = ExportConfig(**given(args, ExportConfig))
+    info = export_router(config)
+    rule = "any replica count" if info["replicas"] == "any" else f"{info['replicas']} replicas only"
+    print(
+        f"wrote {config.output}: {info['architecture']} router for {rule} (checked against the policy on "
+        f"{info['checked_on_replicas']} replicas, max logit gap {info['probe_max_logit_gap']:.1e})"
+    )
+    return 0
+
+
+def _add_export_args(parser: argparse.ArgumentParser) -> None:
+    add_config_flags(
+        parser,
+        ExportConfig,
+        ("policy", "output", "num_replicas"),
+        flags={"num_replicas": "--replicas"},
+        required=("policy", "output"),
+    )
+
+
 def _add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     add_config_flags(
         parser,
@@ -307,6 +330,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Cal
     "train": ("PPO, cold or warm-started (KL to the cloned policy)", _add_train_args, _train),
     "compare": ("compare training runs by env-step bucket", _add_compare_args, _compare),
     "report": ("rebuild a pipeline's report: tables, held-out learning curves, plots", _add_report_args, _report),
+    "export": ("write a saved policy as a TorchScript router (raw features in, replica out)", _add_export_args, _export),
     "submit": ("run a warmroute command on a Ray cluster (Ray Jobs)", add_submit_args, run_submit),
 }
 
