@@ -1,10 +1,12 @@
 """The names of the files inside every WarmRoute folder, in one place.
 
-Three kinds of folder, each with a ``metadata.json`` whose ``kind`` says which it is:
+Three kinds of artefact folder, each with a ``metadata.json`` whose ``kind`` says which it is:
 
 * :class:`DemoDir` (``warmroute collect-demos``): Parquet shards, one per teacher, env runner and chunk;
 * :class:`PolicyDir` (``warmroute pretrain`` and a training run's ``policy/``): the RLlib module and a probe batch;
 * :class:`RunDir` (``warmroute train``): RLlib checkpoints, TensorBoard events, ``progress.jsonl`` and ``policy/``.
+
+and :class:`PipelineDir` (``warmroute pipeline``), which holds one of each plus ``pipeline.json`` (kind ``pipeline``).
 
 Writers and readers both ask these classes for paths, so a file name is never typed out twice.
 """
@@ -106,3 +108,48 @@ def checkpoint_iteration(checkpoint: Path) -> int:
 def checkpoint_module(checkpoint: Path) -> Path:
     """The RLModule inside an RLlib Algorithm checkpoint (loadable with ``RLModule.from_checkpoint``)."""
     return checkpoint / MODULE_COMPONENT
+
+
+@dataclass(frozen=True)
+class PipelineDir(_Folder):
+    """A ``warmroute pipeline`` output: ``pipeline.json`` (config, stage records), ``stages.jsonl`` (what each run did),
+    ``demos/`` (DemoDir), ``bc/`` (PolicyDir), ``warm/`` and ``cold/`` (RunDir), ``evaluation.json``, ``curves.json``
+    and ``report/``."""
+
+    KIND = "pipeline"
+    STATE_FILE = "pipeline.json"
+    LOG_FILE = "stages.jsonl"
+
+    @property
+    def state(self) -> Path:
+        return self.path / self.STATE_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.path / self.LOG_FILE
+
+    @property
+    def demos(self) -> DemoDir:
+        return DemoDir(self.path / "demos")
+
+    @property
+    def bc(self) -> PolicyDir:
+        return PolicyDir(self.path / "bc")
+
+    def run(self, label: str) -> RunDir:
+        """``warm`` or ``cold``."""
+        return RunDir(self.path / label)
+
+    @property
+    def evaluation(self) -> Path:
+        """Held-out results in ``warmroute evaluate --json``'s format."""
+        return self.path / "evaluation.json"
+
+    @property
+    def curves(self) -> Path:
+        """Every checkpoint of both runs evaluated on held-out seeds."""
+        return self.path / "curves.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report"

@@ -6,6 +6,7 @@ Subcommands:
   pretrain        behaviour-clone the PPO routing module from demonstrations
   train           PPO, cold or warm-started from a cloned policy with a scheduled KL to it
   compare         cold vs warm runs from their own logs, by env-step bucket
+  pipeline        the whole recipe in one resumable command (warmroute/pipeline_cmd.py, rllib_ext/pipeline.py)
   sweep           Ray Tune sweep over the warm-start settings (warmroute/sweep_cmd.py, tuning/)
   submit          run any of these on a Ray cluster through Ray Jobs
 
@@ -43,6 +44,7 @@ from rllib_ext.schedules import KL_SCHEDULES
 from rllib_ext.train import train
 from rllib_ext.train_config import PLACEMENTS, KLRefConfig, PPOSettings, TrainConfig
 from warmroute.flags import HelpFormatter, OneLineParser, add_config_flags, add_flag, default_of, flag_of, given
+from warmroute.pipeline_cmd import add_pipeline_args, run_pipeline_command
 from warmroute.submit import add_submit_args, run_submit
 from warmroute.workload_args import add_workload_args, env_config_from_args
 
@@ -271,6 +273,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Cal
     "pretrain": ("behaviour-clone the PPO routing module from demonstrations", _add_pretrain_args, _pretrain),
     "train": ("PPO, cold or warm-started (KL to the cloned policy)", _add_train_args, _train),
     "compare": ("compare training runs by env-step bucket", _add_compare_args, _compare),
+    "pipeline": ("demos -> BC -> warm and cold PPO -> held-out evaluation -> report, resumable", add_pipeline_args, run_pipeline_command),
     "submit": ("run a warmroute command on a Ray cluster (Ray Jobs)", add_submit_args, run_submit),
 }
 
