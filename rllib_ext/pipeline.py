@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,13 @@ from rllib_ext.pipeline_config import STAGES, PipelineConfig
 from rllib_ext.pipeline_stages import STAGE_FUNCTIONS, Context, output_present, report_api
 from rllib_ext.run_dir import PipelineDir
 
+
 def _print_now(line: str) -> None:
     print(line, flush=True)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:

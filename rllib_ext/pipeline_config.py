@@ -170,7 +170,11 @@ class PipelineConfig:
         training = {k: getattr(b, k) for k in ("iterations", "train_batch_size", "minibatch_size", "checkpoint_every")}
         training.update(num_env_runners=self.num_env_runners, seed=self.seed)
         settings: dict[str, dict[str, Any]] = {
-            "teacher": {"env": env, "teacher": self.teacher, "validation_episodes": None if self.teacher else b.validation_episodes},
+            "teacher": {
+                "env": env,
+                "teacher": self.teacher,
+                "validation_episodes": None if self.teacher else b.validation_episodes,
+            },
             "demos": {"teacher": teacher, "demo_steps": b.demo_steps, "num_env_runners": self.num_env_runners, "seed": self.seed},
             "bc": {"bc_epochs": b.bc_epochs, "seed": self.seed},
             "warm": {

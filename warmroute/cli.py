@@ -273,7 +273,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Cal
     "pretrain": ("behaviour-clone the PPO routing module from demonstrations", _add_pretrain_args, _pretrain),
     "train": ("PPO, cold or warm-started (KL to the cloned policy)", _add_train_args, _train),
     "compare": ("compare training runs by env-step bucket", _add_compare_args, _compare),
-    "pipeline": ("demos -> BC -> warm and cold PPO -> held-out evaluation -> report, resumable", add_pipeline_args, run_pipeline_command),
+    "pipeline": ("demos, BC, warm and cold PPO, evaluation, report; resumable", add_pipeline_args, run_pipeline_command),
     "submit": ("run a warmroute command on a Ray cluster (Ray Jobs)", add_submit_args, run_submit),
 }
 
