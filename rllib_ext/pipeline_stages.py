@@ -18,16 +18,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import ray
 from tqdm.auto import tqdm
 
 from envs.cache_routers import CACHE_ROUTERS
-from envs.evaluation import HeuristicPolicy, Policy, evaluate_policy
-from envs.heuristics import ROUTERS
+from envs.evaluation import HeuristicPolicy, evaluate_policy
+from envs.heuristics import ROUTERS, is_router
 from envs.vidur_env import VidurEnvConfig
 from rllib_ext.bc import pretrain
 from rllib_ext.demos import collect_demos
 from rllib_ext.pipeline_config import OBJECTIVES, PipelineConfig
 from rllib_ext.policy_io import CheckpointPolicy
+from rllib_ext.ray_runtime import ensure_ray
 from rllib_ext.run_dir import PipelineDir
 from rllib_ext.train import train
 
@@ -106,16 +108,31 @@ def heuristic_names(config: PipelineConfig) -> list[str]:
     return names + [config.teacher] if config.teacher and config.teacher not in names else names
 
 
+@ray.remote(num_cpus=1)
+def _evaluate_remote(policy: str, greedy: bool, env: VidurEnvConfig, seeds: list[int]) -> tuple[str, dict[str, Any]]:
+    """One policy on ``seeds`` in a Ray worker, built there: a router name or a saved policy directory."""
+    layout = env.layout
+    built = HeuristicPolicy(policy, layout) if is_router(policy) else CheckpointPolicy(policy, layout, greedy=greedy)
+    return built.name, evaluate_policy(built, env, seeds)
+
+
 def _evaluate_all(
-    policies: Sequence[Policy], env: VidurEnvConfig, seeds: list[int], desc: str, progress: bool
+    policies: Sequence[tuple[str, bool]], env: VidurEnvConfig, seeds: list[int], desc: str, progress: bool
 ) -> dict[str, dict[str, Any]]:
-    """``evaluate_policy`` on the same seeds for every policy, under one progress bar (as ``warmroute evaluate``)."""
-    results = {}
+    """``evaluate_policy`` on the same seeds for every ``(router name or policy directory, greedy)``, one Ray task per
+    policy so that every core evaluates. Each policy is seeded per episode, so the results are those of
+    ``warmroute evaluate`` (which runs them one after the other); keys are the names it gives them."""
+    ensure_ray()
+    pending = [_evaluate_remote.remote(str(policy), greedy, env, seeds) for policy, greedy in policies]
+    order = {ref: i for i, ref in enumerate(pending)}
+    done: dict[int, tuple[str, dict[str, Any]]] = {}
     with tqdm(total=len(policies) * len(seeds), desc=desc, unit="episode", disable=not progress) as bar:
-        for policy in policies:
-            bar.set_postfix_str(policy.name)
-            results[policy.name] = evaluate_policy(policy, env, seeds, progress=bar)
-    return results
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            done[order[ready[0]]] = name, result = ray.get(ready[0])
+            bar.set_postfix_str(name)
+            bar.update(len(seeds))
+    return dict(done[i] for i in range(len(done)))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -131,8 +148,7 @@ def choose_teacher(ctx: Context, resume: bool) -> dict[str, Any]:
         result: dict[str, Any] = {"teacher": config.teacher, "chosen_by": "--teacher"}
     else:
         metric, best = OBJECTIVES[config.env.reward]
-        layout = config.env.layout
-        policies = [HeuristicPolicy(name, layout) for name in heuristic_names(config)]
+        policies = [(name, False) for name in heuristic_names(config)]
         scores = {
             name: r[metric]
             for name, r in _evaluate_all(policies, config.env, config.validation_seeds, "validation", ctx.progress).items()
@@ -169,20 +185,18 @@ def _ppo(label: str) -> Callable[[Context, bool], dict[str, Any]]:
 def evaluation(ctx: Context, resume: bool) -> dict[str, Any]:
     """Every heuristic, the clone, warm and cold PPO (sampled and greedy) on the held-out seeds."""
     config, pipeline = ctx.config, ctx.pipeline
-    layout = config.env.layout
     saved = {"bc": pipeline.bc.path, "warm": pipeline.run("warm").policy.path, "cold": pipeline.run("cold").policy.path}
-    heuristics: list[Policy] = [HeuristicPolicy(name, layout) for name in heuristic_names(config)]
+    heuristics = [(name, False) for name in heuristic_names(config)]
     learned = {
-        f"{role}{'_greedy' if greedy else ''}": CheckpointPolicy(path, layout, greedy=greedy)
-        for role, path in saved.items()
-        for greedy in (False, True)
+        f"{role}{'_greedy' if greedy else ''}": (str(path), greedy) for role, path in saved.items() for greedy in (False, True)
     }
     results = _evaluate_all([*heuristics, *learned.values()], config.env, config.test_seeds, "evaluate", ctx.progress)
     _write_json(pipeline.evaluation, {"env_config": config.env.to_dict(), "policies": results})
+    names = list(results)  # in the order asked: heuristics first, then the learned policies
     ctx.state["policies"] = {
         "teacher": ctx.teacher,
-        "heuristics": [p.name for p in heuristics],
-        **{role: policy.name for role, policy in learned.items()},
+        "heuristics": names[: len(heuristics)],
+        **dict(zip(learned, names[len(heuristics) :])),
     }
     return {"policies": len(results)}
 
@@ -198,8 +212,9 @@ def checkpoint_curves(ctx: Context, resume: bool) -> dict[str, Any]:
         tested = json.loads(pipeline.evaluation.read_text())["policies"]
         heuristics = {name: tested[name] for name in ctx.state["policies"]["heuristics"]}
     else:
-        policies = [HeuristicPolicy(name, config.env.layout) for name in heuristic_names(config)]
-        heuristics = _evaluate_all(policies, config.env, seeds, "heuristics", ctx.progress)
+        heuristics = _evaluate_all(
+            [(name, False) for name in heuristic_names(config)], config.env, seeds, "heuristics", ctx.progress
+        )
     _write_json(pipeline.curves, {"seeds": seeds, "runs": runs, "heuristics": heuristics})
     return {"checkpoints": {label: len(rows) for label, rows in runs.items()}}
 

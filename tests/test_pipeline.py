@@ -215,3 +215,11 @@ def test_the_pipeline_can_be_submitted_to_a_cluster() -> None:
     assert (
         entrypoint_for(["pipeline", "--output", "/shared/q"], Path("/")) == "python -m warmroute.cli pipeline --output /shared/q"
     )
+
+
+def test_the_one_click_script_runs_the_pipeline_with_its_flags(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_ppo_warmstart.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "OUTPUT": str(tmp_path / "run")}
+    result = subprocess.run([str(script), "--teacher", "fastest"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("warmroute pipeline: error: --teacher: unknown router")
+    assert not (tmp_path / "run").exists()
