@@ -38,25 +38,25 @@ def _now() -> str:
 
 def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
     """The directory's ``pipeline.json`` (empty for a new directory); refuse a directory that is something else."""
-    if not pipeline.state.is_file():
+    if not pipeline.config.is_file():
         if pipeline.path.exists() and (not pipeline.path.is_dir() or any(pipeline.path.iterdir())):
-            raise ArtifactError(f"{flag} {pipeline.path}: exists and holds no {pipeline.STATE_FILE}; choose a new directory")
+            raise ArtifactError(f"{flag} {pipeline.path}: exists and holds no {pipeline.CONFIG_FILE}; choose a new directory")
         return {}
     try:
-        state = json.loads(pipeline.state.read_text())
+        state = json.loads(pipeline.config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{flag} {pipeline.state}: corrupted JSON ({exc}); choose a new directory") from exc
+        raise ArtifactError(f"{flag} {pipeline.config}: corrupted JSON ({exc}); choose a new directory") from exc
     if not isinstance(state, dict) or state.get("kind") != PipelineDir.KIND or state.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{flag} {pipeline.state}: not a pipeline state of this WarmRoute version; choose a new directory")
+        raise ArtifactError(f"{flag} {pipeline.config}: not a pipeline state of this WarmRoute version; choose a new directory")
     return state
 
 
 def _save_state(pipeline: PipelineDir, state: dict[str, Any]) -> None:
     """Write ``pipeline.json`` atomically (a kill never leaves half a file)."""
     pipeline.path.mkdir(parents=True, exist_ok=True)
-    tmp = pipeline.state.with_suffix(".tmp")
+    tmp = pipeline.config.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, pipeline.state)
+    os.replace(tmp, pipeline.config)
 
 
 def _log_event(pipeline: PipelineDir, stage: str, event: str, **fields: Any) -> None:

@@ -90,7 +90,7 @@ def output_path(pipeline: PipelineDir, stage: str) -> Path | None:
 def output_present(pipeline: PipelineDir, stage: str) -> bool:
     """Whether ``stage``'s output is still there (each file named is written last by its stage)."""
     marker = {
-        "teacher": pipeline.state,
+        "teacher": pipeline.config,
         "demos": pipeline.demos.metadata,
         "bc": pipeline.bc.metadata,
         "warm": pipeline.run("warm").policy.metadata,
@@ -202,20 +202,22 @@ def evaluation(ctx: Context, resume: bool) -> dict[str, Any]:
 
 
 def checkpoint_curves(ctx: Context, resume: bool) -> dict[str, Any]:
-    """Every checkpoint of both runs, and every heuristic, on the same held-out seeds (a prefix of the test seeds)."""
+    """Every checkpoint of both runs on the same held-out seeds (a prefix of the test seeds), one Ray task per run.
+
+    The report draws the heuristics on these seeds too (re-evaluating them when they are not the test seeds)."""
     config, pipeline = ctx.config, ctx.pipeline
-    seeds = config.curve_seeds
     api = report_api()
     assert api is not None
-    runs = {label: api.checkpoint_curves(pipeline.run(label).path, config.env, seeds) for label in RUNS}
-    if seeds == config.test_seeds:
-        tested = json.loads(pipeline.evaluation.read_text())["policies"]
-        heuristics = {name: tested[name] for name in ctx.state["policies"]["heuristics"]}
-    else:
-        heuristics = _evaluate_all(
-            [(name, False) for name in heuristic_names(config)], config.env, seeds, "heuristics", ctx.progress
-        )
-    _write_json(pipeline.curves, {"seeds": seeds, "runs": runs, "heuristics": heuristics})
+    ensure_ray()
+    curves = ray.remote(num_cpus=1)(api.checkpoint_curves)
+    refs = {label: curves.remote(pipeline.run(label).path, config.env, config.curve_seeds) for label in RUNS}
+    pending = list(refs.values())
+    with tqdm(total=len(pending), desc="curves", unit="run", disable=not ctx.progress) as bar:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=1)
+            bar.update(1)
+    runs = {label: ray.get(ref) for label, ref in refs.items()}
+    _write_json(pipeline.curves, {"seeds": config.curve_seeds, "runs": runs})
     return {"checkpoints": {label: len(rows) for label, rows in runs.items()}}
 
 

@@ -112,20 +112,22 @@ def checkpoint_module(checkpoint: Path) -> Path:
 
 @dataclass(frozen=True)
 class PipelineDir(_Folder):
-    """A ``warmroute pipeline`` output: ``pipeline.json`` (config, stage records), ``stages.jsonl`` (what each run did),
-    ``demos/`` (DemoDir), ``bc/`` (PolicyDir), ``warm/`` and ``cold/`` (RunDir), ``evaluation.json``, ``curves.json``
-    and ``report/``."""
+    """A ``warmroute pipeline`` output: ``pipeline.json`` (config, teacher, seeds, stage records), ``stages.jsonl``
+    (what each invocation did), ``demos/`` (DemoDir), ``bc/`` (PolicyDir), ``warm/`` and ``cold/`` (RunDir), the
+    held-out evaluation, the checkpoint curves and ``report/``."""
 
     KIND = "pipeline"
-    STATE_FILE = "pipeline.json"
+    CONFIG_FILE = "pipeline.json"
     LOG_FILE = "stages.jsonl"
 
     @property
-    def state(self) -> Path:
-        return self.path / self.STATE_FILE
+    def config(self) -> Path:
+        """``pipeline.json``: workload/env config, budget, teacher, seeds, and each stage's settings and status."""
+        return self.path / self.CONFIG_FILE
 
     @property
     def log(self) -> Path:
+        """``stages.jsonl``: one line per stage event (started, resumed, done, reused) of every invocation."""
         return self.path / self.LOG_FILE
 
     @property
@@ -137,17 +139,22 @@ class PipelineDir(_Folder):
         return PolicyDir(self.path / "bc")
 
     def run(self, label: str) -> RunDir:
-        """``warm`` or ``cold``."""
+        """The training run ``cold`` or ``warm``."""
         return RunDir(self.path / label)
 
     @property
     def evaluation(self) -> Path:
-        """Held-out results in ``warmroute evaluate --json``'s format."""
+        """Every policy on the held-out seeds (the format of ``warmroute evaluate --json``)."""
         return self.path / "evaluation.json"
 
     @property
+    def latencies(self) -> Path:
+        """Per-request latencies of the evaluated policies (``envs.evaluation.save_latencies``)."""
+        return self.path / "latencies.npz"
+
+    @property
     def curves(self) -> Path:
-        """Every checkpoint of both runs evaluated on held-out seeds."""
+        """``{"seeds": [...], "runs": {"warm": [rows], "cold": [rows]}}``: checkpoints on held-out seeds."""
         return self.path / "curves.json"
 
     @property

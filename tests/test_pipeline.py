@@ -54,7 +54,7 @@ def tiny_pipeline(ray_session, tmp_path_factory) -> tuple[PipelineDir, PipelineC
 @pytest.mark.slow
 def test_pipeline_writes_every_stage_in_the_formats_of_the_single_commands(tiny_pipeline) -> None:
     pipeline, config, _ = tiny_pipeline
-    state = json.loads(pipeline.state.read_text())
+    state = json.loads(pipeline.config.read_text())
     available = [s for s in STAGES if s not in REPORT_STAGES or report_api() is not None]
     assert [s for s in STAGES if state["stages"].get(s, {}).get("status") == "done"] == available
     for label in ("warm", "cold"):
@@ -72,7 +72,7 @@ def test_pipeline_writes_every_stage_in_the_formats_of_the_single_commands(tiny_
 @pytest.mark.slow
 def test_teacher_is_the_best_heuristic_on_validation_seeds_never_on_test_seeds(tiny_pipeline) -> None:
     pipeline, config, _ = tiny_pipeline
-    state = json.loads(pipeline.state.read_text())
+    state = json.loads(pipeline.config.read_text())
     chosen = state["stages"]["teacher"]["result"]
     assert chosen["teacher"] == min(chosen["validation"], key=chosen["validation"].get) == state["teacher"]
     assert set(chosen["validation"]) == set(heuristic_names(config))
@@ -88,12 +88,12 @@ def test_a_second_run_reuses_every_finished_stage_and_rewrites_no_output(tiny_pi
     lines: list[str] = []
     run_pipeline(config, pipeline.path, progress=False, log=lines.append)
     second = events(pipeline)[logged:]
-    finished = [s for s, r in json.loads(pipeline.state.read_text())["stages"].items() if r["status"] == "done"]
+    finished = [s for s, r in json.loads(pipeline.config.read_text())["stages"].items() if r["status"] == "done"]
     assert [e["stage"] for e in second if e["event"] == "reused"] == finished
     assert not [e for e in second if e["event"] in ("started", "resumed")]
     after = file_times(pipeline.path)
-    assert {k: v for k, v in after.items() if k not in (pipeline.STATE_FILE, pipeline.LOG_FILE)} == {
-        k: v for k, v in before.items() if k not in (pipeline.STATE_FILE, pipeline.LOG_FILE)
+    assert {k: v for k, v in after.items() if k not in (pipeline.CONFIG_FILE, pipeline.LOG_FILE)} == {
+        k: v for k, v in before.items() if k not in (pipeline.CONFIG_FILE, pipeline.LOG_FILE)
     }
 
 
@@ -174,7 +174,7 @@ def test_a_pipeline_killed_during_ppo_resumes_from_its_last_checkpoint(ray_sessi
     assert progress == [1, 2, 3, 4]
     log = [(e["stage"], e["event"]) for e in events(out)]
     assert ("warm", "resumed") in log and log.count(("warm", "started")) == 1
-    assert json.loads(out.state.read_text())["stages"]["cold"]["status"] == "done"
+    assert json.loads(out.config.read_text())["stages"]["cold"]["status"] == "done"
 
 
 @pytest.mark.parametrize(
