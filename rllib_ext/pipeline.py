@@ -119,7 +119,7 @@ def run_pipeline(
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
         "stages": stages,
-        **{k: state[k] for k in ("teacher", "policies") if k in state},
+        **{k: state[k] for k, stage in (("teacher", "teacher"), ("policies", "evaluation")) if k in state and stage in stages},
         "seeds": {"validation": config.validation_seeds, "test": config.test_seeds, "curves": config.curve_seeds},
         "paths": {"demos": "demos", "bc": "bc", "warm": "warm", "cold": "cold", "evaluation": "evaluation.json"},
         "versions": library_versions(),
@@ -142,6 +142,8 @@ def run_pipeline(
         ran_before = True
         if not resume:
             ctx.remove_output(stage)
+        for later in STAGES[number:]:  # their inputs are about to change: they are not finished any more
+            stages.pop(later, None)
         stages[stage] = {"settings": config.stage_settings(stage, ctx.teacher), "status": "started", "started": _now()}
         _save_state(pipeline, state)
         log(f"{banner}: {'resuming' if resume else 'running'}")

@@ -122,6 +122,20 @@ def test_force_redoes_the_changed_stage_and_the_stages_after_it_only(tiny_pipeli
 
 
 @pytest.mark.slow
+def test_a_stage_whose_output_is_gone_is_redone_with_every_stage_after_it(tiny_pipeline, tmp_path: Path) -> None:
+    pipeline, config, _ = tiny_pipeline
+    copy = PipelineDir(tmp_path / "copy")
+    shutil.copytree(pipeline.path, copy.path)
+    copy.evaluation.unlink()
+    logged = len(events(copy))
+    run_pipeline(config, copy.path, progress=False, log=lambda line: None)
+    later = events(copy)[logged:]
+    assert [e["stage"] for e in later if e["event"] == "reused"] == ["teacher", "demos", "bc", "warm", "cold"]
+    assert "evaluation" in [e["stage"] for e in later if e["event"] == "started"]
+    assert copy.evaluation.is_file()
+
+
+@pytest.mark.slow
 def test_evaluation_equals_warmroute_evaluate_run_separately(tiny_pipeline, cli_in_process, tmp_path: Path) -> None:
     pipeline, config, _ = tiny_pipeline
     ours = json.loads(pipeline.evaluation.read_text())["policies"]
