@@ -24,7 +24,7 @@ from typing import Any
 
 from rllib_ext.artifacts import FORMAT_VERSION, ArtifactError, library_versions
 from rllib_ext.pipeline_config import STAGES, PipelineConfig
-from rllib_ext.pipeline_stages import STAGE_FUNCTIONS, Context, output_present, report_api
+from rllib_ext.pipeline_stages import STAGE_FUNCTIONS, Context, output_present
 from rllib_ext.run_dir import PipelineDir
 
 
@@ -133,10 +133,6 @@ def run_pipeline(
         if not ran_before and record and record["status"] == "done" and output_present(pipeline, stage):
             log(f"{banner}: reused (finished {record['finished']})")
             _log_event(pipeline, stage, "reused")
-            continue
-        if stage in ("curves", "report") and report_api() is None:
-            log(f"{banner}: skipped (rllib_ext.report is not part of this build)")
-            _log_event(pipeline, stage, "unavailable")
             continue
         resume = not ran_before and record is not None and ctx.resumable(stage)
         ran_before = True

@@ -8,21 +8,19 @@ those commands' formats: ``demos/`` is a ``collect-demos`` dataset, ``bc/`` a ``
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import ray
 from tqdm.auto import tqdm
 
 from envs.cache_routers import CACHE_ROUTERS
-from envs.evaluation import HeuristicPolicy, evaluate_policy
+from envs.evaluation import HeuristicPolicy, evaluate_policy, save_latencies
 from envs.heuristics import ROUTERS, is_router
 from envs.vidur_env import VidurEnvConfig
 from rllib_ext.bc import pretrain
@@ -30,19 +28,12 @@ from rllib_ext.demos import collect_demos
 from rllib_ext.pipeline_config import OBJECTIVES, PipelineConfig
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.ray_runtime import ensure_ray
+from rllib_ext.report import checkpoint_curves as run_curves
+from rllib_ext.report import write_report
 from rllib_ext.run_dir import PipelineDir
 from rllib_ext.train import train
 
 RUNS = ("warm", "cold")
-
-
-def report_api() -> ModuleType | None:
-    """``rllib_ext.report`` (``checkpoint_curves``, ``write_report``), or None in a build without it: the curves and
-    report stages are then skipped, and run by the next invocation in a build that has it."""
-    try:
-        return importlib.import_module("rllib_ext.report")
-    except ModuleNotFoundError:
-        return None
 
 
 @dataclass
@@ -109,21 +100,28 @@ def heuristic_names(config: PipelineConfig) -> list[str]:
 
 
 @ray.remote(num_cpus=1)
-def _evaluate_remote(policy: str, greedy: bool, env: VidurEnvConfig, seeds: list[int]) -> tuple[str, dict[str, Any]]:
+def _evaluate_remote(
+    policy: str, greedy: bool, env: VidurEnvConfig, seeds: list[int], per_request: bool
+) -> tuple[str, dict[str, Any]]:
     """One policy on ``seeds`` in a Ray worker, built there: a router name or a saved policy directory."""
     layout = env.layout
     built = HeuristicPolicy(policy, layout) if is_router(policy) else CheckpointPolicy(policy, layout, greedy=greedy)
-    return built.name, evaluate_policy(built, env, seeds)
+    return built.name, evaluate_policy(built, env, seeds, per_request=per_request)
 
 
 def _evaluate_all(
-    policies: Sequence[tuple[str, bool]], env: VidurEnvConfig, seeds: list[int], desc: str, progress: bool
+    policies: Sequence[tuple[str, bool]],
+    env: VidurEnvConfig,
+    seeds: list[int],
+    desc: str,
+    progress: bool,
+    per_request: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """``evaluate_policy`` on the same seeds for every ``(router name or policy directory, greedy)``, one Ray task per
     policy so that every core evaluates. Each policy is seeded per episode, so the results are those of
     ``warmroute evaluate`` (which runs them one after the other); keys are the names it gives them."""
     ensure_ray()
-    pending = [_evaluate_remote.remote(str(policy), greedy, env, seeds) for policy, greedy in policies]
+    pending = [_evaluate_remote.remote(str(policy), greedy, env, seeds, per_request) for policy, greedy in policies]
     order = {ref: i for i, ref in enumerate(pending)}
     done: dict[int, tuple[str, dict[str, Any]]] = {}
     with tqdm(total=len(policies) * len(seeds), desc=desc, unit="episode", disable=not progress) as bar:
@@ -190,7 +188,9 @@ def evaluation(ctx: Context, resume: bool) -> dict[str, Any]:
     learned = {
         f"{role}{'_greedy' if greedy else ''}": (str(path), greedy) for role, path in saved.items() for greedy in (False, True)
     }
-    results = _evaluate_all([*heuristics, *learned.values()], config.env, config.test_seeds, "evaluate", ctx.progress)
+    policies = [*heuristics, *learned.values()]
+    results = _evaluate_all(policies, config.env, config.test_seeds, "evaluate", ctx.progress, per_request=True)
+    results = save_latencies(pipeline.latencies, results)  # per-request latencies for the report's CDF
     _write_json(pipeline.evaluation, {"env_config": config.env.to_dict(), "policies": results})
     names = list(results)  # in the order asked: heuristics first, then the learned policies
     ctx.state["policies"] = {
@@ -206,10 +206,8 @@ def checkpoint_curves(ctx: Context, resume: bool) -> dict[str, Any]:
 
     The report draws the heuristics on these seeds too (re-evaluating them when they are not the test seeds)."""
     config, pipeline = ctx.config, ctx.pipeline
-    api = report_api()
-    assert api is not None
     ensure_ray()
-    curves = ray.remote(num_cpus=1)(api.checkpoint_curves)
+    curves = ray.remote(num_cpus=1)(run_curves)
     refs = {label: curves.remote(pipeline.run(label).path, config.env, config.curve_seeds) for label in RUNS}
     pending = list(refs.values())
     with tqdm(total=len(pending), desc="curves", unit="run", disable=not ctx.progress) as bar:
@@ -222,9 +220,7 @@ def checkpoint_curves(ctx: Context, resume: bool) -> dict[str, Any]:
 
 
 def report(ctx: Context, resume: bool) -> dict[str, Any]:
-    api = report_api()
-    assert api is not None
-    path = api.write_report(ctx.pipeline.path)
+    path = write_report(ctx.pipeline.path)
     ctx.log(f"  report: {path}")
     return {"report": str(path)}
 

@@ -18,14 +18,13 @@ import pytest
 from envs.evaluation import evaluation_seeds
 from rllib_ext.pipeline import run_pipeline
 from rllib_ext.pipeline_config import BUDGETS, STAGES, PipelineConfig
-from rllib_ext.pipeline_stages import heuristic_names, report_api
+from rllib_ext.pipeline_stages import heuristic_names
 from rllib_ext.run_dir import PipelineDir, checkpoint_iteration
 from warmroute.cli import build_parser
 from warmroute.pipeline_cmd import pipeline_config_from_args
 from warmroute.submit import check_paths, entrypoint_for, parse_command
 
 TINY = ["pipeline", "--budget", "tiny", "--num-requests", "40"]
-REPORT_STAGES = ("curves", "report")
 RUNTIME_KEYS = ("decisions_per_s",)  # wall-clock speed, the only figure that differs between two evaluations
 
 
@@ -55,8 +54,7 @@ def tiny_pipeline(ray_session, tmp_path_factory) -> tuple[PipelineDir, PipelineC
 def test_pipeline_writes_every_stage_in_the_formats_of_the_single_commands(tiny_pipeline) -> None:
     pipeline, config, _ = tiny_pipeline
     state = json.loads(pipeline.config.read_text())
-    available = [s for s in STAGES if s not in REPORT_STAGES or report_api() is not None]
-    assert [s for s in STAGES if state["stages"].get(s, {}).get("status") == "done"] == available
+    assert [s for s in STAGES if state["stages"].get(s, {}).get("status") == "done"] == list(STAGES)
     for label in ("warm", "cold"):
         run = pipeline.run(label)
         assert [checkpoint_iteration(c) for c in run.complete_checkpoints()] == [0, 1, 2]
@@ -116,7 +114,7 @@ def test_force_redoes_the_changed_stage_and_the_stages_after_it_only(tiny_pipeli
     logged = len(events(moved))
     run_pipeline(tiny_config("--episodes", "2"), moved.path, force=True, progress=False, log=lambda line: None)
     ran = {e["stage"] for e in events(moved)[logged:] if e["event"] == "started"}
-    assert ran == {"evaluation", *(REPORT_STAGES if report_api() else ())}
+    assert ran == {"evaluation", "curves", "report"}
     policies = json.loads(moved.evaluation.read_text())["policies"]
     assert all(len(r["seeds"]) == 2 for r in policies.values())
 
