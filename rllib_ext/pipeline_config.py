@@ -81,11 +81,11 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     b.name: b
     for b in (
-        # Smoke test: tens of seconds on a tiny workload (e.g. --num-requests 40); its numbers mean nothing.
+        # Smoke test for a tiny workload (--num-requests 40): every stage runs, its numbers mean nothing.
         Budget("tiny", 256, 5, 2, 128, 64, 1, 256, 128, 64, 1, 1, 1),
-        # `make run`: the whole pipeline on the default workload in under 10 minutes on 2 cores (docs/pipeline.md).
+        # `make run`: the whole pipeline on the default workload; target under 10 minutes on 2 cores (docs/pipeline.md).
         Budget("small", 6000, 60, 6, 2048, 256, 2, 12_000, 4096, 2048, 2, 2, 2),
-        # The README's results: the settings of docs/warm_start.md's measured runs, about 40 minutes on 2 cores.
+        # The README's results: the settings of docs/warm_start.md's measured runs (40 iterations per run).
         Budget("full", 20_000, 60, 40, 2048, 256, 5, 60_000, 10_000, 4096, 3, 5, 3),
     )
 }
