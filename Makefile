@@ -17,17 +17,15 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The warm-start pipeline on the default workload, small enough to finish in a few minutes on 2 cores:
-# demonstrations (2 Ray env runners) -> behaviour cloning -> warm-start PPO -> evaluation on held-out seeds.
+# The warm-start pipeline on the default workload, small enough to finish in under 10 minutes on 2 cores
+# (docs/pipeline.md): teacher -> demonstrations -> behaviour cloning -> warm- and cold-start PPO -> evaluation on
+# held-out seeds -> report. A second `make run` reuses the finished stages (and resumes a stopped PPO run).
 RUN_DIR ?= runs/quickstart
+BUDGET ?= small
 WR := $(VENV)/bin/warmroute
 
 run: install
-	rm -rf $(RUN_DIR)
-	$(WR) collect-demos --workload default --policy least_outstanding --steps 6000 --epsilon 0.1 --num-env-runners 2 --output $(RUN_DIR)/demos
-	$(WR) pretrain --demo $(RUN_DIR)/demos --output $(RUN_DIR)/bc
-	$(WR) train --workload default --enable-warm-start --pretrained-actor-path $(RUN_DIR)/bc --iterations 6 --num-env-runners 2 --critic-warmup-steps 2048 --warmup-steps 4096 --kl-ref-decay-steps 12000 --output $(RUN_DIR)/warm
-	$(WR) evaluate --workload default --policy round_robin,random,lor,least_outstanding,least_work,power_of_two,speed_aware,$(RUN_DIR)/bc,$(RUN_DIR)/warm/policy --episodes 2 --json $(RUN_DIR)/evaluate.json
+	$(WR) pipeline --workload default --budget $(BUDGET) --output $(RUN_DIR)
 
 test: install
 	$(PY) -m pytest -q

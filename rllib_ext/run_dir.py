@@ -1,12 +1,12 @@
 """The names of the files inside every WarmRoute folder, in one place.
 
-Three kinds of folder, each with a ``metadata.json`` whose ``kind`` says which it is:
+Three kinds of artefact folder, each with a ``metadata.json`` whose ``kind`` says which it is:
 
 * :class:`DemoDir` (``warmroute collect-demos``): Parquet shards, one per teacher, env runner and chunk;
 * :class:`PolicyDir` (``warmroute pretrain`` and a training run's ``policy/``): the RLlib module and a probe batch;
 * :class:`RunDir` (``warmroute train``): RLlib checkpoints, TensorBoard events, ``progress.jsonl`` and ``policy/``.
 
-:class:`PipelineDir` (``warmroute pipeline``) holds a cold and a warm run, their evaluation and the report.
+and :class:`PipelineDir` (``warmroute pipeline``), which holds one of each plus ``pipeline.json`` (kind ``pipeline``).
 
 Writers and readers both ask these classes for paths, so a file name is never typed out twice.
 """
@@ -112,12 +112,35 @@ def checkpoint_module(checkpoint: Path) -> Path:
 
 @dataclass(frozen=True)
 class PipelineDir(_Folder):
-    """A ``warmroute pipeline`` output: its config, the cold and warm runs, evaluations and the report."""
+    """A ``warmroute pipeline`` output: ``pipeline.json`` (config, teacher, seeds, stage records), ``stages.jsonl``
+    (what each invocation did), ``demos/`` (DemoDir), ``bc/`` (PolicyDir), ``warm/`` and ``cold/`` (RunDir), the
+    held-out evaluation, the checkpoint curves and ``report/``."""
+
+    KIND = "pipeline"
+    CONFIG_FILE = "pipeline.json"
+    LOG_FILE = "stages.jsonl"
 
     @property
     def config(self) -> Path:
-        """``pipeline.json``: workload/env config, budget, teacher and seeds."""
-        return self.path / "pipeline.json"
+        """``pipeline.json``: workload/env config, budget, teacher, seeds, and each stage's settings and status."""
+        return self.path / self.CONFIG_FILE
+
+    @property
+    def log(self) -> Path:
+        """``stages.jsonl``: one line per stage event (started, resumed, done, reused) of every invocation."""
+        return self.path / self.LOG_FILE
+
+    @property
+    def demos(self) -> DemoDir:
+        return DemoDir(self.path / "demos")
+
+    @property
+    def bc(self) -> PolicyDir:
+        return PolicyDir(self.path / "bc")
+
+    def run(self, label: str) -> RunDir:
+        """The training run ``cold`` or ``warm``."""
+        return RunDir(self.path / label)
 
     @property
     def evaluation(self) -> Path:
@@ -133,10 +156,6 @@ class PipelineDir(_Folder):
     def curves(self) -> Path:
         """``{"seeds": [...], "runs": {"warm": [rows], "cold": [rows]}}``: checkpoints on held-out seeds."""
         return self.path / "curves.json"
-
-    def run(self, label: str) -> RunDir:
-        """The training run ``cold`` or ``warm``."""
-        return RunDir(self.path / label)
 
     @property
     def report(self) -> Path:

@@ -8,6 +8,7 @@ Subcommands:
   compare         cold vs warm runs from their own logs, by env-step bucket
   report          rebuild a pipeline directory's report (report.md, report.json, PNGs)
   export          a saved policy as a TorchScript router for deployment (rllib_ext/export.py, docs/deploy.md)
+  pipeline        the whole recipe in one resumable command (warmroute/pipeline_cmd.py, rllib_ext/pipeline.py)
   sweep           Ray Tune sweep over the warm-start settings (warmroute/sweep_cmd.py, tuning/)
   submit          run any of these on a Ray cluster through Ray Jobs
 
@@ -47,6 +48,7 @@ from rllib_ext.schedules import KL_SCHEDULES
 from rllib_ext.train import train
 from rllib_ext.train_config import PLACEMENTS, KLRefConfig, PPOSettings, TrainConfig
 from warmroute.flags import HelpFormatter, OneLineParser, add_config_flags, add_flag, default_of, flag_of, given
+from warmroute.pipeline_cmd import add_pipeline_args, run_pipeline_command
 from warmroute.submit import add_submit_args, run_submit
 from warmroute.workload_args import add_workload_args, env_config_from_args
 
@@ -331,6 +333,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Cal
     "compare": ("compare training runs by env-step bucket", _add_compare_args, _compare),
     "report": ("rebuild a pipeline's report: tables, held-out learning curves, plots", _add_report_args, _report),
     "export": ("write a saved policy as a TorchScript router (raw features in, replica out)", _add_export_args, _export),
+    "pipeline": ("demos, BC, warm and cold PPO, evaluation, report; resumable", add_pipeline_args, run_pipeline_command),
     "submit": ("run a warmroute command on a Ray cluster (Ray Jobs)", add_submit_args, run_submit),
 }
 
