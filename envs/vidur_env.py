@@ -256,17 +256,9 @@ class VidurRoutingEnv(gym.Env):
     # ------------------------------------------------------------------ observation
     def _observation(self) -> np.ndarray:
         layout = self.layout
-        replica_raw = np.zeros((self.workload.num_replicas, layout.num_replica_features))
-        for i, rs in enumerate(self._replica_schedulers):
-            outstanding = self._outstanding[i]
-            replica_raw[i, _OUT] = len(outstanding)
-            replica_raw[i, _QUEUED] = rs.num_pending_requests
-            replica_raw[i, _RUNNING] = len(rs._allocation_map)
-            replica_raw[i, _PREFILL] = sum(max(r._num_prefill_tokens - r._num_processed_tokens, 0) for r in outstanding.values())
-            replica_raw[i, _KV] = rs.num_allocated_blocks / self._num_blocks[i]
-        replica_raw[:, _SPEED] = self._speeds
-        if self._last_action >= 0:
-            replica_raw[self._last_action, _LAST] = 1.0
+        replica_raw = load_features(
+            self._replica_schedulers, self._outstanding, self._num_blocks, self._speeds, self._last_action
+        )
         queue = self._sim.scheduler._request_queue
         request_raw = np.zeros(layout.num_request_features)
         if queue and not self._done:
@@ -276,6 +268,33 @@ class VidurRoutingEnv(gym.Env):
             if hasattr(queue[0], "prefix"):
                 request_raw[_AFFINITY] = prefix_observation(self._replica_schedulers, queue[0].prefix, replica_raw[:, _CACHE])
         return layout.build(replica_raw, request_raw)
+
+
+def load_features(
+    schedulers: list[Any],
+    outstanding: list[dict[int, Any]],
+    num_blocks: list[int],
+    speeds: np.ndarray,
+    last_routed: int,
+    queued_extra: list[int] | None = None,
+) -> np.ndarray:
+    """Raw ``(R, F)`` replica features read from vidur's replica schedulers (the prefix-cache columns stay 0).
+
+    Shared by the env and the deployable vidur global scheduler (``rllib_ext.vidur_scheduler``), so both observe
+    exactly the same numbers. ``outstanding[i]``: requests routed to replica ``i`` and not finished;
+    ``queued_extra[i]``: requests routed to it that vidur has not yet put in its queue.
+    """
+    replica_raw = np.zeros((len(schedulers), len(REPLICA_FEATURE_INDEX)))
+    for i, rs in enumerate(schedulers):
+        replica_raw[i, _OUT] = len(outstanding[i])
+        replica_raw[i, _QUEUED] = rs.num_pending_requests + (queued_extra[i] if queued_extra else 0)
+        replica_raw[i, _RUNNING] = len(rs._allocation_map)
+        replica_raw[i, _PREFILL] = sum(max(r._num_prefill_tokens - r._num_processed_tokens, 0) for r in outstanding[i].values())
+        replica_raw[i, _KV] = rs.num_allocated_blocks / num_blocks[i]
+    replica_raw[:, _SPEED] = speeds
+    if last_routed >= 0:
+        replica_raw[last_routed, _LAST] = 1.0
+    return replica_raw
 
 
 _OUT = REPLICA_FEATURE_INDEX["outstanding_requests"]

@@ -36,8 +36,9 @@ from vidur.scheduler.global_scheduler.global_scheduler_registry import GlobalSch
 from vidur.types.replica_id import ReplicaId
 
 from envs.errors import WarmRouteError
-from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, REQUEST_FEATURE_INDEX
+from envs.observation import REQUEST_FEATURE_INDEX
 from envs.predictor import RooflinePredictorConfig, relative_device_speeds
+from envs.vidur_env import load_features
 from rllib_ext.router_file import load_router
 
 WARMROUTE_SCHEDULER = "warmroute_router"
@@ -98,18 +99,10 @@ class WarmRouteGlobalScheduler(BaseGlobalScheduler):
         ``queued_now``: requests this ``schedule()`` call already assigned per replica (vidur adds them to the
         replica queues only after the call returns; the env adds each at once).
         """
-        replicas = np.zeros((self._num_replicas, len(REPLICA_FEATURES)))
-        for i, replica_id in enumerate(self._replica_ids):
-            scheduler = self._replica_schedulers[replica_id]
-            outstanding = self._outstanding[i] = {k: r for k, r in self._outstanding[i].items() if not r.completed}
-            replicas[i, _OUT] = len(outstanding)
-            replicas[i, _QUEUED] = scheduler.num_pending_requests + queued_now[i]
-            replicas[i, _RUNNING] = len(scheduler._allocation_map)
-            replicas[i, _PREFILL] = sum(max(r._num_prefill_tokens - r._num_processed_tokens, 0) for r in outstanding.values())
-            replicas[i, _KV] = scheduler.num_allocated_blocks / scheduler._cache_config.num_blocks
-        replicas[:, _SPEED] = self._speeds
-        if self._last_routed >= 0:
-            replicas[self._last_routed, _LAST] = 1.0
+        schedulers = [self._replica_schedulers[replica_id] for replica_id in self._replica_ids]
+        self._outstanding = [{k: r for k, r in out.items() if not r.completed} for out in self._outstanding]
+        num_blocks = [scheduler._cache_config.num_blocks for scheduler in schedulers]
+        replicas = load_features(schedulers, self._outstanding, num_blocks, self._speeds, self._last_routed, queued_now)
         request_raw = np.zeros(self._num_request_features)
         request_raw[_PREFILL_TOKENS] = request.num_prefill_tokens
         if self._oracle:
@@ -133,13 +126,6 @@ class WarmRouteGlobalScheduler(BaseGlobalScheduler):
         return mapping
 
 
-_OUT = REPLICA_FEATURE_INDEX["outstanding_requests"]
-_QUEUED = REPLICA_FEATURE_INDEX["queued_requests"]
-_RUNNING = REPLICA_FEATURE_INDEX["running_requests"]
-_PREFILL = REPLICA_FEATURE_INDEX["pending_prefill_tokens"]
-_KV = REPLICA_FEATURE_INDEX["kv_cache_usage"]
-_SPEED = REPLICA_FEATURE_INDEX["relative_speed"]
-_LAST = REPLICA_FEATURE_INDEX["last_routed"]
 _PREFILL_TOKENS = REQUEST_FEATURE_INDEX["prefill_tokens"]
 _ORACLE = len(REQUEST_FEATURE_INDEX)
 
