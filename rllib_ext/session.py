@@ -105,6 +105,23 @@ def verify_loaded_actor(algo: Algorithm, policy_dir: Path, layout: ObservationLa
     return gap
 
 
+def sync_env_runners(algo: Algorithm) -> None:
+    """Push the learner's weights to every env runner and wait for it.
+
+    ``restore_from_path`` sends them fire-and-forget (timeout 0): measured here, some runners kept their old (random)
+    weights, so after a resume the first iteration sampled a random router and PPO updated on those samples.
+    """
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True, timeout_seconds=120)
+
+
+def env_runner_gap(algo: Algorithm, layout: ObservationLayout) -> float:
+    """Max abs gap between the learner's action probabilities and every env runner's, on a fixed batch of states."""
+    obs = np.random.default_rng(0).uniform(0.0, 1.0, size=(32, layout.dim)).astype(np.float32)
+    (learner,) = _on_learners(algo, partial(_probs_of_learner, obs=obs))[:1]
+    copies = algo.env_runner_group.foreach_env_runner(partial(_probs_of_runner, obs=obs))
+    return max(float(np.abs(np.asarray(p) - learner).max()) for p in copies)
+
+
 def reference(cfg: TrainConfig) -> tuple[dict[str, Any], str | None, Path | None]:
     """Model config, reference-module path and policy dir: the BC checkpoint's when warm-starting.
 
@@ -183,9 +200,7 @@ def load_warm_start(algo: Algorithm, policy_dir: Path, layout: ObservationLayout
     names and shapes); the probe check then proves it acts like the clone on ``layout``'s count.
     """
     algo.restore_from_path(str(PolicyDir(policy_dir).module), component=MODULE_COMPONENT)
-    # restore_from_path pushes the weights to remote env runners fire-and-forget (timeout 0): measured here, some
-    # runners kept their random weights. Sync once more and wait for it before verifying every copy.
-    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True, timeout_seconds=120)
+    sync_env_runners(algo)
     return verify_loaded_actor(algo, policy_dir, layout)
 
 
@@ -215,6 +230,10 @@ def start_session(cfg: TrainConfig, checkpoint: Path | None = None, log: Callabl
             adaptive = AdaptiveState(**json.loads((checkpoint / RunDir.ADAPTIVE_FILE).read_text()))
             algo.learner_group.foreach_learner(_apply_configured_lr)
             algo.learner_group.foreach_learner(partial(_set_adaptive_state, state=adaptive.to_dict()))
+            sync_env_runners(algo)
+            gap = env_runner_gap(algo, cfg.env.layout)
+            if gap > PROBE_ATOL:
+                raise ArtifactError(f"--resume {checkpoint}: the env runners do not hold the restored weights (gap {gap:.1e})")
             log(f"restored {checkpoint} at iteration {algo.iteration}, {lifetime_steps(algo)} env steps")
         elif policy_dir is not None:
             gap = load_warm_start(algo, policy_dir, cfg.env.layout)

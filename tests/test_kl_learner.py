@@ -3,6 +3,7 @@ TensorBoard, resume, refusals before Ray, and the exact categorical KL."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.kl_ref_learner import categorical_kl
 from rllib_ext.run_dir import RunDir
 from rllib_ext.schedules import LinearCoef
+from rllib_ext.session import env_runner_gap, start_session
 from rllib_ext.train import train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 
@@ -187,3 +189,15 @@ def test_cli_resume_keeps_the_saved_settings_and_extends_iterations(tmp_path: Pa
     assert [r["iteration"] for r in _rows(run)] == [1, 2] and _rows(run)[1][M.ENV_STEPS] == 2 * BATCH
     saved = TrainConfig.from_run(run)
     assert (saved.seed, saved.ppo.train_batch_size, saved.kl.warmup_steps, saved.iterations) == (2, BATCH, 0, 1)
+
+
+@pytest.mark.slow
+def test_resume_puts_the_restored_weights_on_every_env_runner(bc_policy, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(_config(bc_policy, iterations=1), num_env_runners=1)
+    run = tmp_path / "remote"
+    train(cfg, run, progress=False)
+    session = start_session(cfg, RunDir(run).complete_checkpoints()[-1], log=lambda _: None)
+    try:
+        assert env_runner_gap(session.algo, cfg.env.layout) <= 1e-5
+    finally:
+        session.algo.stop()
