@@ -20,9 +20,9 @@ from pathlib import Path
 
 import ray
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy, evaluation_seeds
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.demos import DemoConfig, collect_demos
 from rllib_ext.policy_io import CheckpointPolicy

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import ray
 
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext.demos import DemoConfig, collect_demos
 
 

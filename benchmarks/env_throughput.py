@@ -23,10 +23,10 @@ import argparse
 import statistics
 import time
 
-from envs.evaluation import HeuristicPolicy
-from envs.simulation import new_simulator
+from envs.evaluation.evaluate import HeuristicPolicy
+from envs.sim.simulation import new_simulator
+from envs.sim.workload import WorkloadConfig, preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import WorkloadConfig, preset
 
 
 def vidur_decisions_per_s(workload: WorkloadConfig, seed: int) -> float:

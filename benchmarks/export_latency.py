@@ -24,10 +24,10 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from envs.observation import ObservationLayout
-from rllib_ext.export import ExportConfig, export_router
 from rllib_ext.models import module_model_config
 from rllib_ext.policy_io import build_module, load_policy, save_policy
-from rllib_ext.router_file import load_router
+from warmroute.deploy.export import ExportConfig, export_router
+from warmroute.deploy.router_file import load_router
 
 
 def median_us(fn, repeats: int) -> float:

@@ -36,9 +36,9 @@ import ray
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.env.env_runner_group import EnvRunnerGroup
 
-from envs.simulation import quiet_vidur_logging
+from envs.sim.simulation import quiet_vidur_logging
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext.train_config import TrainConfig, build_ppo_config, default_model_config
 
 

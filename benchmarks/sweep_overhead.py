@@ -24,14 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext import metrics as M
-from rllib_ext.compare import load_progress
 from rllib_ext.ray_runtime import ensure_ray
 from rllib_ext.train import train
 from rllib_ext.train_config import PPOSettings, TrainConfig
 from tuning.sweep import EXPERIMENT_DIR, SweepConfig, run_sweep
+from warmroute.report.compare import load_progress
 
 
 def _median_after_first(rows: list[dict]) -> float:

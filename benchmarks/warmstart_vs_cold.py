@@ -32,18 +32,18 @@ from typing import Any
 import ray
 from ray.rllib.core.rl_module.rl_module import RLModule
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
-from envs.heuristics import ROUTERS
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy, evaluation_seeds
+from envs.routers.heuristics import ROUTERS
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext.bc import BCConfig, pretrain
-from rllib_ext.compare import first_step_reaching, format_comparison, load_progress, plot_learning_curves
 from rllib_ext.demos import DemoConfig, collect_demos
 from rllib_ext.metrics import BALANCE, MEAN_E2E
 from rllib_ext.policy_io import CheckpointPolicy
-from rllib_ext.run_dir import RunDir, checkpoint_iteration, checkpoint_module
 from rllib_ext.train import train
 from rllib_ext.train_config import WARM_START_ENTROPY_WARMUP_STEPS, KLRefConfig, PPOSettings, TrainConfig
+from warmroute.artifacts.run_dir import RunDir, checkpoint_iteration, checkpoint_module
+from warmroute.report.compare import first_step_reaching, format_comparison, load_progress, plot_learning_curves
 
 VALIDATION_BASE_SEED = 1  # evaluation_seeds(1, n) and evaluation_seeds(0, n) never overlap
 TRAINING_SEEDS = list(range(1000, 1010))  # seeds of the kind training episodes draw (below 2**31)

@@ -1,13 +1,6 @@
-"""Vidur routing environment, workloads, offline execution-time predictor and heuristic routers."""
+"""The simulated world: vidur glue (``sim``), the prefix cache (``prefix``), routers (``routers``), evaluation
+(``evaluation``), the routing env (``vidur_env``) and its observation layout (``observation``).
 
-import gymnasium as gym
-
-from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import PRESETS, WorkloadConfig, WorkloadError, preset
-
-ENV_ID = "WarmRoute/VidurRouting-v0"
-
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="envs.vidur_env:VidurRoutingEnv")
-
-__all__ = ["ENV_ID", "PRESETS", "VidurEnvConfig", "VidurRoutingEnv", "WorkloadConfig", "WorkloadError", "preset"]
+Importing ``envs`` or ``envs.errors`` loads nothing heavy; the env registers itself with Gymnasium when
+``envs.vidur_env`` is imported. docs/architecture.md draws the layers.
+"""

@@ -10,7 +10,7 @@ Reward (dense, see docs/environment.md): ``-(1/reward_scale_s) * integral of N(t
 decisions, where N(t) is the number of requests in the system (``e2e``) or still waiting for their first token
 (``ttft``); the tail after the last decision is drained into the last step. By Little's law the episode return is
 exactly ``-sum(latency) / reward_scale_s``, so every action's effect on every request it delays is counted.
-``slo`` instead pays each request for meeting its TTFT/TBT SLOs (``envs.slo``): the episode return is the number
+``slo`` instead pays each request for meeting its TTFT/TBT SLOs (``envs.sim.slo``): the episode return is the number
 of requests that met them.
 """
 
@@ -28,14 +28,14 @@ from vidur.events.replica_schedule_event import ReplicaScheduleEvent
 from vidur.events.request_arrival_event import RequestArrivalEvent
 
 from envs.errors import WarmRouteError
-from envs.memory import KVUsage
-from envs.metrics import episode_metrics
 from envs.observation import REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX, ObservationLayout
-from envs.predictor import relative_device_speeds
-from envs.prefix_sim import prefix_observation
-from envs.simulation import new_simulator
-from envs.slo import SloReward
-from envs.workload import DEFAULT_PRESET, WorkloadConfig, preset
+from envs.prefix.sim import prefix_observation
+from envs.sim.memory import KVUsage
+from envs.sim.metrics import episode_metrics
+from envs.sim.predictor import relative_device_speeds
+from envs.sim.simulation import new_simulator
+from envs.sim.slo import SloReward
+from envs.sim.workload import DEFAULT_PRESET, WorkloadConfig, preset
 
 REWARDS = ("e2e", "ttft", "slo")
 # Training episodes draw request seeds below this; evaluation uses seeds from it upwards (held out).
@@ -47,7 +47,7 @@ class VidurEnvConfig:
     """Everything that defines the routing env; JSON-serialisable through ``to_dict``."""
 
     workload: WorkloadConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
-    """Cluster and traffic (see envs.workload)."""
+    """Cluster and traffic (see envs.sim.workload)."""
     reward: str = "e2e"
     """``e2e``: minus summed end-to-end latency; ``ttft``: minus summed time to first token; ``slo``: requests
     that met the workload's SLOs (``slo_ttft_s``/``slo_tbt_s``)."""
@@ -280,7 +280,7 @@ def load_features(
 ) -> np.ndarray:
     """Raw ``(R, F)`` replica features read from vidur's replica schedulers (the prefix-cache columns stay 0).
 
-    Shared by the env and the deployable vidur global scheduler (``rllib_ext.vidur_scheduler``), so both observe
+    Shared by the env and the deployable vidur global scheduler (``warmroute.deploy.vidur_scheduler``), so both observe
     exactly the same numbers. ``outstanding[i]``: requests routed to replica ``i`` and not finished;
     ``queued_extra[i]``: requests routed to it that vidur has not yet put in its queue.
     """
@@ -307,3 +307,9 @@ _LAST = REPLICA_FEATURE_INDEX["last_routed"]
 _CACHE = slice(REPLICA_FEATURE_INDEX["cached_hbm_tokens"], REPLICA_FEATURE_INDEX["host_cache_fill"] + 1)
 _AFFINITY = REQUEST_FEATURE_INDEX["affinity_key"]
 _ORACLE = len(REQUEST_FEATURE_INDEX)
+
+ENV_ID = "WarmRoute/VidurRouting-v0"
+"""Gymnasium id of :class:`VidurRoutingEnv` (``gym.make(ENV_ID, config=VidurEnvConfig(...))``)."""
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="envs.vidur_env:VidurRoutingEnv")

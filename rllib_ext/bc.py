@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
-from rllib_ext.artifacts import ArtifactError, require_fresh_output
 from rllib_ext.demos import load_demos
 from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, module_model_config
 from rllib_ext.policy_io import build_module, save_policy
+from warmroute.artifacts.metadata import ArtifactError, require_fresh_output
 
 PROBE_SIZE = 64
 

@@ -33,12 +33,12 @@ from ray.rllib.env.env_runner_group import EnvRunnerGroup
 from tqdm.auto import tqdm
 
 from envs.errors import WarmRouteError
-from envs.heuristics import is_router, router_names
+from envs.routers.heuristics import is_router, router_names
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
 from rllib_ext.ray_runtime import cpus_per_runner, ensure_ray
-from rllib_ext.run_dir import DemoDir
 from rllib_ext.teacher import TEACHER_ACTION, TEACHER_TIES, HeuristicTeacherModule
+from warmroute.artifacts.metadata import ArtifactError, read_metadata, require_fresh_output, write_metadata
+from warmroute.artifacts.run_dir import DemoDir
 
 COLUMNS = ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "teacher", "reward", "explored", "worker")
 

@@ -23,9 +23,9 @@ import torch
 from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
 
 from envs.observation import ObservationLayout
-from rllib_ext.artifacts import ArtifactError, read_metadata, write_metadata
 from rllib_ext.models import RoutingModule
-from rllib_ext.run_dir import PolicyDir
+from warmroute.artifacts.metadata import ArtifactError, read_metadata, write_metadata
+from warmroute.artifacts.run_dir import PolicyDir
 
 
 def build_module(layout: ObservationLayout, model_config: dict[str, Any]) -> RoutingModule:
@@ -158,7 +158,7 @@ def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "--po
 
 
 class CheckpointPolicy:
-    """A saved policy as an ``envs.evaluation.Policy``: sampled by default, ``greedy`` takes the argmax."""
+    """A saved policy as an ``envs.evaluation.evaluate.Policy``: sampled by default, ``greedy`` takes the argmax."""
 
     def __init__(self, directory: str | Path, layout: ObservationLayout, greedy: bool = False) -> None:
         self.module, self.metadata = load_policy(directory, layout)

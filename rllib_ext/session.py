@@ -32,17 +32,17 @@ from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from envs.errors import WarmRouteError
-from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
-from envs.heuristics import is_router
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy, evaluation_seeds
 from envs.observation import ObservationLayout
+from envs.routers.heuristics import is_router
 from envs.vidur_env import VidurRoutingEnv
 from rllib_ext import metrics as M
 from rllib_ext.adaptive import AdaptiveState, AdaptiveWarmupController
-from rllib_ext.artifacts import ArtifactError, read_metadata
 from rllib_ext.policy_io import action_probabilities, check_policy_layout, probe_batch, resized_model_config, save_policy
 from rllib_ext.ray_runtime import ensure_ray
-from rllib_ext.run_dir import MODULE_COMPONENT, PolicyDir, RunDir
 from rllib_ext.train_config import TrainConfig, build_ppo_config, default_model_config
+from warmroute.artifacts.metadata import ArtifactError, read_metadata
+from warmroute.artifacts.run_dir import MODULE_COMPONENT, PolicyDir, RunDir
 
 PROBE_ATOL = 1e-5
 

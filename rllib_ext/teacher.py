@@ -20,15 +20,15 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from envs.errors import WarmRouteError
-from envs.heuristics import equivalent_actions, is_router, make_router, router_names
 from envs.observation import ObservationLayout
+from envs.routers.heuristics import equivalent_actions, is_router, make_router, router_names
 
 TEACHER_ACTION = "teacher_action"
 TEACHER_TIES = "teacher_ties"
 
 
 class HeuristicTeacherModule(TorchRLModule):
-    """Acts with a heuristic router from ``envs.heuristics``; epsilon of the time a uniformly random replica.
+    """Acts with a heuristic router from ``envs.routers.heuristics``; epsilon of the time a uniformly random replica.
 
     ``model_config``: ``router`` (name), ``num_replicas``, ``oracle``, ``epsilon`` (0..1), ``seed``.
     Not trainable: ``_forward_train`` raises.

@@ -18,10 +18,10 @@ from typing import Any
 from tensorboardX import SummaryWriter
 
 from rllib_ext import metrics as M
-from rllib_ext.artifacts import ArtifactError, require_fresh_output, write_metadata
-from rllib_ext.run_dir import RunDir
 from rllib_ext.session import TrainingSession, export_policy, run_iterations, save_checkpoint, start_session
 from rllib_ext.train_config import TrainConfig
+from warmroute.artifacts.metadata import ArtifactError, require_fresh_output, write_metadata
+from warmroute.artifacts.run_dir import RunDir
 
 
 def _console_line(row: dict[str, Any], total: int) -> str:

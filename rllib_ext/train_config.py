@@ -17,14 +17,14 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from envs.errors import WarmRouteError
+from envs.sim.workload import WorkloadConfig
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import WorkloadConfig
-from rllib_ext.artifacts import ArtifactError, read_metadata
 from rllib_ext.callbacks import RoutingMetricsCallback
 from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
 from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, RoutingModule, module_model_config
-from rllib_ext.run_dir import RunDir
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
+from warmroute.artifacts.metadata import ArtifactError, read_metadata
+from warmroute.artifacts.run_dir import RunDir
 
 WARM_START_ENTROPY_WARMUP_STEPS = 10_000
 """Entropy warm-up of a warm start when ``KLRefConfig.warmup_steps`` is not given (a cold start gets none)."""

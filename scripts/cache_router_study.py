@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.cache_routers import CACHE_ROUTERS, router_name
-from envs.evaluation import HeuristicPolicy, evaluation_seeds, format_table
-from envs.metrics import request_latencies, summarize
+from envs.evaluation.evaluate import HeuristicPolicy, evaluation_seeds, format_table
+from envs.routers.cache_aware import CACHE_ROUTERS, router_name
+from envs.sim.metrics import request_latencies, summarize
+from envs.sim.workload import WorkloadConfig, WorkloadError
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import WorkloadConfig, WorkloadError
-from warmroute.workload_args import add_workload_args, env_config_from_args
+from warmroute.cli.workload_args import add_workload_args, env_config_from_args
 
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "prefix_affinity": {"cache_threshold": (0.1, 0.3, 0.5), "balance_abs": (4.0, 16.0, 64.0)},

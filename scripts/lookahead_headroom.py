@@ -1,4 +1,4 @@
-"""How much better than a heuristic can any router be? A clairvoyant one-step lookahead estimate (envs/lookahead.py).
+"""How much better than a heuristic can any router be? A clairvoyant one-step lookahead estimate (envs/evaluation/lookahead.py).
 
 At every decision the episode is forked once per replica, each fork routes there and then follows the base
 heuristic to the end on the true future arrivals, and the best replica is taken. A router that sees only the
@@ -24,11 +24,11 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from envs.evaluation import evaluation_seeds
-from envs.heuristics import is_router, router_names
-from envs.lookahead import lookahead_episode
-from envs.workload import WorkloadError
-from warmroute.workload_args import add_workload_args, env_config_from_args
+from envs.evaluation.evaluate import evaluation_seeds
+from envs.evaluation.lookahead import lookahead_episode
+from envs.routers.heuristics import is_router, router_names
+from envs.sim.workload import WorkloadError
+from warmroute.cli.workload_args import add_workload_args, env_config_from_args
 
 
 def main() -> None:

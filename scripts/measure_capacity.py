@@ -28,9 +28,9 @@ import argparse
 
 import numpy as np
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy
+from envs.sim.workload import LOAD_FACTOR, PRESETS, WorkloadConfig
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import LOAD_FACTOR, PRESETS, WorkloadConfig
 
 FLOOD_QPS = 2000.0
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.evaluation import evaluate_policy, evaluation_seeds
+from envs.evaluation.evaluate import evaluate_policy, evaluation_seeds
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, ObservationLayout
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 
 SCALES = dict(REPLICA_FEATURES)
 

@@ -20,10 +20,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from envs.evaluation import evaluate_policy, evaluation_seeds
+from envs.evaluation.evaluate import evaluate_policy, evaluation_seeds
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES
+from envs.sim.workload import PRESETS, preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import PRESETS, preset
 
 SCALES = dict(REPLICA_FEATURES)
 

@@ -1,10 +1,10 @@
 """Tune the size-aware router family on long_context training seeds, then score every heuristic on held-out seeds.
 
 The family: prompts longer than ``threshold`` tokens go to the last ``dedicated`` replicas, the rest to the others
-(``envs.heuristics.size_aware_router``). Each setting is scored by goodput (requests/s that met both SLOs) on
+(``envs.routers.heuristics.size_aware_router``). Each setting is scored by goodput (requests/s that met both SLOs) on
 training seeds (never used for evaluation): SLO attainment alone would reward starving the long prompts on an
 overloaded dedicated replica, which goodput charges for by the time the episode takes to drain. The best setting
-is what ``size_aware`` in ``envs.heuristics.ROUTERS`` is set to. The table that follows is
+is what ``size_aware`` in ``envs.routers.heuristics.ROUTERS`` is set to. The table that follows is
 on held-out seeds, with every parameter-free heuristic alongside.
 
 Run:
@@ -21,11 +21,11 @@ import argparse
 
 import numpy as np
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds, format_table
-from envs.heuristics import ROUTERS, size_aware_router
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy, evaluation_seeds, format_table
 from envs.observation import ObservationLayout
+from envs.routers.heuristics import ROUTERS, size_aware_router
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 
 THRESHOLDS = (2048, 4096, 8192, 12288, 16384, 24576)
 DEDICATED = (1, 2, 3)

@@ -21,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds, format_table
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy, evaluation_seeds, format_table
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.demos import DemoConfig, collect_demos
 from rllib_ext.policy_io import CheckpointPolicy
-from rllib_ext.run_dir import RunDir
 from rllib_ext.train import train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 from tuning.results import BEST_DIR
 from tuning.sweep import SweepConfig, run_sweep
+from warmroute.artifacts.run_dir import RunDir
 
 
 def _rank(values: list[float]) -> np.ndarray:

@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-from envs.simulation import quiet_vidur_logging
-from envs.workload import WorkloadConfig, preset
+from envs.sim.simulation import quiet_vidur_logging
+from envs.sim.workload import WorkloadConfig, preset
 
 quiet_vidur_logging()
 
 
 def _run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "warmroute.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "warmroute.cli.main", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess]:
 def cli_in_process(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess]:
     """``cli_in_process(*args)``: ``warmroute ARGS...`` run by ``main()`` in this process (argparse exits through
     SystemExit), as a CompletedProcess. Quicker than ``run_cli`` (no new interpreter) for bad-input checks."""
-    from warmroute import cli
+    from warmroute.cli import main as cli
 
     def run(*args: str) -> subprocess.CompletedProcess:
         try:

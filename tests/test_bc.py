@@ -12,9 +12,9 @@ import torch
 
 from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
-from rllib_ext.artifacts import ArtifactError
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.policy_io import CheckpointPolicy, action_probabilities, load_policy
+from warmroute.artifacts.metadata import ArtifactError
 
 pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.cache_routers import parse_cache_router, router_name
-from envs.heuristics import is_router, make_router
 from envs.observation import REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX, ObservationLayout
+from envs.routers.cache_aware import parse_cache_router, router_name
+from envs.routers.heuristics import is_router, make_router
 
 LAYOUT = ObservationLayout(num_replicas=4)
 F, Q = REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX

@@ -101,7 +101,7 @@ def test_rayjob_runs_the_installed_project_with_token_auth_and_shared_storage() 
 
 
 def test_rayjob_entrypoint_parses_with_warmroute_parser() -> None:
-    from warmroute.cli import build_parser
+    from warmroute.cli.main import build_parser
 
     parser = build_parser()
     if "sweep" not in parser._subparsers._group_actions[0].choices:

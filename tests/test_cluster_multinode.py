@@ -42,9 +42,9 @@ def run_node_loss(result_file: Path) -> None:
     from ray.cluster_utils import Cluster
     from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-    from envs.simulation import quiet_vidur_logging
+    from envs.sim.simulation import quiet_vidur_logging
+    from envs.sim.workload import preset
     from envs.vidur_env import VidurEnvConfig
-    from envs.workload import preset
     from rllib_ext.train_config import PPOSettings, TrainConfig, build_ppo_config, default_model_config
 
     quiet_vidur_logging()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from ray.rllib.algorithms.ppo import PPO
 
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext.train_config import TrainConfig, build_ppo_config, default_model_config
-from warmroute.cli import main
+from warmroute.cli.main import main
 
 
 def _config(placement: str) -> TrainConfig:

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from envs.errors import WarmRouteError
-from envs.heuristics import make_router
 from envs.observation import ObservationLayout
-from rllib_ext.artifacts import ArtifactError
+from envs.routers.heuristics import make_router
 from rllib_ext.demos import COLUMNS, DemoConfig, load_demos
+from warmroute.artifacts.metadata import ArtifactError
 
 pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms
 

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.evaluation import HeuristicPolicy
+from envs.evaluation.evaluate import HeuristicPolicy
 from envs.observation import REPLICA_FEATURE_INDEX
-from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
+from envs.vidur_env import ENV_ID, VidurEnvConfig, VidurRoutingEnv
 
 
 def _run_episode(env: VidurRoutingEnv, policy_name: str, seed: int) -> tuple[float, dict, list[np.ndarray]]:
@@ -34,7 +33,7 @@ def test_check_env_passes(small_workload) -> None:
 
 
 def test_registered_with_gymnasium(small_workload) -> None:
-    env = gym.make(envs.ENV_ID, config=VidurEnvConfig(workload=small_workload))
+    env = gym.make(ENV_ID, config=VidurEnvConfig(workload=small_workload))
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4 * 11 + 2,)  # 11 features per replica, prompt tokens and affinity key
     assert env.action_space == gym.spaces.Discrete(4)
@@ -126,9 +125,9 @@ def test_step_after_end_requires_reset(small_workload) -> None:
 # VmHWM (peak resident set of this process image): unlike ru_maxrss it is not inherited from the parent across
 # fork + exec, so a pytest process that already loaded Ray and torch does not inflate it.
 _RSS_SCRIPT = """
-from envs.evaluation import HeuristicPolicy, evaluate_policy
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
+from envs.sim.workload import preset
 env = VidurEnvConfig(workload=preset("default").replace(num_requests=512))
 evaluate_policy(HeuristicPolicy("least_outstanding", env.layout), env, list(range(6)))
 hwm_kb = next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]

@@ -20,17 +20,17 @@ import torch
 from vidur.simulator import Simulator
 
 from envs.errors import WarmRouteError
-from envs.evaluation import HeuristicPolicy
-from envs.memory import size_replicas
+from envs.evaluation.evaluate import HeuristicPolicy
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
-from envs.simulation import build_simulation_config, reset_vidur_counters
+from envs.sim.memory import size_replicas
+from envs.sim.simulation import build_simulation_config, reset_vidur_counters
+from envs.sim.workload import WorkloadConfig, preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import WorkloadConfig, preset
-from rllib_ext.export import ExportConfig, export_router, raw_inputs
 from rllib_ext.models import module_model_config
 from rllib_ext.policy_io import CheckpointPolicy, build_module, load_policy, save_policy
-from rllib_ext.router_file import load_router
-from rllib_ext.vidur_scheduler import WarmRouteGlobalSchedulerConfig
+from warmroute.deploy.export import ExportConfig, export_router, raw_inputs
+from warmroute.deploy.router_file import load_router
+from warmroute.deploy.vidur_scheduler import WarmRouteGlobalSchedulerConfig
 
 RULE = {"outstanding_requests": -8.0, "pending_prefill_tokens": -2.0, "kv_cache_usage": -1.0, "relative_speed": 0.5}
 
@@ -115,7 +115,7 @@ def plain_vidur_decisions(workload: WorkloadConfig, seed: int, router: str) -> l
     config = build_simulation_config(workload, seed)
     config.cluster_config.global_scheduler_config = WarmRouteGlobalSchedulerConfig(router_path=router)
     simulator = Simulator(config)
-    size_replicas(simulator, workload)  # the env's per-device KV memory (envs.memory), so both see the same fleet
+    size_replicas(simulator, workload)  # the env's per-device KV memory (envs.sim.memory), so both see the same fleet
     simulator.run()
     assert simulator.scheduler.is_empty()  # every request was routed and served
     return simulator.scheduler.decisions
@@ -143,7 +143,7 @@ def test_vidur_scheduler_also_takes_a_policy_directory(scorer_dir, router_path) 
 @pytest.mark.slow  # a fresh interpreter importing torch and vidur: ~20 s on a loaded 2-core machine
 def test_router_and_scheduler_need_torch_but_not_ray(router_path) -> None:
     code = (
-        "import sys, torch; import rllib_ext.vidur_scheduler; "
+        "import sys, torch; import warmroute.deploy.vidur_scheduler; "
         f"r = torch.jit.load({str(router_path)!r}); print(int(r(torch.zeros(5, 11), torch.zeros(2)))); "
         "print('ray' in sys.modules)"
     )
@@ -261,7 +261,7 @@ def het_clone(ray_session, tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("num_replicas", [6, 8])
 def test_clone_from_4_replicas_beats_round_robin_on_a_larger_mixed_fleet(het_clone, num_replicas: int) -> None:
-    from envs.evaluation import evaluate_policy, evaluation_seeds
+    from envs.evaluation.evaluate import evaluate_policy, evaluation_seeds
 
     env = VidurEnvConfig(workload=mixed_fleet(num_replicas, num_requests=200))
     seeds = evaluation_seeds(env.workload.seed, 2)
@@ -288,9 +288,9 @@ def test_warm_start_on_another_replica_count(het_clone, tmp_path: Path) -> None:
 
     from rllib_ext import metrics as M
     from rllib_ext.policy_io import action_probabilities
-    from rllib_ext.run_dir import RunDir, checkpoint_module
     from rllib_ext.train import train
     from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+    from warmroute.artifacts.run_dir import RunDir, checkpoint_module
 
     config = TrainConfig(
         env=VidurEnvConfig(workload=mixed_fleet(6, num_requests=64), reward_scale_s=10.0),

@@ -11,8 +11,8 @@ import pytest
 import ray.cloudpickle
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import preset
 from rllib_ext.train_config import PPOSettings, TrainConfig, build_ppo_config, default_model_config
 
 pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.evaluation import HeuristicPolicy
-from envs.simulation import new_simulator
+from envs.evaluation.evaluate import HeuristicPolicy
+from envs.sim.simulation import new_simulator
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import preset
 
 
 def _vidur_latencies(workload, seed: int, scheduler: str) -> dict[int, float]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from envs.errors import WarmRouteError
-from envs.heuristics import ROUTERS, make_router
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
+from envs.routers.heuristics import ROUTERS, make_router
 
 LAYOUT = ObservationLayout(num_replicas=4)
 

@@ -12,16 +12,16 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext import metrics as M
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.kl_ref_learner import categorical_kl
-from rllib_ext.run_dir import RunDir
 from rllib_ext.schedules import LinearCoef
 from rllib_ext.session import env_runner_gap, start_session
 from rllib_ext.train import train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+from warmroute.artifacts.run_dir import RunDir
 
 pytestmark = pytest.mark.slow  # real Ray actors and RLlib algorithms
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds
-from envs.heuristics import make_router, size_aware_router
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy, evaluation_seeds
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
+from envs.routers.heuristics import make_router, size_aware_router
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 
 LAYOUT = ObservationLayout(num_replicas=4)
 

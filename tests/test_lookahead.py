@@ -1,4 +1,4 @@
-"""The clairvoyant lookahead used to estimate headroom over the heuristics (envs/lookahead.py)."""
+"""The clairvoyant lookahead used to estimate headroom over the heuristics (envs/evaluation/lookahead.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy
-from envs.lookahead import _return_after, lookahead_episode
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy
+from envs.evaluation.lookahead import _return_after, lookahead_episode
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from vidur.simulator import Simulator
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy
-from envs.simulation import build_simulation_config, new_simulator, reset_vidur_counters
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy
+from envs.sim.simulation import build_simulation_config, new_simulator, reset_vidur_counters
+from envs.sim.workload import WorkloadConfig, preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import WorkloadConfig, preset
 
 LLAMA2 = "meta-llama/Llama-2-7b-hf"
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from envs.evaluation import evaluation_seeds
-from rllib_ext.pipeline import run_pipeline
-from rllib_ext.pipeline_config import BUDGETS, STAGES, PipelineConfig
-from rllib_ext.pipeline_stages import heuristic_names
-from rllib_ext.run_dir import PipelineDir, checkpoint_iteration
-from warmroute.cli import build_parser
-from warmroute.pipeline_cmd import pipeline_config_from_args
-from warmroute.submit import check_paths, entrypoint_for, parse_command
+from envs.evaluation.evaluate import evaluation_seeds
+from warmroute.artifacts.run_dir import PipelineDir, checkpoint_iteration
+from warmroute.cli.main import build_parser
+from warmroute.cli.pipeline import pipeline_config_from_args
+from warmroute.cli.submit import check_paths, entrypoint_for, parse_command
+from warmroute.pipeline.config import BUDGETS, STAGES, PipelineConfig
+from warmroute.pipeline.run import run_pipeline
+from warmroute.pipeline.stages import heuristic_names
 
 TINY = ["pipeline", "--budget", "tiny", "--num-requests", "40"]
 RUNTIME_KEYS = ("decisions_per_s",)  # wall-clock speed, the only figure that differs between two evaluations
@@ -159,7 +159,7 @@ def test_a_pipeline_killed_during_ppo_resumes_from_its_last_checkpoint(ray_sessi
     flags = [*TINY, "--teacher", "least_outstanding", "--iterations", "4", "--output", str(out.path)]
     first_checkpoint = out.run("warm").checkpoint(1) / out.run("warm").ADAPTIVE_FILE
     process = subprocess.Popen(
-        [sys.executable, "-m", "warmroute.cli", *flags],
+        [sys.executable, "-m", "warmroute.cli.main", *flags],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill takes its Ray processes too
@@ -222,7 +222,7 @@ def test_budget_flags_override_single_fields_of_the_named_budget() -> None:
 
 
 def test_the_pipeline_can_be_submitted_to_a_cluster() -> None:
-    parsed = parse_command(["pipeline", "--budget", "small", "--output", "/shared/quickstart"])
+    parsed = parse_command(["pipeline", "--budget", "small", "--output", "/shared/quickstart"], build_parser())
     check_paths(parsed, Path.cwd(), (Path("/shared"),))  # an output on shared storage: accepted
     assert (
         entrypoint_for(["pipeline", "--output", "/shared/q"], Path("/")) == "python -m warmroute.cli pipeline --output /shared/q"

@@ -26,8 +26,8 @@ from vidur.execution_time_predictor import ExecutionTimePredictorRegistry
 from vidur.simulator import Simulator
 from vidur.types import DeviceSKUType, ReplicaId
 
-from envs.devices import DEVICE_NAMES, get_device
-from envs.predictor import (
+from envs.sim.devices import DEVICE_NAMES, get_device
+from envs.sim.predictor import (
     ROOFLINE,
     RooflineExecutionTimePredictor,
     RooflinePredictorConfig,

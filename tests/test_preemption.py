@@ -1,4 +1,4 @@
-"""Preempted requests restart cleanly (envs.vidur_patches) and are measured over the tokens they emitted."""
+"""Preempted requests restart cleanly (envs.sim.vidur_patches) and are measured over the tokens they emitted."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from vidur.entities.request import Request
 
-from envs import vidur_patches
-from envs.evaluation import HeuristicPolicy, evaluation_seeds
-from envs.heuristics import ROUTERS
-from envs.metrics import request_latencies
-from envs.simulation import new_simulator
+from envs.evaluation.evaluate import HeuristicPolicy, evaluation_seeds
+from envs.routers.heuristics import ROUTERS
+from envs.sim import vidur_patches
+from envs.sim.metrics import request_latencies
+from envs.sim.simulation import new_simulator
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import preset
 
 # The case from issue 10: vidur crashed here under speed_aware on the first held-out seed.
 LLAMA2_HETERO = preset("heterogeneous").replace(model="meta-llama/Llama-2-7b-hf", qps=26.0)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from vidur.entities import Batch, Request
 
-from envs.evaluation import HeuristicPolicy
-from envs.prefix_cache import TwoTierPrefixCache
-from envs.prefix_setup import prefix_streams
-from envs.prefix_sim import replica_kv_blocks
-from envs.prefix_workloads import MOONCAKE_TRACE, load_trace, trace_requests, unbounded_hit_rate
+from envs.evaluation.evaluate import HeuristicPolicy
+from envs.prefix.cache import TwoTierPrefixCache
+from envs.prefix.setup import prefix_streams
+from envs.prefix.sim import replica_kv_blocks
+from envs.prefix.workloads import MOONCAKE_TRACE, load_trace, trace_requests, unbounded_hit_rate
+from envs.sim.workload import WorkloadConfig
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import WorkloadConfig
 
 
 def test_hbm_tier_evicts_least_recently_used_unpinned_blocks_to_host() -> None:

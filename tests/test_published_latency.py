@@ -1,10 +1,10 @@
-"""The roofline predictor against published latency measurements (envs/published_latency.py, docs/predictor.md)."""
+"""The roofline predictor against published latency measurements (envs/sim/published_latency.py, docs/predictor.md)."""
 
 from __future__ import annotations
 
 import pytest
 
-from envs.published_latency import ERROR_BOUND, POINTS, error
+from envs.sim.published_latency import ERROR_BOUND, POINTS, error
 
 
 def test_there_are_at_least_six_published_points_on_both_models_and_devices() -> None:

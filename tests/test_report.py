@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from envs.evaluation import HeuristicPolicy, evaluate_policy, evaluation_seeds, load_latencies
+from envs.evaluation.evaluate import HeuristicPolicy, evaluate_policy, evaluation_seeds, load_latencies
 from envs.vidur_env import VidurEnvConfig
 from rllib_ext.bc import BCConfig, pretrain
-from rllib_ext.report import checkpoint_curves, heuristic_lines, write_report
-from rllib_ext.run_dir import PipelineDir
 from rllib_ext.train import train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
-from warmroute import cli
+from warmroute.artifacts.run_dir import PipelineDir
+from warmroute.cli import main as cli
+from warmroute.report.build import checkpoint_curves, heuristic_lines, write_report
 
 BATCH = 128
 EPISODES = 2

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from ray.rllib.core import DEFAULT_MODULE_ID
 
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
-from rllib_ext.run_dir import MODULE_COMPONENT
 from rllib_ext.session import hyperparameters_in_effect, run_iterations, save_checkpoint, start_session
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+from warmroute.artifacts.run_dir import MODULE_COMPONENT
 
 pytestmark = pytest.mark.slow  # real RLlib algorithms
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.evaluation import HeuristicPolicy
-from envs.slo import SloReward
+from envs.evaluation.evaluate import HeuristicPolicy
+from envs.sim.slo import SloReward
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-from envs.workload import preset
 
 
 def _episode(env_config: VidurEnvConfig, policy: str, seed: int) -> tuple[float, dict]:
@@ -90,9 +90,9 @@ def test_evaluate_json_reports_attainment_goodput_preemptions_and_kv_usage(tmp_p
 @pytest.mark.slow
 def test_ppo_trains_on_the_slo_reward(tmp_path: Path, ray_session) -> None:
     from rllib_ext import metrics as M
-    from rllib_ext.run_dir import RunDir
     from rllib_ext.train import train
     from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
+    from warmroute.artifacts.run_dir import RunDir
 
     workload = preset("default").replace(num_requests=64, slo_ttft_s=0.05, slo_tbt_s=0.012)
     config = TrainConfig(

@@ -91,7 +91,7 @@ def _sweep(*args: str) -> subprocess.CompletedProcess:
         [
             sys.executable,
             "-m",
-            "warmroute.cli",
+            "warmroute.cli.main",
             "sweep",
             "--num-requests",
             "32",

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from warmroute.cli import main
-from warmroute.submit import REPO_ROOT
+from warmroute.cli.main import main
+from warmroute.cli.submit import REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent
 HEAD_PORTS = (
@@ -127,7 +127,7 @@ def head() -> Iterator[Head]:
 
 def _submit(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "warmroute.cli", "submit", *args],
+        [sys.executable, "-m", "warmroute.cli.main", "submit", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -279,8 +279,8 @@ def test_an_input_in_a_gitignored_folder_is_refused_as_not_uploaded(capsys, monk
 def test_an_installed_copy_without_a_checkout_is_refused_rather_than_uploading_site_packages(
     tmp_path, capsys, monkeypatch
 ) -> None:
-    import warmroute.submit
+    import warmroute.cli.submit
 
-    monkeypatch.setattr(warmroute.submit, "REPO_ROOT", tmp_path)  # where a wheel install would put warmroute/
+    monkeypatch.setattr(warmroute.cli.submit, "REPO_ROOT", tmp_path)  # where a wheel install would put warmroute/
     assert main(["submit", "--", "evaluate", "--policy", "lor"]) == 2
     assert "not run from a source checkout" in capsys.readouterr().err

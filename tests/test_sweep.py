@@ -20,8 +20,8 @@ import ray.cloudpickle
 from ray import tune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
-from envs.workload import preset
 from rllib_ext import metrics as M
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
@@ -233,7 +233,7 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     command = [
         sys.executable,
         "-m",
-        "warmroute.cli",
+        "warmroute.cli.main",
         "sweep",
         "--num-requests",
         "32",

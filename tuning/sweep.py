@@ -23,12 +23,12 @@ from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 
 from envs.errors import WarmRouteError
 from rllib_ext import metrics as M
-from rllib_ext.artifacts import ArtifactError, read_metadata, require_fresh_output, write_metadata
 from rllib_ext.ray_runtime import ensure_ray
 from rllib_ext.train_config import KLRefConfig, TrainConfig
 from tuning.results import TrialProgress, export_best, trial_rows, write_tables
 from tuning.spaces import PBT_KEYS, Space, default_space, domain, param_space, validate_space
 from tuning.trial import objective, train_trial, trial_resources
+from warmroute.artifacts.metadata import ArtifactError, read_metadata, require_fresh_output, write_metadata
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "pbt", "fifo")

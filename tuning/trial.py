@@ -26,7 +26,7 @@ from ray import tune
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.core.rl_module.rl_module import RLModule
 
-from envs.evaluation import evaluate_policy, evaluation_seeds
+from envs.evaluation.evaluate import evaluate_policy, evaluation_seeds
 from rllib_ext import metrics as M
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.session import TrainingSession, export_policy, reference, run_iterations, save_checkpoint, start_session

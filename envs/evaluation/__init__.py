@@ -1,0 +1,1 @@
+"""Running policies on held-out seeds, and the clairvoyant lookahead that bounds what any router could gain."""

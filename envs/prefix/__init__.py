@@ -1,0 +1,1 @@
+"""The two-tier prefix cache and the prefix-sharing workloads that exercise it (Mooncake trace, shared prefix, multi-turn)."""

@@ -1,0 +1,70 @@
+"""Metadata that travels with every artefact (demo datasets, BC checkpoints, training runs).
+
+Each artefact directory holds a ``metadata.json`` naming its ``kind``, the observation layout it was made for, the
+env config and the library versions. Readers call :func:`read_metadata` and ``layout.check_compatible`` so that a
+mismatch is refused with one line instead of mis-reading tensors. JSON only: nothing on disk runs code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from envs.errors import WarmRouteError
+from warmroute.artifacts.run_dir import METADATA_FILE
+
+FORMAT_VERSION = 1
+
+
+class ArtifactError(WarmRouteError):
+    """A missing, corrupted or mismatched artefact; the message names the path and the fix."""
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("warmroute", "ray", "torch", "vidur", "numpy", "gymnasium", "pyarrow"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def write_metadata(directory: Path, kind: str, **fields: Any) -> dict[str, Any]:
+    data = {"kind": kind, "format_version": FORMAT_VERSION, **fields, "versions": library_versions()}
+    (directory / METADATA_FILE).write_text(json.dumps(data, indent=2, sort_keys=False))
+    return data
+
+
+def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]:
+    """Metadata of the ``kind`` artefact at ``directory``; ``flag`` is the CLI flag that named it (for errors)."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise ArtifactError(f"{flag} {path}: no such directory")
+    meta_path = path / METADATA_FILE
+    if not meta_path.is_file():
+        raise ArtifactError(f"{flag} {path}: no {METADATA_FILE}; is this a WarmRoute {kind} directory?")
+    try:
+        data = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{flag} {meta_path}: corrupted JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{flag} {meta_path}: not a WarmRoute metadata object")
+    if data.get("kind") != kind:
+        raise ArtifactError(f"{flag} {path}: holds a '{data.get('kind')}' artefact, expected '{kind}'")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{flag} {path}: format version {data.get('format_version')}, this WarmRoute reads {FORMAT_VERSION}; re-create it"
+        )
+    return data
+
+
+def require_fresh_output(directory: str | Path, flag: str = "--output") -> Path:
+    """Refuse to overwrite a non-empty directory (artefacts are immutable once written)."""
+    path = Path(directory)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ArtifactError(f"{flag} {path}: already exists and is not empty; choose a new directory or remove it")
+    return path

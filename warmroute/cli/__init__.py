@@ -1,0 +1,1 @@
+"""The ``warmroute`` command: one module per subcommand, and the shared flag builders."""

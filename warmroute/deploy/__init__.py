@@ -1,0 +1,1 @@
+"""Deployment: the TorchScript router file and the vidur global-scheduler plug-in."""

@@ -1,0 +1,1 @@
+"""``warmroute pipeline``: the warm-start recipe as resumable stages."""

@@ -1,0 +1,154 @@
+"""``warmroute pipeline``: demonstrations -> BC -> warm and cold PPO -> held-out evaluation -> report, resumable.
+
+:func:`run_pipeline` runs the stages of ``warmroute.pipeline.stages`` in order, each into its own output under the
+pipeline directory (:class:`~warmroute.artifacts.run_dir.PipelineDir`). ``pipeline.json`` records, per stage, the settings it
+ran with (:meth:`PipelineConfig.stage_settings`) and whether it finished; ``stages.jsonl`` logs what every
+invocation did. A re-run
+
+* reuses a finished stage whose settings match (and whose output is still there);
+* resumes a PPO run that was stopped from its last complete checkpoint (``rllib_ext.train``'s ``resume``);
+* redoes any other unfinished stage, and every stage after one that ran;
+* refuses, before doing anything, a stage recorded with other settings: one line naming the setting, telling
+  the user to pick a new ``--output`` or pass ``force=True`` (``--force``) to redo that stage and those after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from warmroute.artifacts.metadata import FORMAT_VERSION, ArtifactError, library_versions
+from warmroute.artifacts.run_dir import PipelineDir
+from warmroute.pipeline.config import STAGES, PipelineConfig
+from warmroute.pipeline.stages import STAGE_FUNCTIONS, Context, output_present
+
+
+def _print_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
+    """The directory's ``pipeline.json`` (empty for a new directory); refuse a directory that is something else."""
+    if not pipeline.config.is_file():
+        if pipeline.path.exists() and (not pipeline.path.is_dir() or any(pipeline.path.iterdir())):
+            raise ArtifactError(f"{flag} {pipeline.path}: exists and holds no {pipeline.CONFIG_FILE}; choose a new directory")
+        return {}
+    try:
+        state = json.loads(pipeline.config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{flag} {pipeline.config}: corrupted JSON ({exc}); choose a new directory") from exc
+    if not isinstance(state, dict) or state.get("kind") != PipelineDir.KIND or state.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{flag} {pipeline.config}: not a pipeline state of this WarmRoute version; choose a new directory")
+    return state
+
+
+def _save_state(pipeline: PipelineDir, state: dict[str, Any]) -> None:
+    """Write ``pipeline.json`` atomically (a kill never leaves half a file)."""
+    pipeline.path.mkdir(parents=True, exist_ok=True)
+    tmp = pipeline.config.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, pipeline.config)
+
+
+def _log_event(pipeline: PipelineDir, stage: str, event: str, **fields: Any) -> None:
+    with open(pipeline.log, "a") as handle:
+        handle.write(json.dumps({"time": _now(), "stage": stage, "event": event, **fields}) + "\n")
+
+
+def _difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first setting (dotted path) whose value differs between two JSON values, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=lambda k: (k not in old or k not in new, k)):
+            found = _difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    return None if old == new else (path, old, new)
+
+
+def _recorded_teacher(config: PipelineConfig, stages: dict[str, Any]) -> str | None:
+    record = stages.get("teacher")
+    if config.teacher is not None:
+        return config.teacher
+    return record.get("result", {}).get("teacher") if record and record["status"] == "done" else None
+
+
+def check_settings(config: PipelineConfig, pipeline: PipelineDir, state: dict[str, Any], force: bool) -> dict[str, Any]:
+    """Stage records still valid for ``config``: refuse the first mismatch, or with ``force`` drop it and all after."""
+    stages = dict(state.get("stages", {}))
+    teacher = _recorded_teacher(config, stages)
+    for index, stage in enumerate(STAGES):
+        if stage not in stages:
+            continue
+        found = _difference(stages[stage]["settings"], config.stage_settings(stage, teacher))
+        if found is None:
+            continue
+        key, old, new = found
+        if not force:
+            raise ArtifactError(
+                f"--output {pipeline.path}: its {stage} stage was made with {key}={json.dumps(old)}, this run asks "
+                f"{key}={json.dumps(new)}; use a new --output, or add --force to redo {stage} and the stages after it"
+            )
+        return {s: stages[s] for s in STAGES[:index] if s in stages}
+    return stages
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    output: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = _print_now,
+) -> dict[str, Any]:
+    """Run (or resume) the pipeline in ``output``; return its ``pipeline.json`` state."""
+    pipeline = PipelineDir(output)
+    state = load_state(pipeline)
+    stages = check_settings(config, pipeline, state, force)
+    state = {
+        "kind": PipelineDir.KIND,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "stages": stages,
+        **{k: state[k] for k, stage in (("teacher", "teacher"), ("policies", "evaluation")) if k in state and stage in stages},
+        "seeds": {"validation": config.validation_seeds, "test": config.test_seeds, "curves": config.curve_seeds},
+        "paths": {"demos": "demos", "bc": "bc", "warm": "warm", "cold": "cold", "evaluation": "evaluation.json"},
+        "versions": library_versions(),
+    }
+    _save_state(pipeline, state)
+    ctx = Context(config, pipeline, state, _recorded_teacher(config, stages), progress, log)
+    ran_before = False  # once a stage runs, every later stage runs too: its inputs may have changed
+    for number, stage in enumerate(STAGES, 1):
+        banner = f"[{number}/{len(STAGES)}] {stage}"
+        record = stages.get(stage)
+        if not ran_before and record and record["status"] == "done" and output_present(pipeline, stage):
+            log(f"{banner}: reused (finished {record['finished']})")
+            _log_event(pipeline, stage, "reused")
+            continue
+        resume = not ran_before and record is not None and ctx.resumable(stage)
+        ran_before = True
+        if not resume:
+            ctx.remove_output(stage)
+        for later in STAGES[number:]:  # their inputs are about to change: they are not finished any more
+            stages.pop(later, None)
+        stages[stage] = {"settings": config.stage_settings(stage, ctx.teacher), "status": "started", "started": _now()}
+        _save_state(pipeline, state)
+        log(f"{banner}: {'resuming' if resume else 'running'}")
+        _log_event(pipeline, stage, "resumed" if resume else "started")
+        start = time.perf_counter()
+        result = STAGE_FUNCTIONS[stage](ctx, resume)
+        seconds = time.perf_counter() - start
+        stages[stage].update(status="done", finished=_now(), seconds=round(seconds, 1), result=result)
+        _save_state(pipeline, state)
+        _log_event(pipeline, stage, "done", seconds=round(seconds, 1))
+        log(f"{banner}: done in {seconds:.0f} s")
+    return state

@@ -1,0 +1,1 @@
+"""Reports: tables, held-out learning curves, plots, and run comparisons."""
