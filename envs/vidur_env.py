@@ -30,6 +30,7 @@ from vidur.events.request_arrival_event import RequestArrivalEvent
 from envs.errors import WarmRouteError
 from envs.observation import REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX, ObservationLayout
 from envs.prefix.sim import prefix_observation
+from envs.sim.fast_forward import FAST_FORWARD_PREDICTORS, FastForward
 from envs.sim.memory import KVUsage
 from envs.sim.metrics import episode_metrics
 from envs.sim.predictor import relative_device_speeds
@@ -55,6 +56,9 @@ class VidurEnvConfig:
     """Seconds of latency per unit of reward (episode return = -sum(latency) / reward_scale_s)."""
     oracle: bool = False
     """Observe the pending request's decode length (unknown to a real router: off by default)."""
+    fast_forward: bool | None = None
+    """Advance runs of iterations between decisions in one step, exactly (``envs.sim.fast_forward``). None: on
+    with the roofline predictor, off with vidur's profiled ones; True: on (refused for those); False: off."""
 
     def __post_init__(self) -> None:
         if self.reward not in REWARDS:
@@ -63,6 +67,16 @@ class VidurEnvConfig:
             raise WarmRouteError(f"--reward-scale-s must be > 0 (got {self.reward_scale_s})")
         if self.reward == "slo":
             SloReward(self.workload.slo_ttft_s, self.workload.slo_tbt_s)  # raises without an SLO
+        if self.fast_forward and self.workload.predictor not in FAST_FORWARD_PREDICTORS:
+            raise WarmRouteError(
+                f"fast_forward=True needs --predictor roofline: fast-forward prices iterations from the batch shape, "
+                f"which vidur's {self.workload.predictor} predictor does not expose; leave fast_forward unset (None) or False"
+            )
+
+    @property
+    def uses_fast_forward(self) -> bool:
+        """Whether episodes are fast-forwarded (resolves the None default)."""
+        return self.fast_forward if self.fast_forward is not None else self.workload.predictor in FAST_FORWARD_PREDICTORS
 
     @property
     def layout(self) -> ObservationLayout:
@@ -74,6 +88,7 @@ class VidurEnvConfig:
             "reward": self.reward,
             "reward_scale_s": self.reward_scale_s,
             "oracle": self.oracle,
+            "fast_forward": self.fast_forward,
         }
 
     @classmethod
@@ -86,6 +101,7 @@ class VidurEnvConfig:
             reward=data.get("reward", "e2e"),
             reward_scale_s=float(data.get("reward_scale_s", 1.0)),
             oracle=bool(data.get("oracle", False)),
+            fast_forward=data.get("fast_forward"),
         )
 
 
@@ -143,6 +159,8 @@ class VidurRoutingEnv(gym.Env):
         self._first_token_seen: set[int] = set()
         self._area = 0.0
         self._kv = KVUsage(self._replica_schedulers, self._num_blocks)
+        self._replica_index = {rid: i for i, rid in enumerate(self._replica_ids)}
+        self._fast = FastForward(self._sim, self._replica_schedulers, self._kv) if self.config.uses_fast_forward else None
         self._slo = SloReward(self.workload.slo_ttft_s, self.workload.slo_tbt_s) if self.config.reward == "slo" else None
         self._done = False
         self._advance_to_decision()
@@ -212,6 +230,7 @@ class VidurRoutingEnv(gym.Env):
         slo = self._slo
         ttft = self.config.reward == "ttft" or slo is not None
         now, area = self._time, self._area
+        fast, replica_index = self._fast, self._replica_index
         in_system, awaiting = self._in_system, self._awaiting_first_token
         while heap:
             event = heap[0][1]
@@ -227,16 +246,32 @@ class VidurRoutingEnv(gym.Env):
             heapq.heappop(heap)
             area += counted * (event._time - now)
             now = sim._time = event._time
+            kind = type(event)
+            if kind is ReplicaScheduleEvent and fast is not None:
+                run = fast.on_replica_schedule(event)
+                if run is not None:  # advanced in one step: book its first tokens and completions at their times
+                    for at, request in run.first_tokens:
+                        if ttft and request._id not in self._first_token_seen:
+                            self._first_token_seen.add(request._id)
+                            awaiting -= 1
+                            area += slo.on_first_token(request) if slo is not None else at - now
+                    for at, request in run.completions:
+                        in_system -= 1
+                        self._outstanding[self._replica_of[request._id]].pop(request._id, None)
+                        if slo is not None:
+                            area += slo.on_completion(request)
+                        elif not ttft:
+                            area += at - now
+                    continue
             for new_event in event.handle_event(scheduler, metric_store):
                 heapq.heappush(heap, (new_event._priority_number, new_event))
-            kind = type(event)
             if kind is RequestArrivalEvent:
                 in_system += 1
                 awaiting += 1
             elif kind is ReplicaScheduleEvent:
-                self._kv.sample(now)
+                self._kv.record(replica_index[event._replica_id], now)
             elif kind is BatchEndEvent:
-                self._kv.sample(now)
+                self._kv.record(replica_index[event._replica_id], now)
                 for request in event._batch._requests:
                     if ttft and request._is_prefill_complete and request._id not in self._first_token_seen:
                         self._first_token_seen.add(request._id)

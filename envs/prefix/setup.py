@@ -77,9 +77,9 @@ def prefix_streams(w: Any, seed: int) -> tuple[list[PrefixRequest], list[PrefixR
     return lead_in, trace_requests(rows, start, w.num_requests, w.trace_time_scale)
 
 
-def prefix_parts(w: Any, seed: int, replica: ReplicaConfig, chunk_size: int) -> dict[str, Any]:
-    """Keyword arguments of vidur's ``ClusterConfig``/``SimulationConfig`` that a prefix workload replaces."""
-    scored = prefix_streams(w, seed)[1]
+def prefix_parts(w: Any, scored: list[PrefixRequest], replica: ReplicaConfig, chunk_size: int, seed: int) -> dict[str, Any]:
+    """Keyword arguments of vidur's ``ClusterConfig``/``SimulationConfig`` that a prefix workload replaces
+    (``scored``: the episode's scored stream from :func:`prefix_streams`)."""
     cache = CacheConfig()
     cache.num_blocks = kv_blocks_per_replica(replica, cache)
     longest = max(r.prompt_tokens + r.output_tokens for r in scored)
@@ -93,9 +93,9 @@ def prefix_parts(w: Any, seed: int, replica: ReplicaConfig, chunk_size: int) -> 
     }
 
 
-def attach_prefix(sim: Any, w: Any, seed: int) -> None:
-    """Give each replica scheduler the event heap (for follow-up turns) and warm its cache with the lead-in."""
-    lead_in = prefix_streams(w, seed)[0]
+def attach_prefix(sim: Any, w: Any, lead_in: list[PrefixRequest]) -> None:
+    """Give each replica scheduler the event heap (for follow-up turns) and warm its cache with the ``lead_in``
+    requests of :func:`prefix_streams`."""
     schedulers = [
         sim.scheduler.get_replica_scheduler(rid) for rid in sorted(sim.scheduler._replica_schedulers, key=lambda r: r.id)
     ]

@@ -98,6 +98,7 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
         self.cache = TwoTierPrefixCache(self._config.host_cache_blocks)
         self._stream: tuple[PrefixRequest, ...] = self._request_generator_config.requests
         self._event_queue: list | None = None
+        self.arrival_times: list[float] | None = None  # heap of follow-up arrival times, kept by the fast-forward
         self._resident: dict[int, int] = {}  # request id -> vidur blocks of its HBM hit (not allocated again)
         self._host_hit: dict[int, tuple[int, ...]] = {}
         self._pinned: dict[int, list[int]] = {}
@@ -171,25 +172,33 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
     def on_batch_end(self, batch: Batch) -> None:
         super().on_batch_end(batch)
         for request in batch.requests:
-            spec: PrefixRequest = request.prefix
-            if self._caching:
-                if request._is_prefill_complete and request.id not in self._prefilled:
-                    self._prefilled.add(request.id)
-                    pinned = self._pinned[request.id]
-                    for block in spec.block_ids[len(pinned) :]:
-                        self.cache.add_owned(request.id, block)
-                        pinned.append(block)
-                if request._completed:
-                    self.cache.release(self._pinned.pop(request.id), spec.finish_block_ids)
-                    self._prefilled.discard(request.id)
-                    self._hit_taken.discard(request.id)
-            if request._completed and spec.next_turn >= 0:
-                follow = self._stream[spec.next_turn]
-                arrival = request.completed_at + follow.arrival_s
-                event = RequestArrivalEvent(arrival, new_request(follow, arrival, spec.next_turn))
-                heapq.heappush(self._event_queue, (event._priority_number, event))
+            self.after_iteration(request)
         if self._caching:
             self._fit()
+
+    def after_iteration(self, request: Request) -> None:
+        """Cache a request's computed blocks once its prefill completes; on completion release its blocks and
+        inject its follow-up turn. Called per request in batch order after sarathi's own batch end (and by the
+        fast-forward for the requests whose prefill or decode ended in a skipped iteration)."""
+        spec: PrefixRequest = request.prefix
+        if self._caching:
+            if request._is_prefill_complete and request.id not in self._prefilled:
+                self._prefilled.add(request.id)
+                pinned = self._pinned[request.id]
+                for block in spec.block_ids[len(pinned) :]:
+                    self.cache.add_owned(request.id, block)
+                    pinned.append(block)
+            if request._completed:
+                self.cache.release(self._pinned.pop(request.id), spec.finish_block_ids)
+                self._prefilled.discard(request.id)
+                self._hit_taken.discard(request.id)
+        if request._completed and spec.next_turn >= 0:
+            follow = self._stream[spec.next_turn]
+            arrival = request.completed_at + follow.arrival_s
+            event = RequestArrivalEvent(arrival, new_request(follow, arrival, spec.next_turn))
+            heapq.heappush(self._event_queue, (event._priority_number, event))
+            if self.arrival_times is not None:
+                heapq.heappush(self.arrival_times, arrival)
 
 
 @dataclass

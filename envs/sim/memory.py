@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from vidur.config import CacheConfig, ReplicaConfig
 from vidur.utils.memory_planner import MemoryPlanner
 
@@ -82,23 +81,37 @@ class KVUsage:
     """Time-weighted mean and peak share of KV blocks in use, per replica, over one episode.
 
     Allocation changes only when a replica schedules a batch (``ReplicaScheduleEvent``: admissions, growth,
-    preemptions) or a batch ends (``BatchEndEvent``: frees), so the env samples after those events only.
+    preemptions) or a batch ends (``BatchEndEvent``: frees), so the env records a replica after its own events
+    only; the fast-forward records the values of the iterations it advances (``record_blocks``).
     """
 
     def __init__(self, replica_schedulers: list[Any], blocks: list[int]) -> None:
         self._schedulers = replica_schedulers
-        self._blocks = np.asarray(blocks, dtype=np.float64)
-        self._usage = np.zeros(len(blocks))
-        self._area = np.zeros(len(blocks))
-        self._peak = np.zeros(len(blocks))
+        self._blocks = [float(b) for b in blocks]
+        n = len(blocks)
+        self._usage = [0.0] * n
+        self._since = [0.0] * n
+        self._area = [0.0] * n
+        self._peak = [0.0] * n
         self._last = 0.0
 
-    def sample(self, now: float) -> None:
-        self._area += self._usage * (now - self._last)
-        self._last = now
-        self._usage = np.array([rs._num_allocated_blocks for rs in self._schedulers]) / self._blocks
-        np.maximum(self._peak, self._usage, out=self._peak)
+    def record(self, index: int, now: float) -> None:
+        """Replica ``index``'s allocation just changed (or may have) at ``now``."""
+        self.record_blocks(index, now, self._schedulers[index]._num_allocated_blocks)
+
+    def record_blocks(self, index: int, now: float, allocated_blocks: int) -> None:
+        """Replica ``index`` holds ``allocated_blocks`` from ``now`` on (times per replica never decrease)."""
+        self._area[index] += self._usage[index] * (now - self._since[index])
+        self._since[index] = now
+        usage = allocated_blocks / self._blocks[index]
+        self._usage[index] = usage
+        if usage > self._peak[index]:
+            self._peak[index] = usage
+        if now > self._last:
+            self._last = now
 
     def summary(self) -> dict[str, list[float]]:
-        mean = self._area / self._last if self._last > 0 else self._area
-        return {"kv_usage_mean": mean.tolist(), "kv_usage_peak": self._peak.tolist()}
+        end = self._last
+        area = [a + u * (end - t) for a, u, t in zip(self._area, self._usage, self._since)]
+        mean = [a / end for a in area] if end > 0 else area
+        return {"kv_usage_mean": mean, "kv_usage_peak": list(self._peak)}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from vidur._native.entities import ExecutionTime as ExecutionTimeC
 from vidur.config import BaseExecutionTimePredictorConfig, CacheConfig, ReplicaConfig
 from vidur.entities import Batch
 from vidur.execution_time_predictor import BaseExecutionTimePredictor, ExecutionTimePredictorRegistry
@@ -37,6 +38,14 @@ REFERENCE_Q_TOKENS: tuple[int, ...] = (480,) + (1,) * 32
 """Reference mixed batch for relative speeds: one 480-token prefill chunk plus 32 decodes (a full 512-token chunk)."""
 REFERENCE_KV_TOKENS: tuple[int, ...] = (480,) + (1024,) * 32
 """Context lengths of the reference batch: the prefill starts fresh, each decode has 1k tokens of context."""
+SHAPE_CACHE_SIZE = 200_000
+"""Batch shapes memoised per predictor before the memo is cleared (bounds memory over long training runs)."""
+
+
+def causal_pairs(q: int, kv: int) -> int:
+    """Query-key pairs of a causal prefill chunk of ``q`` tokens whose context (including them) is ``kv`` tokens:
+    the chunk's i-th token sees the ``kv - q`` earlier tokens plus ``i + 1`` of its own."""
+    return q * max(kv - q, 0) + q * (q + 1) // 2
 
 
 @dataclass
@@ -129,6 +138,8 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         self._rates: dict[str, _Rates] = {}
         # Dense ops depend only on (device, total q tokens): memoised, as batches repeat the same sizes.
         self._dense_cache: dict[tuple[str, int], LayerTimes] = {}
+        # Whole batches repeat their aggregate shape (same sizes, same contexts) across replicas and episodes.
+        self._shape_cache: dict[tuple, LayerTimes] = {}
         # vidur calls all 15 _get_* methods back to back on one batch: price it once.
         self._last: tuple[Batch, LayerTimes] | None = None
 
@@ -156,8 +167,6 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         return times.block_ms * self._num_layers_per_pipeline_stage
 
     def _layer_times(self, device: DeviceSpec, num_q_tokens: Sequence[int], num_kv_tokens: Sequence[int]) -> LayerTimes:
-        dense = self._dense_times(device, sum(num_q_tokens))
-        rates = self._device_rates(device)
         decode_requests = decode_context = prefill_q = prefill_kv = prefill_pairs = 0
         for q, kv in zip(num_q_tokens, num_kv_tokens):
             if q == 1:
@@ -166,8 +175,32 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
             elif q > 1:
                 prefill_q += q
                 prefill_kv += kv
-                # causal: the chunk's i-th token sees the kv - q earlier tokens plus i + 1 of its own
-                prefill_pairs += q * max(kv - q, 0) + q * (q + 1) // 2
+                prefill_pairs += causal_pairs(q, kv)
+        return self.layer_times_from_sums(
+            device, decode_requests + prefill_q, decode_requests, decode_context, prefill_q, prefill_kv, prefill_pairs
+        )
+
+    def layer_times_from_sums(
+        self,
+        device: DeviceSpec,
+        total_q: int,
+        decode_requests: int,
+        decode_context: int,
+        prefill_q: int,
+        prefill_kv: int,
+        prefill_pairs: int,
+    ) -> LayerTimes:
+        """Layer times of a batch from its aggregate shape (all the roofline reads), memoised per shape.
+
+        Decode requests have one query token; ``prefill_*`` sum over the chunks with more (``causal_pairs`` each).
+        The fast-forward prices whole runs of iterations from these sums without building vidur batches.
+        """
+        key = (device.name, total_q, decode_requests, decode_context, prefill_q, prefill_kv, prefill_pairs)
+        cached = self._shape_cache.get(key)
+        if cached is not None:
+            return cached
+        dense = self._dense_times(device, total_q)
+        rates = self._device_rates(device)
         decode = prefill = 0.0
         if decode_requests:
             decode = self._roofline(
@@ -181,7 +214,33 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
                 4.0 * prefill_pairs * self._q_dim,
                 BYTES_PER_VALUE * (2 * prefill_q * self._q_dim + 2 * prefill_kv * self._kv_dim),
             )
-        return dense._replace(attn_decode=decode, attn_prefill=prefill)
+        times = dense._replace(attn_decode=decode, attn_prefill=prefill)
+        if len(self._shape_cache) >= SHAPE_CACHE_SIZE:
+            self._shape_cache.clear()
+        self._shape_cache[key] = times
+        return times
+
+    def stage_execution_time(self, times: LayerTimes, pipeline_stage: int = 0) -> ExecutionTimeC:
+        """vidur's ``ExecutionTime`` of one stage from ``times``, assembled exactly as
+        ``BaseExecutionTimePredictor.get_execution_time`` does (so ``total_time`` is bit-identical)."""
+        last_stage = pipeline_stage == self._replica_config.num_pipeline_stages - 1
+        return ExecutionTimeC(
+            self._num_layers_per_pipeline_stage,
+            times.attn_rope,
+            times.attn_kv_cache_save,
+            times.attn_decode,
+            times.attn_prefill,
+            times.attn_pre_proj,
+            times.attn_post_proj,
+            times.mlp_up_proj,
+            times.mlp_down_proj,
+            times.mlp_act,
+            times.attn_norm,
+            times.mlp_norm,
+            times.add,
+            0 if self._tp == 1 else times.tensor_parallel_comm,
+            0 if last_stage else times.pipeline_parallel_comm,
+        )
 
     def _device_rates(self, device: DeviceSpec) -> _Rates:
         rates = self._rates.get(device.name)

@@ -47,7 +47,7 @@ from vidur.events import BaseEvent
 from vidur.simulator import Simulator
 
 from envs.errors import WarmRouteError
-from envs.prefix.setup import attach_prefix, prefix_parts
+from envs.prefix.setup import attach_prefix, prefix_parts, prefix_streams
 from envs.sim import vidur_patches
 from envs.sim.memory import replica_config, size_replicas
 from envs.sim.predictor import RooflinePredictorConfig
@@ -156,14 +156,21 @@ _GLOBAL_SCHEDULERS = {
 }
 
 
-def build_simulation_config(w: WorkloadConfig, seed: int, global_scheduler: str = "round_robin") -> SimulationConfig:
+def build_simulation_config(
+    w: WorkloadConfig, seed: int, global_scheduler: str = "round_robin", scored: list | None = None
+) -> SimulationConfig:
     """vidur config for one episode of ``w`` whose requests are drawn with ``seed``.
 
     ``global_scheduler`` only matters when vidur itself routes (``Simulator.run()``, used by the fidelity test and
-    the throughput benchmark); the env makes every routing decision itself.
+    the throughput benchmark); the env makes every routing decision itself. ``scored``: a prefix workload's scored
+    stream if the caller already built it (``prefix_streams``), so it is built once per episode.
     """
     replica = replica_config(w, w.devices[0])  # per-replica KV memory is set by size_replicas() after the build
-    prefix = prefix_parts(w, seed, replica, w.chunk_size) if w.prefix_workload != "none" else {}
+    prefix = {}
+    if w.prefix_workload != "none":
+        if scored is None:
+            scored = prefix_streams(w, seed)[1]
+        prefix = prefix_parts(w, scored, replica, w.chunk_size, seed)
     config = _InMemorySimulationConfig(
         seed=seed,
         log_level="warning",
@@ -197,7 +204,8 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
     """A fresh vidur ``Simulator`` for one episode, with counters reset and errors made readable."""
     quiet_vidur_logging()
     reset_vidur_counters()
-    config = build_simulation_config(w, seed, global_scheduler)
+    lead_in, scored = prefix_streams(w, seed) if w.prefix_workload != "none" else ([], None)
+    config = build_simulation_config(w, seed, global_scheduler, scored)
     try:
         simulator = Simulator(config)
     except Exception as exc:  # vidur's predictors raise hub/HTTP/OS errors of many types when offline
@@ -209,7 +217,7 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
         raise
     size_replicas(simulator, w, paged=w.prefix_workload != "none")
     if w.prefix_workload != "none":
-        attach_prefix(simulator, w, seed)
+        attach_prefix(simulator, w, lead_in)
     return simulator
 
 
