@@ -262,7 +262,8 @@ class VidurRoutingEnv(gym.Env):
                             area += slo.on_completion(request)
                         elif not ttft:
                             area += at - now
-                    continue
+                    if run.handled:
+                        continue
             for new_event in event.handle_event(scheduler, metric_store):
                 heapq.heappush(heap, (new_event._priority_number, new_event))
             if kind is RequestArrivalEvent:

@@ -35,6 +35,23 @@ class TwoTierPrefixCache:
         self.owner: dict[int, int] = {}  # HBM block -> request id whose allocation holds it
         self.owned: dict[int, list[int]] = {}  # request id -> blocks it owns
 
+    def copy(self) -> TwoTierPrefixCache:
+        """An independent copy of this cache (for reusing a warmed state across episodes)."""
+        other = TwoTierPrefixCache(self.host_capacity)
+        other.restore(self)
+        return other
+
+    def restore(self, state: TwoTierPrefixCache) -> None:
+        """Make this cache an independent copy of ``state``."""
+        self.host_capacity = state.host_capacity
+        self.hbm = dict(state.hbm)
+        self.evictable = OrderedDict(state.evictable)
+        self.host = OrderedDict(state.host)
+        self.refs = dict(state.refs)
+        self.host_refs = dict(state.host_refs)
+        self.owner = dict(state.owner)
+        self.owned = {request: list(blocks) for request, blocks in state.owned.items()}
+
     # ------------------------------------------------------------------ queries
     def match(self, block_ids: Sequence[int]) -> tuple[int, int]:
         """Leading blocks of ``block_ids`` cached here: ``(in HBM, then in host)``; a miss ends the prefix."""
@@ -140,8 +157,11 @@ class TwoTierPrefixCache:
         if self.host_capacity == 0:
             return
         if len(self.host) >= self.host_capacity:
-            victim = next((b for b in self.host if b not in self.host_refs), None)
-            if victim is None:  # every host block waits for a load: drop the newcomer
-                return
-            del self.host[victim]
+            if not self.host_refs:  # the common case: the least recent block goes
+                self.host.popitem(last=False)
+            else:
+                victim = next((b for b in self.host if b not in self.host_refs), None)
+                if victim is None:  # every host block waits for a load: drop the newcomer
+                    return
+                del self.host[victim]
         self.host[block] = None

@@ -55,7 +55,8 @@ class Run:
 
     first_tokens: list[tuple[float, Any]] = field(default_factory=list)
     completions: list[tuple[float, Any]] = field(default_factory=list)
-    iterations: int = 0
+    handled: bool = True
+    """False: vidur must still handle the schedule event (after the env books this run)."""
 
 
 BUSY = Run()
@@ -74,6 +75,7 @@ class FastForward:
         heapq.heapify(self._arrivals)
         self._handoff: list[Any] = [None] * len(schedulers)
         self._until: list[float] = [0.0] * len(schedulers)
+        self._running: list[_Advance | None] = [None] * len(schedulers)
         predictor = schedulers[0]._execution_time_predictor
         self._predictor = predictor if isinstance(predictor, RooflineExecutionTimePredictor) else None
         self._devices = [self._predictor.device_for(rs._replica_id) for rs in schedulers] if self._predictor else []
@@ -89,13 +91,23 @@ class FastForward:
         """Advance the event's replica if possible: the run (or ``BUSY``), or None to let vidur handle the event."""
         index = self._index[event._replica_id]
         handoff = self._handoff[index]
-        if handoff is not None:
-            if event is not handoff:
-                return BUSY
-            self._handoff[index] = None
-        if self._predictor is None:
-            return None
-        return self._advance(index, event._time)
+        if handoff is None:
+            return None if self._predictor is None else self._advance(index, event._time)
+        if event is not handoff:
+            return BUSY
+        self._handoff[index] = None
+        started = self._running[index]
+        if started is None:  # the run ended before this event: nothing in flight
+            return self._advance(index, event._time)
+        self._running[index] = None
+        ended = started.finish()
+        run = self._advance(index, event._time)
+        if run is None:  # vidur forms the next batch: the event is handled as usual after the ended iteration
+            ended.handled = False
+            return ended
+        run.first_tokens[:0] = ended.first_tokens
+        run.completions[:0] = ended.completions
+        return run
 
     # ------------------------------------------------------------------ planning and applying, iteration by iteration
     def _horizon(self, index: int, now: float) -> float:
@@ -164,6 +176,9 @@ class _Advance:
         self.models: list[float] = []
         self.ends: list[float] = []
         self.run = Run()
+        self.pending: tuple[int, float, list, list] | None = None  # started iteration: (j, end, chunks, skipped)
+        self.iterations = 0  # ended iterations
+        self.last_order: tuple[list, int, list] = ([], 0, [])
 
     def _defer(self, request: Any, j: int) -> None:
         """From iteration ``j`` on, ``request`` decodes one token per iteration until it completes."""
@@ -198,10 +213,10 @@ class _Advance:
         return min(head._num_prefill_tokens - head._num_processed_tokens, self.chunk - total_q) > 0
 
     def play(self) -> Run | None:
+        """Accept iterations while they provably match vidur; the one that crosses the horizon is started (its
+        batch is formed before the decision, as in vidur) and finished by :meth:`finish` at its end."""
         rs, owner = self.rs, self.owner
         j, s = 0, self.now
-        last_batch_prefills: list[Any] = []
-        last_skipped: list[Any] = []
         while self.decodes or self.prefills:
             # ---- form iteration j as sarathi would: decodes (1 token each), then prefill chunks in order
             total_q = len(self.decodes)
@@ -241,8 +256,6 @@ class _Advance:
             execution = predictor.stage_execution_time(times)
             total, model = execution.total_time, execution.model_time
             t = s + total
-            if not t < self.horizon:
-                break
             # ---- accept it: schedule-time effects
             for request in growing:
                 rs.allocate(request._id, 1)
@@ -255,63 +268,86 @@ class _Advance:
             self.totals.append(total)
             self.models.append(model)
             self.ends.append(t)
-            for request, q in chunks:
+            for request, _ in chunks:
                 request.on_batch_schedule(s)
                 request.on_batch_stage_schedule(s)
-                request.on_batch_stage_end(t, 0, total, model, q)
-                request.on_batch_end(t, q)
-            # ---- end-of-iteration effects, in batch order (decodes, then chunks)
-            finished = self.done_at.pop(j, [])
-            for request in finished:
-                self._flush(request, j)
-            finished_decodes = [r for r in self.decodes if r._completed] if finished else []
-            prefilled = [r for r, _ in chunks if r._is_prefill_complete]
-            for request in prefilled:
-                self.run.first_tokens.append((t, request))
-            done = finished_decodes + [r for r in prefilled if r._completed]
-            for request in done:
-                rs.free(request._id)
-                self.run.completions.append((t, request))
-            if self.prefix:
-                for request in finished_decodes + prefilled:
-                    rs.after_iteration(request)
-                if self.caching:
-                    rs._fit()
-            if done:
-                owner._kv.record_blocks(self.index, t, rs._num_allocated_blocks)
-            # ---- the running set of iteration j + 1
-            self.decode_context += len(self.decodes)
-            if finished:
-                for request in finished:
-                    self.decode_context -= request.total_tokens + 1  # it would have grown to total + 1
-                    del self.start[request._id]
-                self.decodes = [r for r in self.decodes if not r._completed]
-            last_batch_prefills = [r for r, _ in chunks]
-            last_skipped = skipped
-            for request, _ in chunks:
-                if request._is_prefill_complete and not request._completed:
-                    self.decodes.append(request)
-                    self._defer(request, j + 1)
-            self.prefills = sorted(skipped, key=_arrived_at) + [r for r, _ in chunks if not r._is_prefill_complete]
-            j += 1
-            s = t
-            if rs._request_queue and done:
+            self.pending = (j, t, chunks, skipped)
+            if not t < self.horizon:
+                break  # a decision comes first: the iteration runs on, finish() ends it
+            if not self._end_iteration() and rs._request_queue:
                 break  # freed memory may admit the queue head: vidur decides
+            j, s = j + 1, t
             if owner._arrivals:
                 self.horizon = min(self.horizon, owner._arrivals[0])
-        if j == 0:
-            return None
-        decodes_of_last = [r for r in self.decodes if self.start[r._id] < j]
-        for request in decodes_of_last:
-            self._flush(request, j - 1)
-        rs._preempted_requests = (
-            sorted(last_skipped, key=_arrived_at) + decodes_of_last + [r for r in last_batch_prefills if not r._completed]
-        )
-        handoff = ReplicaScheduleEvent(s, rs._replica_id)
+        if self.pending is None:
+            if self.iterations == 0:
+                return None
+            self._hand_back()
+        owner._handoff[self.index] = handoff = ReplicaScheduleEvent(self.ends[-1], rs._replica_id)
         heapq.heappush(owner._heap, (handoff._priority_number, handoff))
-        owner._handoff[self.index], owner._until[self.index] = handoff, s
-        self.run.iterations = j
+        owner._until[self.index] = handoff._time
+        owner._running[self.index] = self if self.pending is not None else None
         return self.run
+
+    def finish(self) -> Run:
+        """End the started iteration (at its end time, the current event's) and give the replica back to vidur."""
+        self.run = Run()  # the run returned by play() has been booked already
+        self._end_iteration()
+        self._hand_back()
+        return self.run
+
+    def _end_iteration(self) -> bool:
+        """End-of-iteration effects of the started iteration, in batch order (decodes, then chunks); True if no
+        request completed."""
+        rs, owner = self.rs, self.owner
+        j, t, chunks, skipped = self.pending
+        total, model = self.totals[j], self.models[j]
+        for request, q in chunks:
+            request.on_batch_stage_end(t, 0, total, model, q)
+            request.on_batch_end(t, q)
+        finished = self.done_at.pop(j, [])
+        for request in finished:
+            self._flush(request, j)
+        finished_decodes = [r for r in self.decodes if r._completed] if finished else []
+        prefilled = [r for r, _ in chunks if r._is_prefill_complete]
+        for request in prefilled:
+            self.run.first_tokens.append((t, request))
+        done = finished_decodes + [r for r in prefilled if r._completed]
+        for request in done:
+            rs.free(request._id)
+            self.run.completions.append((t, request))
+        if self.prefix:
+            for request in finished_decodes + prefilled:
+                rs.after_iteration(request)
+            if self.caching:
+                rs._fit()
+        if done:
+            owner._kv.record_blocks(self.index, t, rs._num_allocated_blocks)
+        # ---- the running set of iteration j + 1 (and vidur's list of it, should vidur take over)
+        self.decode_context += len(self.decodes)
+        if finished:
+            for request in finished:
+                self.decode_context -= request.total_tokens + 1  # it would have grown to total + 1
+                del self.start[request._id]
+            self.decodes = [r for r in self.decodes if not r._completed]
+        ordered_skipped = sorted(skipped, key=_arrived_at)
+        self.last_order = (ordered_skipped, len(self.decodes), [r for r, _ in chunks if not r._completed])
+        for request, _ in chunks:
+            if request._is_prefill_complete and not request._completed:
+                self.decodes.append(request)
+                self._defer(request, j + 1)
+        self.prefills = ordered_skipped + [r for r, _ in chunks if not r._is_prefill_complete]
+        self.pending = None
+        self.iterations = j + 1
+        return not done
+
+    def _hand_back(self) -> None:
+        """Flush every deferred decode and leave sarathi's running list in the order vidur's would have."""
+        ordered_skipped, num_decodes, chunked = self.last_order
+        decodes = self.decodes[:num_decodes]
+        for request in decodes:
+            self._flush(request, self.iterations - 1)
+        self.rs._preempted_requests = ordered_skipped + decodes + chunked
 
     def _flush(self, request: Any, last: int) -> None:
         """Apply iterations ``start..last`` of a decode to its vidur ``Request`` exactly as its per-iteration

@@ -217,7 +217,7 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
         raise
     size_replicas(simulator, w, paged=w.prefix_workload != "none")
     if w.prefix_workload != "none":
-        attach_prefix(simulator, w, lead_in)
+        attach_prefix(simulator, w, seed, lead_in)
     return simulator
 
 
