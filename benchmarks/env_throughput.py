@@ -12,7 +12,9 @@ Run:
     .venv/bin/python benchmarks/env_throughput.py --workload heterogeneous --repeats 3
     .venv/bin/python benchmarks/env_throughput.py --workload mooncake --num-requests 256 --repeats 3   # + caching on/off
 
-Expect (2-core x86, roofline predictor): both ratios 0.9-1.1; machine noise is about +-5% (figures in docs/workloads.md).
+Expect (2-core x86, roofline predictor): the env (fast-forward on, the default) is several times faster than
+vidur's own run; fast-forward on/off (same router, same seeds, identical latencies) >= 3x on default,
+heterogeneous and long_context and >= 5x on mooncake (figures in docs/environment.md).
 On a prefix-sharing preset it also prints decisions/s with prefix caching on and off and their cost ratio
 (docs/prefix_caching.md has the measured figures).
 """
@@ -36,8 +38,10 @@ def vidur_decisions_per_s(workload: WorkloadConfig, seed: int) -> float:
     return workload.num_requests / (time.perf_counter() - start)
 
 
-def env_decisions_per_s(workload: WorkloadConfig, seed: int, router: str = "least_outstanding") -> float:
-    env = VidurRoutingEnv(VidurEnvConfig(workload=workload))
+def env_decisions_per_s(
+    workload: WorkloadConfig, seed: int, router: str = "least_outstanding", fast_forward: bool | None = None
+) -> float:
+    env = VidurRoutingEnv(VidurEnvConfig(workload=workload, fast_forward=fast_forward))
     policy = HeuristicPolicy(router, env.layout)
     start = time.perf_counter()
     obs, _ = env.reset(seed=seed)
@@ -57,18 +61,25 @@ def main() -> None:
     workload = preset(args.workload).replace(num_requests=args.num_requests)
     vidur_decisions_per_s(workload, seed=0)  # warm-up: imports, predictor caches
     env_decisions_per_s(workload, seed=0)
-    vidur, env, env_lor = [], [], []
+    router = "weighted_scorer" if workload.prefix_workload != "none" else "least_outstanding"
+    vidur, env, env_lor, stepped = [], [], [], []
     for seed in range(1, args.repeats + 1):
         vidur.append(vidur_decisions_per_s(workload, seed))
         env.append(env_decisions_per_s(workload, seed))
         env_lor.append(env_decisions_per_s(workload, seed, router="lor"))
+        stepped.append(env_decisions_per_s(workload, seed, router=router, fast_forward=False))
+    fast = statistics.median(env_decisions_per_s(workload, seed, router=router) for seed in range(1, args.repeats + 1))
     baseline, candidate, same = statistics.median(vidur), statistics.median(env), statistics.median(env_lor)
+    step_rate = statistics.median(stepped)
     print(f"workload {args.workload}, {args.num_requests} requests, {args.repeats} repeats (medians)")
     print(f"{'vidur Simulator.run, lor':<40}{baseline:8.0f} decisions/s")
     print(f"{'VidurRoutingEnv, least_outstanding':<40}{candidate:8.0f} decisions/s")
     print(f"{'VidurRoutingEnv, lor (same routing)':<40}{same:8.0f} decisions/s")
     print(f"ratio env(least_outstanding)/vidur(lor)  {candidate / baseline:.3f}")
     print(f"ratio env(lor)/vidur(lor)                {same / baseline:.3f}")
+    print(f"{'VidurRoutingEnv, ' + router + ', stepped':<40}{step_rate:8.0f} decisions/s")
+    print(f"{'VidurRoutingEnv, ' + router + ', fast-fwd':<40}{fast:8.0f} decisions/s")
+    print(f"ratio fast-forward on/off                {fast / step_rate:.3f}")
     if workload.prefix_workload != "none":
         caching_cost(workload, args.repeats)
 

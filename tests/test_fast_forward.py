@@ -1,0 +1,64 @@
+"""Fast-forward must not change a single simulated number: the same episode with it on and off, compared."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs.errors import WarmRouteError
+from envs.evaluation.evaluate import HeuristicPolicy
+from envs.sim.workload import preset
+from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
+
+FIELDS = ("arrived_at", "_scheduled_at", "prefill_completed_at", "completed_at", "num_restarts", "cached_tokens")
+
+
+def _episode(workload, fast_forward: bool, router: str, reward: str = "e2e") -> dict:
+    env = VidurRoutingEnv(VidurEnvConfig(workload=workload, fast_forward=fast_forward, reward=reward))
+    policy = HeuristicPolicy(router, env.layout)
+    obs, _ = env.reset(seed=5)
+    observations, rewards, actions, done, info = [obs], [], [], False, {}
+    while not done:
+        action = policy.act(obs)
+        obs, reward, done, _, info = env.step(action)
+        observations.append(obs)
+        rewards.append(reward)
+        actions.append(action)
+    # follow-up turns get vidur Request ids in creation order, which differs: key them by stream position
+    requests = {getattr(r, "prefix_index", r.id): [float(getattr(r, f, 0)) for f in FIELDS] for r in env.routed_requests}
+    return {"requests": requests, "obs": np.array(observations), "rewards": np.array(rewards), "actions": actions, "info": info}
+
+
+@pytest.mark.parametrize(
+    ("name", "router", "num_requests", "reward"),
+    [
+        ("default", "least_outstanding", 80, "e2e"),
+        ("heterogeneous", "least_outstanding", 80, "ttft"),
+        ("mooncake", "weighted_scorer", 60, "e2e"),
+        ("multi_turn", "weighted_scorer", 160, "e2e"),
+        ("long_context", "least_outstanding", 50, "slo"),
+    ],
+)
+def test_fast_forward_reproduces_step_by_step_simulation(name: str, router: str, num_requests: int, reward: str) -> None:
+    workload = preset(name).replace(num_requests=num_requests)
+    step = _episode(workload, False, router, reward)
+    fast = _episode(workload, True, router, reward)
+    assert fast["actions"] == step["actions"]
+    assert fast["requests"].keys() == step["requests"].keys()
+    ids = sorted(step["requests"])
+    np.testing.assert_allclose([fast["requests"][i] for i in ids], [step["requests"][i] for i in ids], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(fast["obs"], step["obs"])
+    np.testing.assert_allclose(fast["rewards"], step["rewards"], rtol=1e-9, atol=1e-9)
+    assert fast["info"]["kv_usage_peak"] == step["info"]["kv_usage_peak"]
+    np.testing.assert_allclose(fast["info"]["kv_usage_mean"], step["info"]["kv_usage_mean"], rtol=0, atol=1e-12)
+    for key in ("preemptions", "cache_hit_rate"):
+        if key in step["info"]:
+            assert fast["info"][key] == pytest.approx(step["info"][key], abs=1e-9)
+
+
+def test_fast_forward_is_refused_for_vidurs_profiled_predictors() -> None:
+    workload = preset("default").replace(predictor="linear_regression")
+    with pytest.raises(WarmRouteError, match="fast_forward=True needs --predictor roofline"):
+        VidurEnvConfig(workload=workload, fast_forward=True)
+    assert not VidurEnvConfig(workload=workload).uses_fast_forward
+    assert VidurEnvConfig().uses_fast_forward
