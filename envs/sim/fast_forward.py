@@ -179,6 +179,10 @@ class _Advance:
         self.pending: tuple[int, float, list, list] | None = None  # started iteration: (j, end, chunks, skipped)
         self.iterations = 0  # ended iterations
         self.last_order: tuple[list, int, list] = ([], 0, [])
+        # the cache's pinned loose blocks change only when requests prefill or finish (``fit`` evicts unpinned
+        # blocks only), so they are read again only then; ``fit`` is idempotent until then
+        self.blocked = rs._blocked_by_cache() if self.caching else 0
+        self.fitted = False
 
     def _defer(self, request: Any, j: int) -> None:
         """From iteration ``j`` on, ``request`` decodes one token per iteration until it completes."""
@@ -193,16 +197,13 @@ class _Advance:
         blocks = self.rs._allocation_map[request._id]
         return blocks + self.rs._resident.get(request._id, 0) if self.caching else blocks
 
-    def _blocked_by_cache(self) -> int:
-        return self.rs._blocked_by_cache() if self.caching else 0
-
     def _admits_head(self, allocated: int, batch_size: int, total_q: int) -> bool | None:
         """Would sarathi admit the queue head now? None: the test has a side effect (prefix hit not yet taken)."""
         rs = self.rs
         if len(rs._allocation_map) == rs._config.batch_size_cap or batch_size == rs._max_micro_batch_size:
             return False
         head = rs._request_queue[0]
-        free = rs._cache_config.num_blocks - allocated - self._blocked_by_cache()
+        free = rs._cache_config.num_blocks - allocated - self.blocked
         need = math.ceil(head._num_prefill_tokens / self.block)
         if self.caching:
             if head._id not in rs._hit_taken and head._id not in rs._allocation_map:
@@ -231,7 +232,7 @@ class _Advance:
                     chunks.append((request, q))
             growing = [r for r in self.grow_at.get(j, ()) if not r._completed and r._id in self.start]
             allocated = rs._num_allocated_blocks + len(growing)
-            if rs._cache_config.num_blocks - allocated - self._blocked_by_cache() < 1:
+            if rs._cache_config.num_blocks - allocated - self.blocked < 1:
                 break  # a decode might find no free block: vidur decides the preemption
             if rs._request_queue:
                 admits = self._admits_head(allocated, len(self.decodes) + len(chunks), total_q)
@@ -249,12 +250,9 @@ class _Advance:
                     prefill_q += q
                     prefill_kv += kv
                     prefill_pairs += causal_pairs(q, kv)
-            predictor = owner._predictor
-            times = predictor.layer_times_from_sums(
+            total, model = owner._predictor.stage_times_from_sums(
                 owner._devices[self.index], total_q, decode_requests, decode_context, prefill_q, prefill_kv, prefill_pairs
             )
-            execution = predictor.stage_execution_time(times)
-            total, model = execution.total_time, execution.model_time
             t = s + total
             # ---- accept it: schedule-time effects
             for request in growing:
@@ -301,6 +299,15 @@ class _Advance:
         request completed."""
         rs, owner = self.rs, self.owner
         j, t, chunks, skipped = self.pending
+        if not chunks and not skipped and j not in self.done_at:  # decodes only, none finishes: context grows
+            self.decode_context += len(self.decodes)
+            if self.caching and not self.fitted:
+                rs._fit()
+                self.fitted = True
+            self.last_order = ([], len(self.decodes), [])
+            self.pending = None
+            self.iterations = j + 1
+            return True
         total, model = self.totals[j], self.models[j]
         for request, q in chunks:
             request.on_batch_stage_end(t, 0, total, model, q)
@@ -321,6 +328,9 @@ class _Advance:
                 rs.after_iteration(request)
             if self.caching:
                 rs._fit()
+                self.fitted = True
+                if finished or prefilled:
+                    self.blocked = rs._blocked_by_cache()
         if done:
             owner._kv.record_blocks(self.index, t, rs._num_allocated_blocks)
         # ---- the running set of iteration j + 1 (and vidur's list of it, should vidur take over)

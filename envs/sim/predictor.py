@@ -200,7 +200,67 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         if cached is not None:
             return cached
         dense = self._dense_times(device, total_q)
-        rates = self._device_rates(device)
+        decode, prefill = self._attention_times(
+            self._device_rates(device), decode_requests, decode_context, prefill_q, prefill_kv, prefill_pairs
+        )
+        times = dense._replace(attn_decode=decode, attn_prefill=prefill)
+        if len(self._shape_cache) >= SHAPE_CACHE_SIZE:
+            self._shape_cache.clear()
+        self._shape_cache[key] = times
+        return times
+
+    def stage_times_from_sums(
+        self,
+        device: DeviceSpec,
+        total_q: int,
+        decode_requests: int,
+        decode_context: int,
+        prefill_q: int,
+        prefill_kv: int,
+        prefill_pairs: int,
+    ) -> tuple[float, float]:
+        """``(total_time, model_time)`` in s of a batch of this shape on a single-stage replica.
+
+        The fast-forward's hot path: the same numbers as ``stage_execution_time(layer_times_from_sums(...))``
+        without the ``LayerTimes`` copy and the shape cache (a decode run's context grows every iteration, so its
+        shapes never repeat).
+        """
+        dense = self._dense_times(device, total_q)
+        decode, prefill = self._attention_times(
+            self._device_rates(device), decode_requests, decode_context, prefill_q, prefill_kv, prefill_pairs
+        )
+        execution = self._execution_time(dense, decode, prefill, 0)
+        return execution.total_time, execution.model_time
+
+    def stage_execution_time(self, times: LayerTimes, pipeline_stage: int = 0) -> ExecutionTimeC:
+        """vidur's ``ExecutionTime`` of one stage from ``times``, assembled exactly as
+        ``BaseExecutionTimePredictor.get_execution_time`` does (so ``total_time`` is bit-identical)."""
+        return self._execution_time(times, times.attn_decode, times.attn_prefill, pipeline_stage)
+
+    def _execution_time(self, times: LayerTimes, decode: float, prefill: float, pipeline_stage: int) -> ExecutionTimeC:
+        last_stage = pipeline_stage == self._replica_config.num_pipeline_stages - 1
+        return ExecutionTimeC(
+            self._num_layers_per_pipeline_stage,
+            times.attn_rope,
+            times.attn_kv_cache_save,
+            decode,
+            prefill,
+            times.attn_pre_proj,
+            times.attn_post_proj,
+            times.mlp_up_proj,
+            times.mlp_down_proj,
+            times.mlp_act,
+            times.attn_norm,
+            times.mlp_norm,
+            times.add,
+            0 if self._tp == 1 else times.tensor_parallel_comm,
+            0 if last_stage else times.pipeline_parallel_comm,
+        )
+
+    def _attention_times(
+        self, rates: "_Rates", decode_requests: int, decode_context: int, prefill_q: int, prefill_kv: int, prefill_pairs: int
+    ) -> tuple[float, float]:
+        """Attention time of the decode and of the prefill requests of a batch, ms (0.0 for none)."""
         decode = prefill = 0.0
         if decode_requests:
             decode = self._roofline(
@@ -214,33 +274,7 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
                 4.0 * prefill_pairs * self._q_dim,
                 BYTES_PER_VALUE * (2 * prefill_q * self._q_dim + 2 * prefill_kv * self._kv_dim),
             )
-        times = dense._replace(attn_decode=decode, attn_prefill=prefill)
-        if len(self._shape_cache) >= SHAPE_CACHE_SIZE:
-            self._shape_cache.clear()
-        self._shape_cache[key] = times
-        return times
-
-    def stage_execution_time(self, times: LayerTimes, pipeline_stage: int = 0) -> ExecutionTimeC:
-        """vidur's ``ExecutionTime`` of one stage from ``times``, assembled exactly as
-        ``BaseExecutionTimePredictor.get_execution_time`` does (so ``total_time`` is bit-identical)."""
-        last_stage = pipeline_stage == self._replica_config.num_pipeline_stages - 1
-        return ExecutionTimeC(
-            self._num_layers_per_pipeline_stage,
-            times.attn_rope,
-            times.attn_kv_cache_save,
-            times.attn_decode,
-            times.attn_prefill,
-            times.attn_pre_proj,
-            times.attn_post_proj,
-            times.mlp_up_proj,
-            times.mlp_down_proj,
-            times.mlp_act,
-            times.attn_norm,
-            times.mlp_norm,
-            times.add,
-            0 if self._tp == 1 else times.tensor_parallel_comm,
-            0 if last_stage else times.pipeline_parallel_comm,
-        )
+        return decode, prefill
 
     def _device_rates(self, device: DeviceSpec) -> _Rates:
         rates = self._rates.get(device.name)
