@@ -7,7 +7,7 @@ import pytest
 
 from envs.errors import WarmRouteError
 from envs.evaluation.evaluate import HeuristicPolicy
-from envs.sim.workload import preset
+from envs.sim.workload import WorkloadConfig, preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 
 FIELDS = ("arrived_at", "_scheduled_at", "prefill_completed_at", "completed_at", "num_restarts", "cached_tokens")
@@ -54,6 +54,36 @@ def test_fast_forward_reproduces_step_by_step_simulation(name: str, router: str,
     for key in ("preemptions", "cache_hit_rate"):
         if key in step["info"]:
             assert fast["info"][key] == pytest.approx(step["info"][key], abs=1e-9)
+
+
+def test_fast_forward_reproduces_preemptions_step_by_step() -> None:
+    """Llama-2-7B (no GQA) with long answers fills two A40s' KV caches: sarathi preempts and restarts requests.
+
+    Fast-forward hands a replica back to vidur before any decode could find no free block, so every preemption
+    is vidur's own; this holds it to that, request by request.
+    """
+    workload = WorkloadConfig(
+        model="meta-llama/Llama-2-7b-hf",
+        device="a40",
+        num_replicas=2,
+        qps=2.0,
+        num_requests=60,
+        lengths="uniform",
+        min_tokens=2048,
+        max_tokens=4096,
+        prefill_to_decode_ratio=1.0,
+    )
+    step = _episode(workload, False, "least_outstanding")
+    fast = _episode(workload, True, "least_outstanding")
+    assert step["info"]["preemptions"] > 0, "the case is meant to preempt"
+    assert fast["info"]["preemptions"] == step["info"]["preemptions"]
+    assert fast["actions"] == step["actions"]
+    ids = sorted(step["requests"])
+    restarts = FIELDS.index("num_restarts")
+    assert [fast["requests"][i][restarts] for i in ids] == [step["requests"][i][restarts] for i in ids]
+    assert sum(step["requests"][i][restarts] for i in ids) > 0
+    np.testing.assert_allclose([fast["requests"][i] for i in ids], [step["requests"][i] for i in ids], rtol=0, atol=1e-9)
+    assert fast["info"]["kv_usage_peak"] == step["info"]["kv_usage_peak"]
 
 
 def test_fast_forward_is_refused_for_vidurs_profiled_predictors() -> None:
