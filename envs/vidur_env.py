@@ -69,8 +69,8 @@ class VidurEnvConfig:
             SloReward(self.workload.slo_ttft_s, self.workload.slo_tbt_s)  # raises without an SLO
         if self.fast_forward and self.workload.predictor not in FAST_FORWARD_PREDICTORS:
             raise WarmRouteError(
-                f"fast_forward=True needs --predictor roofline: fast-forward prices iterations from the batch shape, "
-                f"which vidur's {self.workload.predictor} predictor does not expose; leave fast_forward unset (None) or False"
+                f"--fast-forward on needs --predictor roofline: fast-forward prices iterations from the batch shape, "
+                f"which vidur's {self.workload.predictor} predictor does not expose; use --fast-forward auto or off"
             )
 
     @property

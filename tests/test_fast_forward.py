@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,7 @@ from envs.errors import WarmRouteError
 from envs.evaluation.evaluate import HeuristicPolicy
 from envs.sim.workload import WorkloadConfig, preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
+from warmroute.cli.workload_args import add_workload_args, env_config_from_args
 
 FIELDS = ("arrived_at", "_scheduled_at", "prefill_completed_at", "completed_at", "num_restarts", "cached_tokens")
 
@@ -88,7 +92,29 @@ def test_fast_forward_reproduces_preemptions_step_by_step() -> None:
 
 def test_fast_forward_is_refused_for_vidurs_profiled_predictors() -> None:
     workload = preset("default").replace(predictor="linear_regression")
-    with pytest.raises(WarmRouteError, match="fast_forward=True needs --predictor roofline"):
+    with pytest.raises(WarmRouteError, match="--fast-forward on needs --predictor roofline"):
         VidurEnvConfig(workload=workload, fast_forward=True)
     assert not VidurEnvConfig(workload=workload).uses_fast_forward
     assert VidurEnvConfig().uses_fast_forward
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [([], None), (["--fast-forward", "auto"], None), (["--fast-forward", "on"], True), (["--fast_forward", "off"], False)],
+)
+def test_fast_forward_flag_sets_the_env_config(typed: list[str], expected: bool | None) -> None:
+    parser = argparse.ArgumentParser()
+    add_workload_args(parser, VidurEnvConfig())
+    assert env_config_from_args(parser.parse_args(typed), VidurEnvConfig()).fast_forward is expected
+
+
+def test_fast_forward_on_with_a_profiled_predictor_is_a_one_line_error(tmp_path: Path, cli_in_process) -> None:
+    out = tmp_path / "out.json"
+    result = cli_in_process(
+        "evaluate", "--policy", "round_robin", "--episodes", "1", "--quiet", "--json", str(out),
+        "--predictor", "linear_regression", "--fast-forward", "on",
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--fast-forward on needs --predictor roofline" in lines[0], result.stderr
+    assert not out.exists()

@@ -53,6 +53,8 @@ WORKLOAD_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
 }
 ENV_FLAGS = ("reward", "reward_scale_s", "oracle")
 ON_OFF = ("on", "off")
+FAST_FORWARD = {"auto": None, "on": True, "off": False}
+"""``--fast-forward`` values -> ``VidurEnvConfig.fast_forward``."""
 
 
 def add_workload_args(parser: argparse.ArgumentParser, base: VidurEnvConfig) -> None:
@@ -75,7 +77,16 @@ def add_workload_args(parser: argparse.ArgumentParser, base: VidurEnvConfig) -> 
         choices=ON_OFF,
         shown_default="on",
     )
-    add_config_flags(parser.add_argument_group("environment"), base, ENV_FLAGS, choices={"reward": REWARDS})
+    env_group = parser.add_argument_group("environment")
+    add_config_flags(env_group, base, ENV_FLAGS, choices={"reward": REWARDS})
+    add_flag(
+        env_group,
+        "--fast-forward",
+        "advance runs of iterations between routing decisions in one step, with identical latencies (auto: on with "
+        "the roofline predictor, off with vidur's profiled ones; on is refused for those)",
+        choices=tuple(FAST_FORWARD),
+        shown_default=next(k for k, v in FAST_FORWARD.items() if v is base.fast_forward),
+    )
 
 
 def workload_from_args(args: argparse.Namespace, base: WorkloadConfig) -> WorkloadConfig:
@@ -90,4 +101,6 @@ def workload_from_args(args: argparse.Namespace, base: WorkloadConfig) -> Worklo
 def env_config_from_args(args: argparse.Namespace, base: VidurEnvConfig) -> VidurEnvConfig:
     """``base`` with the typed workload and env flags applied."""
     env = {name: value for name, value in given(args, VidurEnvConfig).items() if name in ENV_FLAGS}
+    if hasattr(args, "fast_forward"):  # three values for a bool | None field: auto/on/off, not a switch
+        env["fast_forward"] = FAST_FORWARD[args.fast_forward]
     return dataclasses.replace(base, workload=workload_from_args(args, base.workload), **env)
