@@ -80,10 +80,10 @@ class KLRefConfig:
         if not self.adaptive_kl_speedup >= 1:
             raise WarmRouteError(f"--adaptive-kl-speedup must be >= 1 (got {self.adaptive_kl_speedup})")
 
-    def learner_config_dict(self, reference_module_path: str | None) -> dict[str, Any]:
+    def learner_config_dict(self, reference_policy_path: str | None) -> dict[str, Any]:
         warm = self.enable_warm_start
         return {
-            "kl_ref_path": reference_module_path if warm else None,
+            "kl_ref_path": reference_policy_path if warm else None,
             "kl_ref_coef_initial": self.kl_ref_coef_initial,
             "kl_ref_coef_final": self.kl_ref_coef_final,
             "kl_ref_decay_steps": self.kl_ref_decay_steps,
@@ -232,7 +232,7 @@ class TrainConfig:
             ) from exc
 
 
-def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_module_path: str | None) -> PPOConfig:
+def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_policy_path: str | None) -> PPOConfig:
     """The RLlib ``PPOConfig`` for ``cfg`` (new API stack, KL-to-reference learner, routing module)."""
     p = cfg.ppo
     return (
@@ -248,7 +248,7 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
         .learners(
             num_learners=cfg.num_learners,
             learner_class=KLRefPPOTorchLearner,
-            learner_config_dict=cfg.kl.learner_config_dict(reference_module_path),
+            learner_config_dict=cfg.kl.learner_config_dict(reference_policy_path),
         )
         .training(
             lr=p.lr,
