@@ -20,6 +20,7 @@ from tensorboardX import SummaryWriter
 from rllib_ext import metrics as M
 from rllib_ext.session import TrainingSession, export_policy, run_iterations, save_checkpoint, start_session
 from rllib_ext.train_config import TrainConfig
+from warmroute.artifacts.lock import DirectoryLock
 from warmroute.artifacts.metadata import ArtifactError, require_fresh_output, write_metadata
 from warmroute.artifacts.run_dir import RunDir
 
@@ -60,8 +61,13 @@ def _truncate_progress(output: Path, last_iteration: int) -> None:
 def train(
     cfg: TrainConfig, output: str | Path, *, resume: bool = False, progress: bool = True, log: Callable[[str], None] = _print_now
 ) -> dict[str, Any]:
-    """Train (or resume) a run in ``output``; return the final row of metrics and the exported policy path."""
-    out = Path(output)
+    """Train (or resume) a run in ``output``, holding its lock (a second writer is refused); return the final row of
+    metrics and the exported policy path."""
+    with DirectoryLock(output, "--resume" if resume else "--output", log):
+        return _train_locked(cfg, Path(output), resume, progress, log)
+
+
+def _train_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
     run = RunDir(out)
     checkpoint = None
     if resume:

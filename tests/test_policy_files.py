@@ -162,9 +162,9 @@ def test_train_refuses_a_planted_pickle_before_starting_ray(clean_policy, tmp_pa
 
 @pytest.mark.slow  # real PPO (learner + KL reference) on a warm start
 def test_train_warm_starts_from_safetensors_and_ignores_planted_pickles(clean_policy, tmp_path: Path, ray_session) -> None:
+    from envs.vidur_env import VidurEnvConfig
     from rllib_ext.train import train
     from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
-    from envs.vidur_env import VidurEnvConfig
 
     directory, marker = plant(clean_policy, tmp_path, "extra_pickles")
     config = TrainConfig(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.errors import WarmRouteError
-from warmroute.artifacts.run_dir import METADATA_FILE
+from warmroute.artifacts.run_dir import LOCK_FILE, METADATA_FILE
 
 FORMAT_VERSION = 1
 """Format of every artefact kind not listed in :data:`KIND_FORMAT_VERSIONS`."""
@@ -72,8 +72,9 @@ def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]
 
 
 def require_fresh_output(directory: str | Path, flag: str = "--output") -> Path:
-    """Refuse to overwrite a non-empty directory (artefacts are immutable once written)."""
+    """Refuse to overwrite a non-empty directory (artefacts are immutable once written); the lock file of this
+    run's own :class:`~warmroute.artifacts.lock.DirectoryLock` does not count."""
     path = Path(directory)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
         raise ArtifactError(f"{flag} {path}: already exists and is not empty; choose a new directory or remove it")
     return path

@@ -20,6 +20,8 @@ from pathlib import Path
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 
 METADATA_FILE = "metadata.json"
+LOCK_FILE = ".lock"
+"""Held by the process writing a run or pipeline directory (``warmroute.artifacts.lock``)."""
 # Where an Algorithm checkpoint (and ``Algorithm.restore_from_path(component=...)``) keeps the trained RLModule.
 MODULE_COMPONENT = "/".join((COMPONENT_LEARNER_GROUP, COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID))
 
