@@ -1,6 +1,6 @@
 """Phase 2: ``warmroute train``: (warm-start) PPO in a run directory, built on :mod:`rllib_ext.session`.
 
-Per iteration: a console line, a row of ``progress.jsonl`` (read by ``warmroute compare``), TensorBoard scalars
+Per iteration: a console line above a progress bar (with its ETA), a row of ``progress.jsonl`` (read by ``warmroute compare``), TensorBoard scalars
 (own ``SummaryWriter``: outside Tune, RLlib writes none) and periodic RLlib checkpoints (``checkpoints/iter_NNNN``,
 iteration 0 = the verified clone); at the end the policy is exported to ``policy/``. ``resume`` continues a run
 from its latest checkpoint; schedules follow the restored lifetime env-step count.
@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
 
 from rllib_ext import metrics as M
 from rllib_ext.session import TrainingSession, export_policy, run_iterations, save_checkpoint, start_session
@@ -84,6 +86,9 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool, log
         write_metadata(out, RunDir.KIND, config=cfg.to_dict(), model_config=session.model_config, layout=cfg.env.layout.to_dict())
         save_checkpoint(session, run.checkpoint(0))  # the policy before any update (warm: the verified clone)
     writer = SummaryWriter(str(run.tensorboard))
+    bar = tqdm(
+        total=cfg.iterations, initial=session.iteration, desc=out.name, unit="iter", disable=not progress, dynamic_ncols=True
+    )
 
     def record(session: TrainingSession, row: dict[str, Any]) -> None:
         for key, value in row.items():
@@ -93,7 +98,9 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool, log
         with open(run.progress, "a") as handle:
             handle.write(json.dumps(row) + "\n")
         if progress:
-            log(_console_line(row, cfg.iterations))
+            bar.write(_console_line(row, cfg.iterations))  # above the bar, which keeps the ETA
+            sys.stdout.flush()  # visible at once under Ray Jobs and when piped to a file
+            bar.update(1)
         if session.iteration % cfg.checkpoint_every == 0 or session.iteration == cfg.iterations:
             save_checkpoint(session, run.checkpoint(session.iteration))
 
@@ -108,6 +115,7 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool, log
             shutil.rmtree(out, ignore_errors=True)  # nothing trained yet: leave no half-made run behind
         raise
     finally:
+        bar.close()
         writer.close()
         session.algo.stop()
     return {"final": row, "policy": str(export)}

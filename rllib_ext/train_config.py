@@ -22,6 +22,7 @@ from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 from rllib_ext.callbacks import RoutingMetricsCallback
 from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
 from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, RoutingModule, module_model_config
+from rllib_ext.ray_runtime import silence
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
 from warmroute.artifacts.metadata import ArtifactError, read_metadata
 from warmroute.artifacts.run_dir import RunDir
@@ -232,6 +233,11 @@ class TrainConfig:
             ) from exc
 
 
+# RLlib 2.60 logs "You are running PPO on the new API stack!" as a WARNING for every PPO built; the new stack is
+# what this project is written for, so the notice is dropped (only it: other algorithm-config warnings still show).
+silence("ray.rllib.algorithms.algorithm_config", "You are running PPO on the new API stack!")
+
+
 def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_policy_path: str | None) -> PPOConfig:
     """The RLlib ``PPOConfig`` for ``cfg`` (new API stack, KL-to-reference learner, routing module)."""
     p = cfg.ppo
@@ -270,7 +276,9 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_p
         .fault_tolerance(
             restart_failed_env_runners=True, restart_failed_sub_environments=True, delay_between_env_runner_restarts_s=1.0
         )
-        .debugging(seed=cfg.seed)
+        # log_sys_usage (RLlib's default True) starts Tune's CPU/GPU monitor, which warns once per algorithm that
+        # gputil is missing; nothing here reads those system metrics.
+        .debugging(seed=cfg.seed, log_sys_usage=False)
         .reporting(metrics_num_episodes_for_smoothing=10)
     )
 

@@ -235,3 +235,17 @@ def test_the_one_click_script_runs_the_pipeline_with_its_flags(tmp_path: Path) -
     result = subprocess.run([str(script), "--teacher", "fastest"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("warmroute pipeline: error: --teacher: unknown router")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # a fresh interpreter starts its own Ray: the console a user sees (~50 s on 2 cores)
+def test_a_normal_run_prints_no_warning_and_one_progress_bar_per_stage(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "quiet"
+    result = run_cli(*TINY, "--teacher", "least_outstanding", "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert not [line for line in lines if "warning" in line.lower()], result.stderr[-3000:]
+    assert "Ray deduplicates logs" not in result.stderr and "gputil" not in result.stderr
+    bars = {line.split(":")[0] for line in lines if "%|" in line and "<" in line}  # "desc: 50%|...| 1/2 [00:01<00:01, ...]"
+    assert bars == {"collect-demos", "pretrain", "warm", "cold", "evaluate", "curves"}, bars
+    logs = out / "ray-logs"
+    assert logs.is_symlink() and list(logs.glob("worker-*.out")), "worker logs are not linked from the run directory"
