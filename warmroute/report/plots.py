@@ -199,3 +199,43 @@ def schedules(configs: dict[str, TrainConfig], progress: dict[str, list[dict[str
     fig.suptitle("Regularisation schedules over training (lines: configured schedule; circles: value used per iteration)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def ttft_timeline(
+    latencies: dict[str, dict[str, np.ndarray]], panels: list[tuple[str, str]], path: Path, window: int = 0
+) -> Path:
+    """Each request's time to first token over one held-out window, one panel per policy, cache hits marked.
+
+    ``panels``: ``(policy name in latencies, title)``, e.g. the best router and the learned policies. Same window,
+    same requests in every panel: a dot is one request at its arrival time; filled green when the replica it was sent
+    to already held part of its prompt (a prefix-cache hit), hollow red when it had to prefill the whole prompt. The
+    line is the rolling median; the dashed line the window's p90 TTFT. Routing shows up as where the red dots are.
+    """
+    fig = Figure(figsize=(12, 2.6 * len(panels) + 0.8))
+    axes = fig.subplots(len(panels), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    for ax, (name, title) in zip(axes, panels):
+        data = latencies[name]
+        mask = data["episode"] == window
+        arrived, ttft = data["arrived_s"][mask], data["ttft_s"][mask]
+        hit = data["cached_tokens"][mask] > 0
+        t = arrived - arrived.min()
+        ax.scatter(t[hit], ttft[hit], s=10, color="tab:green", alpha=0.7, label="cache hit")
+        ax.scatter(t[~hit], ttft[~hit], s=14, facecolors="none", edgecolors="tab:red", lw=0.8, alpha=0.8, label="miss")
+        order = np.argsort(t)
+        k = max(5, len(t) // 25)
+        rolling = np.array([np.median(ttft[order][max(0, i - k) : i + k + 1]) for i in range(len(t))])
+        ax.plot(t[order], rolling, color="black", lw=1.5, label=f"rolling median ({2 * k + 1} requests)")
+        p90 = float(np.percentile(ttft, 90))
+        ax.axhline(p90, color="black", ls="--", lw=1.0, label="p90")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.set_ylabel("TTFT (s, log)")
+        ax.set_title(f"{title}: p90 TTFT {p90:.2f} s, mean {float(np.mean(ttft)):.2f} s, cache hits {hit.mean():.0%}", loc="left")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    axes[-1].set_xlabel("arrival time within the window (simulated s)")
+    fig.suptitle(
+        f"Time to first token of every request of held-out window {window + 1}, same requests in each panel (lower is better)"
+    )
+    fig.tight_layout()
+    return _save(fig, path)
