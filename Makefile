@@ -17,15 +17,25 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The warm-start pipeline on the default workload, small enough to finish in under 10 minutes on 2 cores
-# (docs/pipeline.md): teacher -> demonstrations -> behaviour cloning -> warm- and cold-start PPO -> evaluation on
-# held-out seeds -> report. A second `make run` reuses the finished stages (and resumes a stopped PPO run).
-RUN_DIR ?= runs/quickstart
-BUDGET ?= small
+# The warm-start pipeline on real traffic, in under 10 minutes on 2 cores with the install (README, docs/pipeline.md):
+# the Mooncake trace (Kimi's chat traffic, prefix caching on), trained on 13 windows of 512 requests (trace requests
+# 2000-8655) and judged on 3 later windows no stage has seen (9000-10535): teacher -> demonstrations -> behaviour
+# cloning -> warm- and cold-start PPO -> every router and policy on the held-out windows -> report.
+# `make run WORKLOAD=default` runs the old quick pipeline on the synthetic default workload instead.
+# A second `make run` reuses the finished stages (and resumes a stopped PPO run).
+WORKLOAD ?= mooncake
+RUN_DIR ?= runs/$(WORKLOAD)
 WR := $(VENV)/bin/warmroute
+ifeq ($(WORKLOAD),mooncake)
+BUDGET ?= trace
+RUN_FLAGS := --trace-start 2000 --trace-windows 13 --held-out-trace-start 9000 --held-out-trace-windows 3
+else
+BUDGET ?= small
+RUN_FLAGS :=
+endif
 
 run: install
-	$(WR) pipeline --workload default --budget $(BUDGET) --output $(RUN_DIR)
+	$(WR) pipeline --workload $(WORKLOAD) $(RUN_FLAGS) --budget $(BUDGET) --output $(RUN_DIR)
 
 test: install
 	$(PY) -m pytest -q

@@ -29,7 +29,7 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.schedules.scheduler import Scheduler
 
 from rllib_ext.metrics import ENTROPY_COEF, KL_COEF, KL_REF, POLICY_FROZEN
-from rllib_ext.policy_io import resize_module
+from rllib_ext.policy_io import load_policy, resize_module
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
 
 
@@ -58,7 +58,7 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
             for module_id in self.module.keys():
                 # A scorer clone made on another replica count: same weights, rebuilt for this module's count.
                 count = self.module[module_id].unwrapped().num_replicas
-                ref = resize_module(RLModule.from_checkpoint(self.ref_path), count).to(self._device)
+                ref = resize_module(load_policy(self.ref_path, flag="--pretrained-actor-path")[0], count).to(self._device)
                 ref.eval()
                 for param in ref.parameters():
                     param.requires_grad_(False)

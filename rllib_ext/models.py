@@ -30,6 +30,12 @@ from torch import nn
 
 from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
+from rllib_ext.ray_runtime import silence
+
+# RLlib 2.60's own ``RLModule.__init__`` builds the deprecated ``RLModuleConfig`` for every module (rl_module.py,
+# "TODO (sven): Deprecate this"), so each module built logs this deprecation although we pass no config object.
+# Importing this module (every process that builds a RoutingModule does) drops that one message.
+silence("ray._common.deprecation", "DeprecationWarning: `RLModule(config=[RLModuleConfig object])`")
 
 ARCHITECTURES = ("scorer", "mlp")
 DEFAULT_HIDDEN = (64, 64)

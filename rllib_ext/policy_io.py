@@ -1,9 +1,17 @@
 """Saving and loading routing policies (the RLModule plus metadata), and acting with them outside RLlib.
 
-A policy directory holds ``module/`` (RLlib's own ``RLModule`` checkpoint format: no pickle of our objects),
-``metadata.json`` (kind ``policy``: layout, env config, model config, how it was trained) and ``probe.npz``: a
-fixed batch of observations with the action probabilities the module gave when it was saved. Whoever loads the
-policy (evaluation, or PPO warm start) can prove the weights really arrived by reproducing ``probe.npz``.
+A policy directory holds three files, none of which can run code when it is read:
+
+* ``weights.safetensors``: the module's tensors (safetensors: a JSON header and raw bytes);
+* ``metadata.json`` (kind ``policy``): the architecture (``model_config``: architecture, hidden sizes, feature
+  counts), the observation layout, the env config and how it was trained;
+* ``probe.npz`` (read with ``allow_pickle=False``): a fixed batch of observations with the action probabilities the
+  module gave when it was saved.
+
+Loading builds the module from the JSON, loads the tensors strictly (every name and shape must match) and proves the
+weights arrived by reproducing ``probe.npz``. Policies are shared (a colleague's directory, a sweep's ``best/``), so
+nothing here unpickles: RLlib's checkpoint format (``module_state.pkl``, ``class_and_ctor_args.pkl``) is used only
+for training checkpoints inside a run directory, which the run itself wrote (docs/warm_start.md, "Trust boundary").
 
 One policy, any fleet size: a ``scorer`` module's weights are per replica, so a scorer policy loads for another
 replica count (:func:`check_policy_layout` then compares only the per-replica and request features). It is loaded
@@ -20,15 +28,18 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from envs.observation import ObservationLayout
-from rllib_ext.models import RoutingModule
+from rllib_ext.models import ARCHITECTURES, RoutingModule
 from warmroute.artifacts.metadata import ArtifactError, read_metadata, write_metadata
 from warmroute.artifacts.run_dir import PolicyDir
 
 
 def build_module(layout: ObservationLayout, model_config: dict[str, Any]) -> RoutingModule:
+    """A fresh routing module for observations of ``layout`` (random actor, zero value head)."""
     spec = RLModuleSpec(
         module_class=RoutingModule,
         observation_space=gym.spaces.Box(0.0, np.inf, shape=(layout.dim,), dtype=np.float32),
@@ -93,9 +104,38 @@ def save_policy(
 ) -> None:
     """Write ``module`` with metadata and a probe batch into ``directory`` (which must exist)."""
     folder = PolicyDir(directory)
-    module.save_to_path(str(folder.module.absolute()))
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+    save_file(state, str(folder.weights))
     np.savez(folder.probe, obs=probe_obs.astype(np.float32), probs=action_probabilities(module, probe_obs))
     write_metadata(folder.path, PolicyDir.KIND, layout=layout.to_dict(), model_config=module.model_config, **metadata)
+
+
+def _stored_model_config(meta: dict[str, Any], source: str) -> dict[str, Any]:
+    """``model_config`` from ``metadata.json``, checked before a module is built from it."""
+    config = meta.get("model_config")
+    keys = ("num_replicas", "num_replica_features", "num_request_features")
+    ok = (
+        isinstance(config, dict)
+        and config.get("architecture") in ARCHITECTURES
+        and isinstance(config.get("hidden"), list)
+        and all(isinstance(h, int) and h >= 1 for h in config["hidden"])
+        and config["hidden"]
+        and all(isinstance(config.get(k), int) and config[k] >= 1 for k in keys)
+    )
+    if not ok:
+        raise ArtifactError(f"{source}: metadata.json has no valid model_config (architecture, hidden, counts); re-create it")
+    return {"architecture": config["architecture"], "hidden": list(config["hidden"]), **{k: config[k] for k in keys}}
+
+
+def read_weights(directory: str | Path, flag: str = "--policy") -> dict[str, torch.Tensor]:
+    """The module tensors of the policy at ``directory`` (safetensors: parsing never runs code)."""
+    path = PolicyDir(directory).weights
+    if not path.is_file():
+        raise ArtifactError(f"{flag} {directory}: missing {path.name} (incomplete policy directory); re-create it")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{flag} {directory}: {path.name} is not a safetensors file ({exc}); re-create the policy") from exc
 
 
 def load_policy(
@@ -103,17 +143,15 @@ def load_policy(
 ) -> tuple[RoutingModule, dict[str, Any]]:
     """Load a saved policy, refusing one made for another observation layout; verify it against its probe."""
     meta = read_metadata(directory, PolicyDir.KIND, flag)
-    expected = layout or ObservationLayout.from_dict(meta["layout"])
-    check_policy_layout(meta, expected, f"{flag} {directory}")
-    module_path = PolicyDir(directory).module
-    if not module_path.is_dir():
-        raise ArtifactError(f"{flag} {directory}: missing {module_path.name}/ (incomplete checkpoint)")
+    source = f"{flag} {directory}"
+    stored = ObservationLayout.from_dict(meta["layout"])
+    expected = layout or stored
+    check_policy_layout(meta, expected, source)
+    module = build_module(stored, _stored_model_config(meta, source))
     try:
-        module = RLModule.from_checkpoint(str(module_path.absolute()))
-    except Exception as exc:  # RLlib raises many types for a damaged checkpoint
-        raise ArtifactError(
-            f"{flag} {directory}: cannot load {module_path.name}/ ({type(exc).__name__}); re-create the policy"
-        ) from exc
+        module.load_state_dict(read_weights(directory, flag))  # strict: a missing or renamed tensor is refused
+    except RuntimeError as exc:  # names or shapes differ from the architecture in metadata.json
+        raise ArtifactError(f"{source}: weights do not fit the architecture in metadata.json; re-create the policy") from exc
     module.eval()
     verify_probe(module, directory, flag)  # at the stored count: the weights arrived
     if module.num_replicas != expected.num_replicas:
@@ -134,8 +172,14 @@ def probe_batch(
     path = PolicyDir(directory).probe
     if not path.is_file():
         raise ArtifactError(f"{flag} {directory}: missing {path.name} (incomplete policy directory)")
-    probe = np.load(path, allow_pickle=False)
-    obs, probs = probe["obs"], probe["probs"]
+    try:
+        probe = np.load(path, allow_pickle=False)  # a pickle (or an object array) is refused, never loaded
+        obs, probs = probe["obs"], probe["probs"]
+    except (ValueError, OSError, KeyError, IndexError) as exc:
+        raise ArtifactError(
+            f"{flag} {directory}: {path.name} is not a probe batch of plain arrays (pickled data is never loaded); "
+            "re-create the policy"
+        ) from exc
     stored = probs.shape[-1]
     if stored == num_replicas:
         return obs, probs

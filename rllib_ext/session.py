@@ -2,8 +2,9 @@
 
 * :func:`start_session` builds the algorithm and either restores a checkpoint (resume, a retried or PBT-exploited
   Tune trial: built from the *given* config, then restored, so new hyperparameters take effect) or loads the
-  behaviour-cloned actor (:func:`load_warm_start`: ``restore_from_path`` on the learner's module component, then
-  refuses to go on unless the learner *and* every env runner reproduce the clone's saved action probabilities).
+  behaviour-cloned actor (:func:`load_warm_start`: the clone's safetensors weights, loaded and verified in the
+  driver, go to every learner through ``LearnerGroup.set_state`` and on to the env runners; training is refused
+  unless the learner *and* every env runner reproduce the clone's saved action probabilities).
 * :func:`run_iterations` trains up to ``cfg.iterations``, runs the adaptive warm-up controller and calls a
   per-iteration hook with one flat row of metrics (the CLI writes files, a Tune trial reports).
 * :func:`save_checkpoint` (an RLlib checkpoint plus the adaptive controller's state) and :func:`export_policy`
@@ -26,7 +27,7 @@ import numpy as np
 import ray
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.core.learner.learner import ENTROPY_KEY
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
@@ -38,11 +39,11 @@ from envs.routers.heuristics import is_router
 from envs.vidur_env import VidurRoutingEnv
 from rllib_ext import metrics as M
 from rllib_ext.adaptive import AdaptiveState, AdaptiveWarmupController
-from rllib_ext.policy_io import action_probabilities, check_policy_layout, probe_batch, resized_model_config, save_policy
+from rllib_ext.policy_io import action_probabilities, load_policy, probe_batch, resized_model_config, save_policy
 from rllib_ext.ray_runtime import ensure_ray
 from rllib_ext.train_config import TrainConfig, build_ppo_config, default_model_config
 from warmroute.artifacts.metadata import ArtifactError, read_metadata
-from warmroute.artifacts.run_dir import MODULE_COMPONENT, PolicyDir, RunDir
+from warmroute.artifacts.run_dir import PolicyDir, RunDir
 
 PROBE_ATOL = 1e-5
 
@@ -109,7 +110,8 @@ def sync_env_runners(algo: Algorithm) -> None:
     """Push the learner's weights to every env runner and wait for it.
 
     ``restore_from_path`` sends them fire-and-forget (timeout 0): measured here, some runners kept their old (random)
-    weights, so after a resume the first iteration sampled a random router and PPO updated on those samples.
+    weights, so after a resume the first iteration sampled a random router and PPO updated on those samples. A
+    learner's ``set_state`` reaches no env runner at all.
     """
     algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True, timeout_seconds=120)
 
@@ -123,18 +125,18 @@ def env_runner_gap(algo: Algorithm, layout: ObservationLayout) -> float:
 
 
 def reference(cfg: TrainConfig) -> tuple[dict[str, Any], str | None, Path | None]:
-    """Model config, reference-module path and policy dir: the BC checkpoint's when warm-starting.
+    """Model config, reference policy path and policy dir: the BC policy's when warm-starting.
 
-    A scorer clone made on another replica count is accepted: the model config takes this run's count (the
-    weights do not depend on it) and the KL learner resizes the reference module it loads from the path.
+    The clone is loaded and probe-checked here, in the driver and before Ray starts, so a damaged or foreign policy
+    directory is refused in one line. A scorer clone made on another replica count is accepted: the model config
+    takes this run's count (the weights do not depend on it) and the KL learner resizes the reference it loads.
     """
     if not cfg.kl.enable_warm_start:
         return default_model_config(cfg), None, None
     policy_dir = Path(cfg.kl.pretrained_actor_path).absolute()
-    meta = read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path")
-    check_policy_layout(meta, cfg.env.layout, f"--pretrained-actor-path {policy_dir}")
-    model_config = resized_model_config(meta["model_config"], cfg.env.layout.num_replicas)
-    return model_config, str(PolicyDir(policy_dir).module), policy_dir
+    module, _ = load_policy(policy_dir, cfg.env.layout, "--pretrained-actor-path")
+    model_config = resized_model_config(module.model_config, cfg.env.layout.num_replicas)
+    return model_config, str(policy_dir), policy_dir
 
 
 def _teacher_latency(cfg: TrainConfig, policy_dir: Path | None) -> float:
@@ -196,10 +198,14 @@ def hyperparameters_in_effect(algo: Algorithm) -> dict[str, float]:
 def load_warm_start(algo: Algorithm, policy_dir: Path, layout: ObservationLayout) -> float:
     """Load the BC actor into the learner and every env runner; return the verified max probability gap.
 
-    The module state loads into a module built for another replica count when the clone is a scorer (same tensor
-    names and shapes); the probe check then proves it acts like the clone on ``layout``'s count.
+    The weights come from the policy's safetensors file through :func:`load_policy` (strict, probe-checked; never
+    an RLlib pickle) and go to every learner with RLlib's ``LearnerGroup.set_state`` on the module component, then
+    to the env runners. A scorer clone's tensors fit a module built for another replica count (same names and
+    shapes); the probe check then proves it acts like the clone on ``layout``'s count.
     """
-    algo.restore_from_path(str(PolicyDir(policy_dir).module), component=MODULE_COMPONENT)
+    module, _ = load_policy(policy_dir, layout, "--pretrained-actor-path")
+    weights = {name: tensor.numpy() for name, tensor in module.state_dict().items()}
+    algo.learner_group.set_state({COMPONENT_LEARNER: {COMPONENT_RL_MODULE: {DEFAULT_MODULE_ID: weights}}})
     sync_env_runners(algo)
     return verify_loaded_actor(algo, policy_dir, layout)
 
@@ -216,13 +222,13 @@ def lifetime_steps(algo: Algorithm) -> int:
 
 def start_session(cfg: TrainConfig, checkpoint: Path | None = None, log: Callable[[str], None] = print) -> TrainingSession:
     """Build ``cfg``'s algorithm; restore ``checkpoint`` if given (with ``cfg``'s hyperparameters), else warm-start."""
-    model_config, reference_path, policy_dir = reference(cfg)
+    model_config, reference_policy, policy_dir = reference(cfg)
     ensure_ray()
     _require_cpus(cfg)
     seed_everything(cfg.seed)
     # Built from cfg and then restored, not Algorithm.from_checkpoint: the latter would bring back the saved config,
     # so a Tune trial restarted with new (PBT-perturbed) hyperparameters would silently keep the old ones.
-    algo = build_ppo_config(cfg, model_config, reference_path).build_algo()
+    algo = build_ppo_config(cfg, model_config, reference_policy).build_algo()
     adaptive = AdaptiveState()
     try:
         if checkpoint is not None:

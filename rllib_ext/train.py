@@ -1,6 +1,6 @@
 """Phase 2: ``warmroute train``: (warm-start) PPO in a run directory, built on :mod:`rllib_ext.session`.
 
-Per iteration: a console line, a row of ``progress.jsonl`` (read by ``warmroute compare``), TensorBoard scalars
+Per iteration: a console line above a progress bar (with its ETA), a row of ``progress.jsonl`` (read by ``warmroute compare``), TensorBoard scalars
 (own ``SummaryWriter``: outside Tune, RLlib writes none) and periodic RLlib checkpoints (``checkpoints/iter_NNNN``,
 iteration 0 = the verified clone); at the end the policy is exported to ``policy/``. ``resume`` continues a run
 from its latest checkpoint; schedules follow the restored lifetime env-step count.
@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
 
 from rllib_ext import metrics as M
 from rllib_ext.session import TrainingSession, export_policy, run_iterations, save_checkpoint, start_session
 from rllib_ext.train_config import TrainConfig
+from warmroute.artifacts.lock import DirectoryLock
 from warmroute.artifacts.metadata import ArtifactError, require_fresh_output, write_metadata
 from warmroute.artifacts.run_dir import RunDir
 
@@ -60,8 +63,13 @@ def _truncate_progress(output: Path, last_iteration: int) -> None:
 def train(
     cfg: TrainConfig, output: str | Path, *, resume: bool = False, progress: bool = True, log: Callable[[str], None] = _print_now
 ) -> dict[str, Any]:
-    """Train (or resume) a run in ``output``; return the final row of metrics and the exported policy path."""
-    out = Path(output)
+    """Train (or resume) a run in ``output``, holding its lock (a second writer is refused); return the final row of
+    metrics and the exported policy path."""
+    with DirectoryLock(output, "--resume" if resume else "--output", log):
+        return _train_locked(cfg, Path(output), resume, progress, log)
+
+
+def _train_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
     run = RunDir(out)
     checkpoint = None
     if resume:
@@ -78,6 +86,9 @@ def train(
         write_metadata(out, RunDir.KIND, config=cfg.to_dict(), model_config=session.model_config, layout=cfg.env.layout.to_dict())
         save_checkpoint(session, run.checkpoint(0))  # the policy before any update (warm: the verified clone)
     writer = SummaryWriter(str(run.tensorboard))
+    bar = tqdm(
+        total=cfg.iterations, initial=session.iteration, desc=out.name, unit="iter", disable=not progress, dynamic_ncols=True
+    )
 
     def record(session: TrainingSession, row: dict[str, Any]) -> None:
         for key, value in row.items():
@@ -87,7 +98,9 @@ def train(
         with open(run.progress, "a") as handle:
             handle.write(json.dumps(row) + "\n")
         if progress:
-            log(_console_line(row, cfg.iterations))
+            bar.write(_console_line(row, cfg.iterations))  # above the bar, which keeps the ETA
+            sys.stdout.flush()  # visible at once under Ray Jobs and when piped to a file
+            bar.update(1)
         if session.iteration % cfg.checkpoint_every == 0 or session.iteration == cfg.iterations:
             save_checkpoint(session, run.checkpoint(session.iteration))
 
@@ -102,6 +115,7 @@ def train(
             shutil.rmtree(out, ignore_errors=True)  # nothing trained yet: leave no half-made run behind
         raise
     finally:
+        bar.close()
         writer.close()
         session.algo.stop()
     return {"final": row, "policy": str(export)}

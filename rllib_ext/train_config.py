@@ -22,6 +22,7 @@ from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 from rllib_ext.callbacks import RoutingMetricsCallback
 from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
 from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, RoutingModule, module_model_config
+from rllib_ext.ray_runtime import silence
 from rllib_ext.schedules import WarmupCoef, make_kl_schedule
 from warmroute.artifacts.metadata import ArtifactError, read_metadata
 from warmroute.artifacts.run_dir import RunDir
@@ -80,10 +81,10 @@ class KLRefConfig:
         if not self.adaptive_kl_speedup >= 1:
             raise WarmRouteError(f"--adaptive-kl-speedup must be >= 1 (got {self.adaptive_kl_speedup})")
 
-    def learner_config_dict(self, reference_module_path: str | None) -> dict[str, Any]:
+    def learner_config_dict(self, reference_policy_path: str | None) -> dict[str, Any]:
         warm = self.enable_warm_start
         return {
-            "kl_ref_path": reference_module_path if warm else None,
+            "kl_ref_path": reference_policy_path if warm else None,
             "kl_ref_coef_initial": self.kl_ref_coef_initial,
             "kl_ref_coef_final": self.kl_ref_coef_final,
             "kl_ref_decay_steps": self.kl_ref_decay_steps,
@@ -232,7 +233,12 @@ class TrainConfig:
             ) from exc
 
 
-def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_module_path: str | None) -> PPOConfig:
+# RLlib 2.60 logs "You are running PPO on the new API stack!" as a WARNING for every PPO built; the new stack is
+# what this project is written for, so the notice is dropped (only it: other algorithm-config warnings still show).
+silence("ray.rllib.algorithms.algorithm_config", "You are running PPO on the new API stack!")
+
+
+def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_policy_path: str | None) -> PPOConfig:
     """The RLlib ``PPOConfig`` for ``cfg`` (new API stack, KL-to-reference learner, routing module)."""
     p = cfg.ppo
     return (
@@ -248,7 +254,7 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
         .learners(
             num_learners=cfg.num_learners,
             learner_class=KLRefPPOTorchLearner,
-            learner_config_dict=cfg.kl.learner_config_dict(reference_module_path),
+            learner_config_dict=cfg.kl.learner_config_dict(reference_policy_path),
         )
         .training(
             lr=p.lr,
@@ -270,7 +276,9 @@ def build_ppo_config(cfg: TrainConfig, model_config: dict[str, Any], reference_m
         .fault_tolerance(
             restart_failed_env_runners=True, restart_failed_sub_environments=True, delay_between_env_runner_restarts_s=1.0
         )
-        .debugging(seed=cfg.seed)
+        # log_sys_usage (RLlib's default True) starts Tune's CPU/GPU monitor, which warns once per algorithm that
+        # gputil is missing; nothing here reads those system metrics.
+        .debugging(seed=cfg.seed, log_sys_usage=False)
         .reporting(metrics_num_episodes_for_smoothing=10)
     )
 

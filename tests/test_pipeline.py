@@ -235,3 +235,32 @@ def test_the_one_click_script_runs_the_pipeline_with_its_flags(tmp_path: Path) -
     result = subprocess.run([str(script), "--teacher", "fastest"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("warmroute pipeline: error: --teacher: unknown router")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # a fresh interpreter starts its own Ray: the console a user sees (~50 s on 2 cores)
+def test_a_normal_run_prints_no_warning_and_one_progress_bar_per_stage(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "quiet"
+    result = run_cli(*TINY, "--teacher", "least_outstanding", "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert not [line for line in lines if "warning" in line.lower()], result.stderr[-3000:]
+    assert "Ray deduplicates logs" not in result.stderr and "gputil" not in result.stderr
+    bars = {line.split(":")[0] for line in lines if "%|" in line and "<" in line}  # "desc: 50%|...| 1/2 [00:01<00:01, ...]"
+    assert bars == {"collect-demos", "pretrain", "warm", "cold", "evaluate", "curves"}, bars
+    logs = out / "ray-logs"
+    assert logs.is_symlink() and list(logs.glob("worker-*.out")), "worker logs are not linked from the run directory"
+
+
+def test_held_out_trace_windows_move_only_the_evaluation_and_refuse_overlap(cli_in_process, tmp_path: Path) -> None:
+    trace = ["--workload", "mooncake", "--trace-start", "2000", "--trace-windows", "13"]
+    flags = [*trace, "--held-out-trace-start", "9000", "--held-out-trace-windows", "3", "--budget", "trace"]
+    config = pipeline_config_from_args(build_parser().parse_args(["pipeline", *flags, "--output", "unused"]))
+    assert (config.env.workload.trace_start, config.env.workload.trace_windows) == (2000, 13)  # teacher, demos, PPO
+    held_out = config.eval_env.workload
+    assert (held_out.trace_start, held_out.trace_windows, held_out.trace_lead_in) == (9000, 3, 2000)
+    assert sorted(held_out.trace_window_start(s) for s in config.test_seeds) == [9000, 9512, 10024]  # each window once
+    assert config.stage_settings("evaluation", "size_aware")["held_out_trace_start"] == 9000
+    assert PipelineConfig.from_dict(config.to_dict()) == config
+    result = cli_in_process("pipeline", *trace, "--held-out-trace-start", "8000", "--output", str(tmp_path / "p"))
+    assert result.returncode == 2 and "--held-out-trace-start 8000 overlaps the training windows" in result.stderr
+    assert not (tmp_path / "p").exists()

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from warmroute.cli.main import main
-from warmroute.cli.submit import REPO_ROOT
+from warmroute.cli.submit import REPO_ROOT, job_command
 
 VENV_BIN = Path(sys.executable).parent
 HEAD_PORTS = (
@@ -148,6 +148,7 @@ def test_submit_runs_a_tiny_training_job_to_success_and_streams_its_logs(head: H
             "--shared-dir",
             str(head.root / "shared"),
             "--",
+            "warmroute",  # the natural spelling; `-- train ...` is the same command (test_both_spellings_...)
             *TINY_TRAIN,
             "--output",
             str(run),
@@ -204,12 +205,23 @@ def test_an_unreachable_address_is_one_line_and_exit_2(capsys, monkeypatch) -> N
     assert "\n" not in err and "no Ray Jobs server answers there" in err
 
 
+@pytest.mark.parametrize("words", [["--", "evaluate", "--policy", "lor"], ["--", "warmroute", "evaluate", "--policy", "lor"]])
+def test_both_spellings_of_the_command_pass_the_checks_and_reach_the_cluster(words: list[str], capsys, monkeypatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    assert job_command(words) == ["evaluate", "--policy", "lor"]
+    assert main(["submit", "--address", f"http://127.0.0.1:{_free_port()}", *words]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no Ray Jobs server answers there" in err  # parsed and checked; only the address fails
+
+
 @pytest.mark.parametrize(
     ("command", "message"),
     [
         (["--", "deploy", "--fast"], "invalid choice: 'deploy'"),
         (["--", "train", "--lr", "fast"], "argument --lr: invalid float value"),
         (["--", "submit", "--", "train"], "is itself `submit`"),
+        (["--", "warmroute", "submit", "--", "train"], "is itself `submit`"),
+        (["--", "warmroute"], "give the warmroute command to run after --"),
         ([], "give the warmroute command to run after --"),
         (["--", "train", "--output", "runs/x"], "--output runs/x: the job would write it on a cluster node"),
         (["--", "train", "--output", "/elsewhere/x"], "absolute path under a --shared-dir"),

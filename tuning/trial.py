@@ -43,12 +43,12 @@ def objective(cfg: TrainConfig) -> str:
 
 
 def trial_resources(cfg: TrainConfig) -> tune.PlacementGroupFactory:
-    model_config, reference_path, _ = reference(cfg)
+    model_config, reference_policy, _ = reference(cfg)
     notices = logging.getLogger("ray.rllib.algorithms.algorithm_config")
     level = notices.level
     notices.setLevel(logging.ERROR)  # its "new API stack" notice would turn one-line input errors into two lines
     try:
-        return PPO.default_resource_request(build_ppo_config(cfg, model_config, reference_path))
+        return PPO.default_resource_request(build_ppo_config(cfg, model_config, reference_policy))
     finally:
         notices.setLevel(level)
 

@@ -24,7 +24,7 @@ from envs.vidur_env import HELD_OUT_SEED_BASE, VidurEnvConfig, VidurRoutingEnv
 
 PER_REQUEST = "per_request"
 """Key of the per-request arrays in an ``evaluate_policy(..., per_request=True)`` result."""
-PER_REQUEST_KEYS = ("e2e_s", "ttft_s")
+PER_REQUEST_KEYS = ("e2e_s", "ttft_s", "arrived_s", "prompt_tokens", "cached_tokens", "episode")
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Metrics of ``policy`` pooled over one episode per seed (percentiles over all requests).
 
-    ``per_request`` adds ``result[PER_REQUEST]``: each request's e2e latency and TTFT (numpy arrays, seconds, in
-    seed order) for latency CDFs. They are not JSON: :func:`save_latencies` moves them into an ``.npz``.
+    ``per_request`` adds ``result[PER_REQUEST]``: each request's e2e latency, TTFT, arrival time (seconds), prompt
+    and cached prompt tokens and episode index (numpy arrays in seed order) for latency CDFs and per-request plots. They are not JSON: :func:`save_latencies` moves them into an ``.npz``.
     """
     env = VidurRoutingEnv(env_config)
     latencies: list[dict[str, np.ndarray]] = []
@@ -127,7 +127,14 @@ def evaluate_policy(
     result["episodes"] = len(seeds)
     result["seeds"] = list(seeds)
     if per_request:
-        result[PER_REQUEST] = {"e2e_s": pooled["e2e"], "ttft_s": pooled["ttft"]}
+        result[PER_REQUEST] = {
+            "e2e_s": pooled["e2e"],
+            "ttft_s": pooled["ttft"],
+            "arrived_s": pooled["arrived"],
+            "prompt_tokens": pooled["prompt"],
+            "cached_tokens": pooled["cached"],  # > 0: a prefix-cache hit
+            "episode": np.concatenate([np.full(len(lat["e2e"]), i) for i, lat in enumerate(latencies)]),
+        }
     return result
 
 

@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from envs.errors import WarmRouteError
-from warmroute.artifacts.run_dir import METADATA_FILE
+from warmroute.artifacts.run_dir import LOCK_FILE, METADATA_FILE
 
 FORMAT_VERSION = 1
+"""Format of every artefact kind not listed in :data:`KIND_FORMAT_VERSIONS`."""
+KIND_FORMAT_VERSIONS = {"policy": 2}
+"""Kinds whose format moved on. policy 2: weights as safetensors and the architecture as JSON (1 was RLlib's
+pickled module checkpoint, which runs code when loaded)."""
+_OLD_FORMATS = {("policy", 1): " holds pickled RLlib weights, which could run code when loaded, and is not read"}
+
+
+def format_version(kind: str) -> int:
+    return KIND_FORMAT_VERSIONS.get(kind, FORMAT_VERSION)
 
 
 class ArtifactError(WarmRouteError):
@@ -34,7 +43,7 @@ def library_versions() -> dict[str, str]:
 
 
 def write_metadata(directory: Path, kind: str, **fields: Any) -> dict[str, Any]:
-    data = {"kind": kind, "format_version": FORMAT_VERSION, **fields, "versions": library_versions()}
+    data = {"kind": kind, "format_version": format_version(kind), **fields, "versions": library_versions()}
     (directory / METADATA_FILE).write_text(json.dumps(data, indent=2, sort_keys=False))
     return data
 
@@ -55,16 +64,17 @@ def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]
         raise ArtifactError(f"{flag} {meta_path}: not a WarmRoute metadata object")
     if data.get("kind") != kind:
         raise ArtifactError(f"{flag} {path}: holds a '{data.get('kind')}' artefact, expected '{kind}'")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{flag} {path}: format version {data.get('format_version')}, this WarmRoute reads {FORMAT_VERSION}; re-create it"
-        )
+    found, wanted = data.get("format_version"), format_version(kind)
+    if found != wanted:
+        why = _OLD_FORMATS.get((kind, found), f", this WarmRoute reads {wanted}")
+        raise ArtifactError(f"{flag} {path}: {kind} format version {found}{why}; re-create it with this WarmRoute")
     return data
 
 
 def require_fresh_output(directory: str | Path, flag: str = "--output") -> Path:
-    """Refuse to overwrite a non-empty directory (artefacts are immutable once written)."""
+    """Refuse to overwrite a non-empty directory (artefacts are immutable once written); the lock file of this
+    run's own :class:`~warmroute.artifacts.lock.DirectoryLock` does not count."""
     path = Path(directory)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
         raise ArtifactError(f"{flag} {path}: already exists and is not empty; choose a new directory or remove it")
     return path

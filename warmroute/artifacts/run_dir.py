@@ -3,7 +3,8 @@
 Three kinds of artefact folder, each with a ``metadata.json`` whose ``kind`` says which it is:
 
 * :class:`DemoDir` (``warmroute collect-demos``): Parquet shards, one per teacher, env runner and chunk;
-* :class:`PolicyDir` (``warmroute pretrain`` and a training run's ``policy/``): the RLlib module and a probe batch;
+* :class:`PolicyDir` (``warmroute pretrain`` and a training run's ``policy/``): the module's weights (safetensors)
+  and a probe batch;
 * :class:`RunDir` (``warmroute train``): RLlib checkpoints, TensorBoard events, ``progress.jsonl`` and ``policy/``.
 
 and :class:`PipelineDir` (``warmroute pipeline``), which holds one of each plus ``pipeline.json`` (kind ``pipeline``).
@@ -19,6 +20,8 @@ from pathlib import Path
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 
 METADATA_FILE = "metadata.json"
+LOCK_FILE = ".lock"
+"""Held by the process writing a run or pipeline directory (``warmroute.artifacts.lock``)."""
 # Where an Algorithm checkpoint (and ``Algorithm.restore_from_path(component=...)``) keeps the trained RLModule.
 MODULE_COMPONENT = "/".join((COMPONENT_LEARNER_GROUP, COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID))
 
@@ -52,13 +55,15 @@ class DemoDir(_Folder):
 
 @dataclass(frozen=True)
 class PolicyDir(_Folder):
-    """A saved routing policy: ``module/`` (RLlib's RLModule checkpoint), ``probe.npz`` and ``metadata.json``."""
+    """A saved routing policy: ``weights.safetensors``, ``probe.npz`` and ``metadata.json`` (architecture, layout).
+
+    No file in it is a pickle: policies are shared, and loading one must never run its author's code."""
 
     KIND = "policy"
 
     @property
-    def module(self) -> Path:
-        return self.path / "module"
+    def weights(self) -> Path:
+        return self.path / "weights.safetensors"
 
     @property
     def probe(self) -> Path:

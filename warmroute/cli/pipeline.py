@@ -11,6 +11,7 @@ import dataclasses
 import json
 
 from envs.evaluation.evaluate import format_table
+from rllib_ext.ray_runtime import configure
 from warmroute.artifacts.run_dir import PipelineDir
 from warmroute.cli.flags import add_config_flags, add_flag, default_of, given
 from warmroute.cli.workload_args import add_workload_args, env_config_from_args
@@ -19,6 +20,7 @@ from warmroute.pipeline.run import run_pipeline
 
 HELP = "demos, BC, warm and cold PPO, evaluation, report; resumable"
 
+PIPELINE_FIELDS = ("teacher", "num_env_runners", "held_out_trace_start", "held_out_trace_windows")
 BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(Budget) if f.name != "name")
 
 
@@ -32,7 +34,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
     )
     add_flag(parser, "--quiet", "stage banners only (no progress bars or per-iteration lines)", action="store_true")
-    add_config_flags(parser, PipelineConfig, ("teacher", "num_env_runners"))
+    add_flag(parser, "--verbose", "also stream Ray's and the workers' logs (default: in DIR/ray-logs)", action="store_true")
+    add_config_flags(parser, PipelineConfig, PIPELINE_FIELDS)
     group = parser.add_argument_group(f"budget (override fields of the --budget preset; defaults shown: {default_budget.name})")
     add_flag(group, "--budget", "named stage sizes", choices=tuple(BUDGETS), shown_default=default_budget.name)
     add_config_flags(group, default_budget, BUDGET_FIELDS)
@@ -45,13 +48,14 @@ def pipeline_config_from_args(args: argparse.Namespace) -> PipelineConfig:
     changes = given(args, Budget)
     if changes:
         budget = dataclasses.replace(budget, name=f"{budget.name}+overrides", **changes)
-    settings = {k: v for k, v in given(args, PipelineConfig).items() if k in ("teacher", "num_env_runners")}
+    settings = {k: v for k, v in given(args, PipelineConfig).items() if k in PIPELINE_FIELDS}
     return PipelineConfig(env=env_config_from_args(args, default_of(PipelineConfig, "env")), budget=budget, **settings)
 
 
 def run(args: argparse.Namespace) -> int:
     config = pipeline_config_from_args(args)
     quiet = hasattr(args, "quiet")
+    configure(verbose=hasattr(args, "verbose"), log_dir=args.output)
     state = run_pipeline(config, args.output, force=hasattr(args, "force"), progress=not quiet)
     pipeline = PipelineDir(args.output)
     print(format_table(json.loads(pipeline.evaluation.read_text())["policies"]))

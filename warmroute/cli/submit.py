@@ -77,7 +77,12 @@ def add_args(submit: argparse.ArgumentParser) -> None:
         metavar="DIR",
     )
     add_flag(submit, "--no-wait", "print the job id and return instead of streaming its logs", action="store_true")
-    submit.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the warmroute command to run")
+    submit.add_argument(
+        "job_command",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="the warmroute command to run (`-- evaluate ...` or `-- warmroute evaluate ...`)",
+    )
 
 
 def run(args: argparse.Namespace, build_parser: Callable[[], argparse.ArgumentParser]) -> int:
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace, build_parser: Callable[[], argparse.ArgumentPa
             f"warmroute is installed at {REPO_ROOT}, not run from a source checkout; the job uploads the "
             "checkout as its working_dir, so run `python -m warmroute.cli submit` from a clone of the repository"
         )
-    command = args.job_command[1:] if args.job_command[:1] == ["--"] else list(args.job_command)
+    command = job_command(args.job_command)
     shared = _shared_dirs(getattr(args, "shared_dir", []))
     cwd = Path.cwd().resolve()
     parsed = parse_command(command, build_parser())
@@ -114,6 +119,13 @@ def run(args: argparse.Namespace, build_parser: Callable[[], argparse.ArgumentPa
     info = client.get_job_info(job_id)
     print(f"job {job_id} {info.status}", flush=True)
     return 0 if info.status == "SUCCEEDED" else (info.driver_exit_code or 1)
+
+
+def job_command(words: list[str]) -> list[str]:
+    """The warmroute subcommand and its flags from what followed ``submit``: ``-- evaluate ...`` and
+    ``-- warmroute evaluate ...`` (the spelling of ``ray job submit -- python ...``) are the same command."""
+    command = words[1:] if words[:1] == ["--"] else list(words)
+    return command[1:] if command[:1] == ["warmroute"] else command
 
 
 def parse_command(command: list[str], parser: argparse.ArgumentParser) -> argparse.Namespace:

@@ -12,6 +12,7 @@ import dataclasses
 
 from envs.errors import WarmRouteError
 from rllib_ext.models import ARCHITECTURES
+from rllib_ext.ray_runtime import configure
 from rllib_ext.schedules import KL_SCHEDULES
 from rllib_ext.train import train
 from rllib_ext.train_config import PLACEMENTS, KLRefConfig, PPOSettings, TrainConfig
@@ -36,7 +37,7 @@ WARM_ONLY = (
 FROM_CHECKPOINT = ("architecture", "hidden")
 
 
-RESUME_FLAGS = ("resume", "iterations", "quiet")
+RESUME_FLAGS = ("resume", "iterations", "quiet", "verbose")
 
 
 def _refuse(names: list[str], why: str) -> None:
@@ -77,6 +78,7 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
 
 def run(args: argparse.Namespace) -> int:
     config, run_dir, resume = _train_config(args)
+    configure(verbose=hasattr(args, "verbose"), log_dir=run_dir)
     result = train(config, run_dir, resume=resume, progress=not hasattr(args, "quiet"))
     print(f"exported policy to {result['policy']}")
     return 0
@@ -117,3 +119,4 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "continue the run in this directory from its latest checkpoint, with its saved settings (only --iterations may change)",
         metavar="DIR",
     )
+    add_flag(run, "--verbose", "also stream Ray's and the workers' logs (default: in DIR/ray-logs)", action="store_true")

@@ -65,7 +65,7 @@ def load_any(path: str | Path, num_replicas: int) -> tuple[torch.jit.ScriptModul
     if Path(path).is_dir():
         from warmroute.deploy.export import router_from_policy  # RLlib only for this path
 
-        return router_from_policy(path, num_replicas)
+        return router_from_policy(path, num_replicas, flag="router_path")
     return load_router(path, num_replicas, flag="router_path")
 
 

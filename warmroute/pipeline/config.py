@@ -85,6 +85,10 @@ BUDGETS: dict[str, Budget] = {
         Budget("tiny", 256, 5, 2, 128, 64, 1, 256, 128, 64, 1, 1, 1),
         # `make run`: the whole pipeline on the default workload; target under 10 minutes on 2 cores (docs/pipeline.md).
         Budget("small", 6000, 60, 6, 2048, 256, 2, 12_000, 4096, 2048, 2, 2, 2),
+        # `make run`: mooncake, trained on 13 trace windows and judged on 3 held-out ones (Makefile); about 4 minutes
+        # on 2 cores. Long enough to show the warm start at its teacher's level and the cold start far behind it;
+        # beating the teacher takes ~150k env steps (docs/prefix_caching.md).
+        Budget("trace", 4096, 60, 6, 1024, 256, 2, 12_000, 1024, 2048, 1, 3, 1),
         # The README's results: the settings of docs/warm_start.md's measured runs (40 iterations per run).
         Budget("full", 20_000, 60, 40, 2048, 256, 5, 60_000, 10_000, 4096, 3, 5, 3),
     )
@@ -105,12 +109,40 @@ class PipelineConfig:
     """Ray env runners collecting demonstrations and sampling PPO episodes."""
     seed: int = 0
     """Seed of demonstration sampling, BC and PPO (request streams follow the workload's own seed)."""
+    held_out_trace_start: int | None = None
+    """Trace workloads: first trace request of the held-out windows. The evaluation, the learning curves and the
+    report replay ``held_out_trace_windows`` windows from here (after the workload's lead-in), while the teacher
+    choice, the demonstrations and PPO use the workload's own windows, so the table is on traffic no stage trained
+    or chose on. Unset: held-out seeds of the workload itself."""
+    held_out_trace_windows: int = 1
+    """Trace workloads: number of consecutive held-out windows; the held-out episodes replay them in turn."""
 
     def __post_init__(self) -> None:
         if self.teacher is not None and not is_router(self.teacher):
             raise WarmRouteError(f"--teacher: unknown router '{self.teacher}'; choose one of: {router_names()}")
         if self.num_env_runners < 1:
             raise WarmRouteError(f"--num-env-runners must be >= 1 (got {self.num_env_runners})")
+        if self.held_out_trace_start is not None:
+            w = self.env.workload
+            if not (w.prefix_workload == "mooncake" or w.prefix_workload.startswith("jsonl:")):
+                raise WarmRouteError("--held-out-trace-start needs a trace workload (--prefix-workload mooncake or jsonl:PATH)")
+            end = w.trace_start + w.trace_windows * w.num_requests
+            if self.held_out_trace_start < end:
+                raise WarmRouteError(
+                    f"--held-out-trace-start {self.held_out_trace_start} overlaps the training windows (trace requests "
+                    f"{w.trace_start}-{end - 1}); start the held-out windows at {end} or later"
+                )
+            if self.held_out_trace_windows < 1:
+                raise WarmRouteError(f"--held-out-trace-windows must be >= 1 (got {self.held_out_trace_windows})")
+            _ = self.eval_env  # builds the held-out workload: a window past the trace's end is refused now
+
+    @property
+    def eval_env(self) -> VidurEnvConfig:
+        """The env of the evaluation, the curves and the report: the held-out trace windows when set."""
+        if self.held_out_trace_start is None:
+            return self.env
+        held_out = self.env.workload.replace(trace_start=self.held_out_trace_start, trace_windows=self.held_out_trace_windows)
+        return dataclasses.replace(self.env, workload=held_out)
 
     @property
     def test_seeds(self) -> list[int]:
@@ -169,6 +201,7 @@ class PipelineConfig:
         b, env = self.budget, self.env.to_dict()
         training = {k: getattr(b, k) for k in ("iterations", "train_batch_size", "minibatch_size", "checkpoint_every")}
         training.update(num_env_runners=self.num_env_runners, seed=self.seed)
+        held_out = {"held_out_trace_start": self.held_out_trace_start, "held_out_trace_windows": self.held_out_trace_windows}
         settings: dict[str, dict[str, Any]] = {
             "teacher": {
                 "env": env,
@@ -182,8 +215,8 @@ class PipelineConfig:
                 **{k: getattr(b, k) for k in ("kl_ref_decay_steps", "warmup_steps", "critic_warmup_steps")},
             },
             "cold": {**training, "warmup_steps": b.warmup_steps},
-            "evaluation": {"episodes": b.episodes},
-            "curves": {"curve_episodes": b.curve_episodes},
+            "evaluation": {"episodes": b.episodes, **held_out},
+            "curves": {"curve_episodes": b.curve_episodes, **held_out},
             "report": {},
         }
         return json.loads(json.dumps(settings[stage]))
@@ -195,6 +228,8 @@ class PipelineConfig:
             "teacher": self.teacher,
             "num_env_runners": self.num_env_runners,
             "seed": self.seed,
+            "held_out_trace_start": self.held_out_trace_start,
+            "held_out_trace_windows": self.held_out_trace_windows,
         }
 
     @classmethod
@@ -205,4 +240,6 @@ class PipelineConfig:
             teacher=data.get("teacher"),
             num_env_runners=int(data["num_env_runners"]),
             seed=int(data["seed"]),
+            held_out_trace_start=data.get("held_out_trace_start"),
+            held_out_trace_windows=int(data.get("held_out_trace_windows", 1)),
         )

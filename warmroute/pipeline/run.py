@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from warmroute.artifacts.lock import DirectoryLock
 from warmroute.artifacts.metadata import FORMAT_VERSION, ArtifactError, library_versions
-from warmroute.artifacts.run_dir import PipelineDir
+from warmroute.artifacts.run_dir import LOCK_FILE, PipelineDir
 from warmroute.pipeline.config import STAGES, PipelineConfig
 from warmroute.pipeline.stages import STAGE_FUNCTIONS, Context, output_present
 
@@ -39,7 +40,7 @@ def _now() -> str:
 def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
     """The directory's ``pipeline.json`` (empty for a new directory); refuse a directory that is something else."""
     if not pipeline.config.is_file():
-        if pipeline.path.exists() and (not pipeline.path.is_dir() or any(pipeline.path.iterdir())):
+        if pipeline.path.exists() and (not pipeline.path.is_dir() or any(p.name != LOCK_FILE for p in pipeline.path.iterdir())):
             raise ArtifactError(f"{flag} {pipeline.path}: exists and holds no {pipeline.CONFIG_FILE}; choose a new directory")
         return {}
     try:
@@ -110,8 +111,16 @@ def run_pipeline(
     progress: bool = True,
     log: Callable[[str], None] = _print_now,
 ) -> dict[str, Any]:
-    """Run (or resume) the pipeline in ``output``; return its ``pipeline.json`` state."""
+    """Run (or resume) the pipeline in ``output``, holding its lock (a second writer is refused); return its
+    ``pipeline.json`` state."""
     pipeline = PipelineDir(output)
+    with DirectoryLock(pipeline.path, "--output", log):
+        return _run_locked(config, pipeline, force, progress, log)
+
+
+def _run_locked(
+    config: PipelineConfig, pipeline: PipelineDir, force: bool, progress: bool, log: Callable[[str], None]
+) -> dict[str, Any]:
     state = load_state(pipeline)
     stages = check_settings(config, pipeline, state, force)
     state = {

@@ -181,7 +181,8 @@ def _ppo(label: str) -> Callable[[Context, bool], dict[str, Any]]:
 
 
 def evaluation(ctx: Context, resume: bool) -> dict[str, Any]:
-    """Every heuristic, the clone, warm and cold PPO (sampled and greedy) on the held-out seeds."""
+    """Every heuristic, the clone, warm and cold PPO (sampled and greedy) on the held-out seeds (and held-out trace
+    windows, when the pipeline has them)."""
     config, pipeline = ctx.config, ctx.pipeline
     saved = {"bc": pipeline.bc.path, "warm": pipeline.run("warm").policy.path, "cold": pipeline.run("cold").policy.path}
     heuristics = [(name, False) for name in heuristic_names(config)]
@@ -189,9 +190,9 @@ def evaluation(ctx: Context, resume: bool) -> dict[str, Any]:
         f"{role}{'_greedy' if greedy else ''}": (str(path), greedy) for role, path in saved.items() for greedy in (False, True)
     }
     policies = [*heuristics, *learned.values()]
-    results = _evaluate_all(policies, config.env, config.test_seeds, "evaluate", ctx.progress, per_request=True)
+    results = _evaluate_all(policies, config.eval_env, config.test_seeds, "evaluate", ctx.progress, per_request=True)
     results = save_latencies(pipeline.latencies, results)  # per-request latencies for the report's CDF
-    _write_json(pipeline.evaluation, {"env_config": config.env.to_dict(), "policies": results})
+    _write_json(pipeline.evaluation, {"env_config": config.eval_env.to_dict(), "policies": results})
     names = list(results)  # in the order asked: heuristics first, then the learned policies
     ctx.state["policies"] = {
         "teacher": ctx.teacher,
@@ -208,7 +209,7 @@ def checkpoint_curves(ctx: Context, resume: bool) -> dict[str, Any]:
     config, pipeline = ctx.config, ctx.pipeline
     ensure_ray()
     curves = ray.remote(num_cpus=1)(run_curves)
-    refs = {label: curves.remote(pipeline.run(label).path, config.env, config.curve_seeds) for label in RUNS}
+    refs = {label: curves.remote(pipeline.run(label).path, config.eval_env, config.curve_seeds) for label in RUNS}
     pending = list(refs.values())
     with tqdm(total=len(pending), desc="curves", unit="run", disable=not ctx.progress) as bar:
         while pending:

@@ -48,6 +48,7 @@ COLUMNS = (
     ("p50_e2e_s", "p50 e2e (s)", ".3f"),
     ("p99_e2e_s", "p99 e2e (s)", ".3f"),
     ("mean_ttft_s", "mean TTFT (s)", ".3f"),
+    ("p90_ttft_s", "p90 TTFT (s)", ".3f"),
     ("p99_ttft_s", "p99 TTFT (s)", ".3f"),
     ("throughput_rps", "throughput (req/s)", ".2f"),
     ("balance_score", "balance", ".3f"),
@@ -180,12 +181,29 @@ def _columns(results: dict[str, dict[str, Any]], env: VidurEnvConfig) -> tuple[t
 
 
 PLOT_CAPTIONS = {
+    "ttft_timeline.png": "Every request's time to first token in one held-out window: the best router vs the learned ones",
     "learning_curves.png": "Held-out learning curves: checkpoints and heuristics on the same held-out seeds",
     "training_curves.png": "Training episodes (sampled policy, training seeds): not comparable with the heuristic lines",
     "latency_cdf.png": "Latency CDF per policy on the held-out seeds",
     "action_distribution.png": "Share of requests per replica over training",
     "schedules.png": "KL-to-reference and entropy coefficients over training",
 }
+
+
+def timeline_panels(results: dict[str, dict[str, Any]], labels: dict[str, str]) -> list[tuple[str, str]]:
+    """Policies of the TTFT timeline: the router with the lowest p90 TTFT, then warm and cold PPO (greedy, else
+    sampled), each as ``(name, title)``."""
+    routers = [name for name in results if is_router(name)]
+    panels = []
+    if routers:
+        best = min(routers, key=lambda name: results[name]["p90_ttft_s"])
+        panels.append((best, f"best router by p90 TTFT: {best}"))
+    by_label = {label: name for name, label in labels.items()}
+    for run in ("warm PPO", "cold PPO"):
+        name = by_label.get(f"{run} (greedy)") or by_label.get(run)
+        if name is not None:
+            panels.append((name, labels[name]))
+    return panels
 
 
 def write_report(pipeline_dir: Path) -> Path:
@@ -236,7 +254,10 @@ def write_report(pipeline_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        panels = [p for p in timeline_panels(results, report["comparison"]["labels"]) if latencies and p[0] in latencies]
+        timeline_ok = len(panels) > 1 and all("cached_tokens" in latencies[name] for name, _ in panels)
         made = [
+            plots.ttft_timeline(latencies, panels, tmp / "ttft_timeline.png") if timeline_ok else None,
             plots.heldout_curves(curves, lines, roles, len(seeds), tmp / "learning_curves.png") if curves else None,
             plot_learning_curves(progress, tmp / "training_curves.png") if progress else None,
             plots.latency_cdf(latencies, report["comparison"]["labels"], roles, tmp / "latency_cdf.png") if latencies else None,

@@ -37,18 +37,51 @@ def _seeds(seeds: dict[str, list[int]]) -> str:
     )
 
 
+def _policy_table(report: dict[str, Any], where: str) -> list[str]:
+    """The report's lead: every router and learned policy on the held-out traffic, then the TTFT timeline."""
+    comparison = report["comparison"]
+    columns = comparison["columns"]
+    header = ["policy", *(h for _, h, _ in columns), "action distribution"]
+    rows = [
+        [
+            f"`{comparison['labels'][name]}`",
+            *(_cell(comparison["policies"][name].get(k), s) for k, _, s in columns),
+            _shares(comparison["policies"][name]["action_distribution"]),
+        ]
+        for name in comparison["order"]
+    ]
+    order = "SLO attainment" if columns[-1][0] == "goodput_rps" else "mean e2e latency"
+    out = [
+        f"## Every router and learned policy on the {where}",
+        "",
+        f"Sorted by {order}. Every router the registry knows, the behaviour-cloned clone of the teacher, and warm- and "
+        "cold-start PPO; saved policies sample their actions unless marked (greedy). Balance is 1 - std of the action "
+        "shares (1 = even split); action distribution is the share of requests per replica.",
+        "",
+        *_markdown_table(header, rows),
+    ]
+    timeline = "ttft_timeline.png"
+    if timeline in report["plots"]:
+        out += ["", f"![{report['plots'][timeline]}]({timeline})", "", f"*{report['plots'][timeline]}*"]
+    return out
+
+
 def render_markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
     """report.md from the report.json dict: the same numbers, rounded for reading."""
-    w, comparison, head = env.workload, report["comparison"], report["headline"]
+    w, head = env.workload, report["headline"]
     fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
     if w.prefix_workload in ("none", "shared_prefix", "multi_turn"):
         traffic = f"qps {w.qps:g}"
     else:  # a trace replays its own arrivals
         traffic = f"trace time scale {w.trace_time_scale:g} from trace request {w.trace_start}"
+    if w.trace_windows > 1:
+        traffic += f" ({w.trace_windows} windows of {w.num_requests} requests, after a {w.trace_lead_in}-request lead-in)"
     out = [
         f"# WarmRoute report: workload `{w.name}`",
         "",
         f"{fleet}; {w.model}; {traffic}; {w.num_requests} requests per episode. {_seeds(report['seeds'])}",
+        "",
+        *_policy_table(report, "held-out trace windows" if w.prefix_workload != "none" else "held-out seeds"),
         "",
         "## At a glance (held-out seeds)",
         "",
@@ -72,26 +105,6 @@ def render_markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
                 f"from {reached} env steps" if reached is not None else "at no checkpoint"
             )
         out.append(text + ".")
-    columns = comparison["columns"]
-    header = ["policy", *(h for _, h, _ in columns), "action distribution"]
-    rows = [
-        [
-            f"`{comparison['labels'][name]}`",
-            *(_cell(comparison["policies"][name].get(k), s) for k, _, s in columns),
-            _shares(comparison["policies"][name]["action_distribution"]),
-        ]
-        for name in comparison["order"]
-    ]
-    order = "SLO attainment" if comparison["columns"][-1][0] == "goodput_rps" else "mean e2e latency"
-    out += [
-        "",
-        "## Every policy on the held-out seeds",
-        "",
-        f"Sorted by {order}. Saved policies sample their actions unless marked (greedy); balance is 1 - std of the "
-        "action shares (1 = even split); action distribution is the share of requests per replica.",
-        "",
-        *_markdown_table(header, rows),
-    ]
     bucket_rows = [
         [
             label,
@@ -117,7 +130,7 @@ def render_markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
         *_markdown_table(header, bucket_rows),
     ]
     out += ["", "## Plots", ""]
-    out += [f"![{caption}]({name})\n\n*{caption}*\n" for name, caption in report["plots"].items()]
+    out += [f"![{caption}]({name})\n\n*{caption}*\n" for name, caption in report["plots"].items() if name != "ttft_timeline.png"]
     if "latency_cdf.png" not in report["plots"]:
         out.append("No latency CDF: the pipeline left no `latencies.npz` (`warmroute evaluate --latencies PATH`).\n")
     out += ["## Configuration", "", "```json", json.dumps(report["configuration"], indent=2), "```", ""]

@@ -199,3 +199,49 @@ def schedules(configs: dict[str, TrainConfig], progress: dict[str, list[dict[str
     fig.suptitle("Regularisation schedules over training (lines: configured schedule; circles: value used per iteration)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def ttft_timeline(
+    latencies: dict[str, dict[str, np.ndarray]], panels: list[tuple[str, str]], path: Path, window: int = 0
+) -> Path:
+    """Each request's time to first token over one held-out window, one panel per policy, coloured by how much of its
+    prompt came from the prefix cache.
+
+    ``panels``: ``(policy name in latencies, title)``, e.g. the best router and the learned policies. Same window,
+    same requests in every panel: a dot is one request at its arrival time, green when the replica it was sent to
+    already held most of its prompt, red when it had to prefill the whole prompt. The black line is the rolling
+    median, the dashed line the window's p90 TTFT.
+    """
+    fig = Figure(figsize=(12, 2.6 * len(panels) + 0.8))
+    axes = fig.subplots(len(panels), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    for ax, (name, title) in zip(axes, panels):
+        data = latencies[name]
+        mask = data["episode"] == window
+        arrived, ttft = data["arrived_s"][mask], data["ttft_s"][mask]
+        cached, prompt = data["cached_tokens"][mask], data["prompt_tokens"][mask]
+        t = arrived - arrived.min()
+        dots = ax.scatter(
+            t, ttft, s=12, c=cached / np.maximum(prompt, 1), cmap="RdYlGn", vmin=0.0, vmax=1.0, alpha=0.85, linewidths=0
+        )
+        order = np.argsort(t)
+        k = max(5, len(t) // 25)
+        rolling = np.array([np.median(ttft[order][max(0, i - k) : i + k + 1]) for i in range(len(t))])
+        ax.plot(t[order], rolling, color="black", lw=1.5, label=f"rolling median ({2 * k + 1} requests)")
+        p90 = float(np.percentile(ttft, 90))
+        ax.axhline(p90, color="black", ls="--", lw=1.0, label="p90 of the window")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.set_ylabel("TTFT (s, log)")
+        hit = cached.sum() / max(prompt.sum(), 1.0)
+        ax.set_title(
+            f"{title}  |  p90 TTFT {p90:.2f} s, mean {float(np.mean(ttft)):.2f} s, prompt tokens from cache {hit:.0%}", loc="left"
+        )
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(loc="upper left", fontsize=9)
+    bar = fig.colorbar(dots, ax=list(axes), fraction=0.025, pad=0.01)
+    bar.set_label("share of the request's prompt served from the prefix cache")
+    axes[-1].set_xlabel("arrival time within the window (simulated s)")
+    fig.suptitle(
+        f"Time to first token of every request of held-out window {window + 1}, same requests in each panel (lower is better)"
+    )
+    return _save(fig, path)
