@@ -1,15 +1,13 @@
 """What ``warmroute pipeline`` runs: named budgets and the frozen ``PipelineConfig``.
 
 ``PipelineConfig`` is the one object the CLI, a Ray Job or a Tune trial hands to ``warmroute.pipeline.run.run_pipeline``.
-It builds each stage's library config (``DemoConfig``, ``BCConfig``, the two ``TrainConfig``\\ s) and names the
-settings each stage depends on (:meth:`PipelineConfig.stage_settings`), which the pipeline stores with the stage's
-output so a re-run can tell a finished stage it may reuse from one made with other settings.
+It builds each stage's library config (``DemoConfig``, ``BCConfig``, the two ``TrainConfig``\\ s); the stages
+themselves, with the settings each depends on, are the ``Stage`` records of ``warmroute.pipeline.stages``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,6 @@ from rllib_ext.bc import BCConfig
 from rllib_ext.demos import DemoConfig
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 
-STAGES = ("teacher", "demos", "bc", "warm", "cold", "evaluation", "curves", "report")
-"""Stage names, in the order they run (and the names of their outputs under the pipeline directory)."""
 VALIDATION_OFFSET = 5_000
 """Validation seeds are the held-out seeds shifted by this much, so choosing the teacher never sees a test seed."""
 DEMO_EPSILON = 0.1
@@ -159,34 +155,6 @@ class PipelineConfig:
             checkpoint_every=b.checkpoint_every,
             seed=self.seed,
         )
-
-    def stage_settings(self, stage: str, teacher: str | None) -> dict[str, Any]:
-        """The settings ``stage``'s output depends on (besides the stages before it), as plain JSON values.
-
-        Names are the budget's fields (the CLI's flags); paths are left out, so a finished pipeline directory may be
-        moved. The env is the teacher stage's, and every stage depends on those before it. ``teacher`` is the one the
-        teacher stage chose."""
-        b, env = self.budget, self.env.to_dict()
-        training = {k: getattr(b, k) for k in ("iterations", "train_batch_size", "minibatch_size", "checkpoint_every")}
-        training.update(num_env_runners=self.num_env_runners, seed=self.seed)
-        settings: dict[str, dict[str, Any]] = {
-            "teacher": {
-                "env": env,
-                "teacher": self.teacher,
-                "validation_episodes": None if self.teacher else b.validation_episodes,
-            },
-            "demos": {"teacher": teacher, "demo_steps": b.demo_steps, "num_env_runners": self.num_env_runners, "seed": self.seed},
-            "bc": {"bc_epochs": b.bc_epochs, "seed": self.seed},
-            "warm": {
-                **training,
-                **{k: getattr(b, k) for k in ("kl_ref_decay_steps", "warmup_steps", "critic_warmup_steps")},
-            },
-            "cold": {**training, "warmup_steps": b.warmup_steps},
-            "evaluation": {"episodes": b.episodes},
-            "curves": {"curve_episodes": b.curve_episodes},
-            "report": {},
-        }
-        return json.loads(json.dumps(settings[stage]))
 
     def to_dict(self) -> dict[str, Any]:
         return {

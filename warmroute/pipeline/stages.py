@@ -49,48 +49,46 @@ class Context:
     progress: bool
     log: Callable[[str], None]
 
-    def resumable(self, stage: str) -> bool:
-        """A PPO run that stopped after its first complete checkpoint resumes from its latest one."""
-        if stage not in RUNS:
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: its work, its output, how to tell the output is complete, and what it depends on."""
+
+    name: str
+    """Shown in the banner and keyed in ``pipeline.json``."""
+    run: Callable[[Context, bool], dict[str, Any]]
+    """Does the work (``resume``: continue a stopped run); returns the JSON summary ``pipeline.json`` keeps."""
+    output: Callable[[PipelineDir], Path | None]
+    """Where the stage writes (None: the teacher stage only records its choice in ``pipeline.json``)."""
+    marker: Callable[[PipelineDir], Path]
+    """A file the stage writes last, so its presence means the output is complete."""
+    settings: Callable[[PipelineConfig, str | None], dict[str, Any]]
+    """The settings the output depends on besides the stages before it (given the chosen teacher). Names are the
+    budget's fields (the CLI's flags); paths are left out, so a finished pipeline directory may be moved."""
+    resumable: bool = False
+    """A PPO run: when stopped after its first complete checkpoint it resumes from its latest one."""
+
+    def settings_of(self, config: PipelineConfig, teacher: str | None) -> dict[str, Any]:
+        """:attr:`settings` as plain JSON values (what ``pipeline.json`` stores and a re-run compares)."""
+        return json.loads(json.dumps(self.settings(config, teacher)))
+
+    def done(self, pipeline: PipelineDir) -> bool:
+        """Whether the stage's output is still there."""
+        return self.marker(pipeline).exists()
+
+    def can_resume(self, pipeline: PipelineDir) -> bool:
+        if not self.resumable:
             return False
-        run = self.pipeline.run(stage)
+        run = pipeline.run(self.name)
         return run.metadata.is_file() and bool(run.complete_checkpoints())
 
-    def remove_output(self, stage: str) -> None:
-        """Delete what an unfinished or outdated run of ``stage`` left behind (the library calls refuse to overwrite)."""
-        path = output_path(self.pipeline, stage)
+    def remove_output(self, pipeline: PipelineDir) -> None:
+        """Delete what an unfinished or outdated run left behind (the library calls refuse to overwrite)."""
+        path = self.output(pipeline)
         if path is not None and path.is_dir():
             shutil.rmtree(path)
         elif path is not None and path.exists():
             path.unlink()
-
-
-def output_path(pipeline: PipelineDir, stage: str) -> Path | None:
-    """Where ``stage`` writes (None: the teacher stage only records its choice in ``pipeline.json``)."""
-    return {
-        "demos": pipeline.demos.path,
-        "bc": pipeline.bc.path,
-        "warm": pipeline.run("warm").path,
-        "cold": pipeline.run("cold").path,
-        "evaluation": pipeline.evaluation,
-        "curves": pipeline.curves,
-        "report": pipeline.report,
-    }.get(stage)
-
-
-def output_present(pipeline: PipelineDir, stage: str) -> bool:
-    """Whether ``stage``'s output is still there (each file named is written last by its stage)."""
-    marker = {
-        "teacher": pipeline.config,
-        "demos": pipeline.demos.metadata,
-        "bc": pipeline.bc.metadata,
-        "warm": pipeline.run("warm").policy.metadata,
-        "cold": pipeline.run("cold").policy.metadata,
-        "evaluation": pipeline.evaluation,
-        "curves": pipeline.curves,
-        "report": pipeline.report,
-    }[stage]
-    return marker.exists()
 
 
 def heuristic_names(config: PipelineConfig) -> list[str]:
@@ -225,13 +223,72 @@ def report(ctx: Context, resume: bool) -> dict[str, Any]:
     return {"report": str(path)}
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[Context, bool], dict[str, Any]]] = {
-    "teacher": choose_teacher,
-    "demos": demonstrations,
-    "bc": behaviour_cloning,
-    "warm": _ppo("warm"),
-    "cold": _ppo("cold"),
-    "evaluation": evaluation,
-    "curves": checkpoint_curves,
-    "report": report,
-}
+def _training(config: PipelineConfig) -> dict[str, Any]:
+    b = config.budget
+    training = {k: getattr(b, k) for k in ("iterations", "train_batch_size", "minibatch_size", "checkpoint_every")}
+    return {**training, "num_env_runners": config.num_env_runners, "seed": config.seed}
+
+
+def _teacher_settings(config: PipelineConfig, teacher: str | None) -> dict[str, Any]:
+    """The env is the teacher stage's: every later stage depends on it through this one."""
+    validation = None if config.teacher else config.budget.validation_episodes
+    return {"env": config.env.to_dict(), "teacher": config.teacher, "validation_episodes": validation}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("teacher", choose_teacher, lambda p: None, lambda p: p.config, _teacher_settings),
+    Stage(
+        "demos",
+        demonstrations,
+        lambda p: p.demos.path,
+        lambda p: p.demos.metadata,
+        lambda c, teacher: {
+            "teacher": teacher,
+            "demo_steps": c.budget.demo_steps,
+            "num_env_runners": c.num_env_runners,
+            "seed": c.seed,
+        },
+    ),
+    Stage(
+        "bc",
+        behaviour_cloning,
+        lambda p: p.bc.path,
+        lambda p: p.bc.metadata,
+        lambda c, _: {"bc_epochs": c.budget.bc_epochs, "seed": c.seed},
+    ),
+    Stage(
+        "warm",
+        _ppo("warm"),
+        lambda p: p.run("warm").path,
+        lambda p: p.run("warm").policy.metadata,
+        lambda c, _: {
+            **_training(c),
+            **{k: getattr(c.budget, k) for k in ("kl_ref_decay_steps", "warmup_steps", "critic_warmup_steps")},
+        },
+        resumable=True,
+    ),
+    Stage(
+        "cold",
+        _ppo("cold"),
+        lambda p: p.run("cold").path,
+        lambda p: p.run("cold").policy.metadata,
+        lambda c, _: {**_training(c), "warmup_steps": c.budget.warmup_steps},
+        resumable=True,
+    ),
+    Stage(
+        "evaluation",
+        evaluation,
+        lambda p: p.evaluation,
+        lambda p: p.evaluation,
+        lambda c, _: {"episodes": c.budget.episodes},
+    ),
+    Stage(
+        "curves",
+        checkpoint_curves,
+        lambda p: p.curves,
+        lambda p: p.curves,
+        lambda c, _: {"curve_episodes": c.budget.curve_episodes},
+    ),
+    Stage("report", report, lambda p: p.report, lambda p: p.report, lambda c, _: {}),
+)
+"""The stages in the order they run; each runs after, and depends on, all those before it."""
