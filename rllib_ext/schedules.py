@@ -122,7 +122,11 @@ class WarmupCoef:
         return f"WarmupCoef(base={self.base_value:g}, warmup={self.warmup_value:g}, warmup_steps={self.warmup_steps})"
 
 
-def make_kl_schedule(kind: str, initial: float, final: float, decay_steps: int) -> ConstantCoef | _DecayCoef:
+KLSchedule = ConstantCoef | _DecayCoef
+"""What :func:`make_kl_schedule` returns."""
+
+
+def make_kl_schedule(kind: str, initial: float, final: float, decay_steps: int) -> KLSchedule:
     """The KL-to-reference schedule named ``kind`` (see ``KL_SCHEDULES``)."""
     classes = {"linear": LinearCoef, "cosine": CosineCoef, "exponential": ExponentialCoef}
     if kind == "constant":

@@ -22,7 +22,7 @@ from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 from rllib_ext.callbacks import RoutingMetricsCallback
 from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
 from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, RoutingModule, module_model_config
-from rllib_ext.schedules import WarmupCoef, make_kl_schedule
+from rllib_ext.schedules import KLSchedule, WarmupCoef, make_kl_schedule
 from warmroute.artifacts.metadata import ArtifactError, read_metadata
 from warmroute.artifacts.run_dir import RunDir
 
@@ -30,6 +30,9 @@ WARM_START_ENTROPY_WARMUP_STEPS = 10_000
 """Entropy warm-up of a warm start when ``KLRefConfig.warmup_steps`` is not given (a cold start gets none)."""
 PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}
 """``--placement`` value -> Ray placement-group strategy."""
+WARM_ONLY = {"warm_only": True}
+"""Field metadata of a ``KLRefConfig`` setting that changes nothing without a warm start (no reference policy, no
+critic warm-up): ``warmroute train`` refuses it on a cold start and a sweep space refuses to vary it."""
 
 
 @dataclass(frozen=True)
@@ -38,34 +41,34 @@ class KLRefConfig:
 
     enable_warm_start: bool = False
     """Load the behaviour-cloned actor and regularise towards it; off = cold-start PPO, same network."""
-    pretrained_actor_path: str | None = None
+    pretrained_actor_path: str | None = field(default=None, metadata=WARM_ONLY)
     """Policy directory written by ``warmroute pretrain`` (its ``module/`` is loaded and frozen as reference)."""
-    kl_ref_coef_initial: float = 0.5
+    kl_ref_coef_initial: float = field(default=0.5, metadata=WARM_ONLY)
     """KL(pi || pi_ref) coefficient at env step 0."""
-    kl_ref_coef_final: float = 0.0
+    kl_ref_coef_final: float = field(default=0.0, metadata=WARM_ONLY)
     """Coefficient after ``kl_ref_decay_steps`` env steps."""
-    kl_ref_decay_steps: int = 60_000
+    kl_ref_decay_steps: int = field(default=60_000, metadata=WARM_ONLY)
     """Env steps over which the coefficient decays."""
-    kl_ref_schedule: str = "linear"
+    kl_ref_schedule: str = field(default="linear", metadata=WARM_ONLY)
     """Shape of the coefficient's decay over ``kl_ref_decay_steps``."""
     warmup_steps: int | None = None
     """Env steps during which the entropy coefficient is ``entropy_warmup_coef`` (unset: 10000 with a warm start,
     0 for a cold start, which is then plain PPO)."""
     entropy_warmup_coef: float = 0.01
     """Entropy coefficient during the warm-up (the base value is ``PPOSettings.entropy_coeff``)."""
-    critic_warmup_steps: int = 4096
+    critic_warmup_steps: int = field(default=4096, metadata=WARM_ONLY)
     """Env steps at the start during which only the value function is trained (warm start only)."""
     adaptive_warmup: bool = False
     """Extend the entropy warm-up while balance is low; speed up the KL decay once latency beats the teacher."""
     adaptive_balance_threshold: float = 0.9
     """Balance score under which the adaptive controller extends the warm-up."""
-    adaptive_kl_speedup: float = 2.0
+    adaptive_kl_speedup: float = field(default=2.0, metadata=WARM_ONLY)
     """KL-schedule steps advanced per env step once the policy beats its teacher (adaptive only)."""
 
     def __post_init__(self) -> None:
         if self.warmup_steps is None:  # resolved here, so the Python API and the CLI agree and JSON holds the value
             object.__setattr__(self, "warmup_steps", WARM_START_ENTROPY_WARMUP_STEPS if self.enable_warm_start else 0)
-        make_kl_schedule(self.kl_ref_schedule, self.kl_ref_coef_initial, self.kl_ref_coef_final, self.kl_ref_decay_steps)
+        self.kl_schedule()
         WarmupCoef(0.0, self.entropy_warmup_coef, self.warmup_steps)
         if self.critic_warmup_steps < 0:
             raise WarmRouteError(f"--critic-warmup-steps must be >= 0 (got {self.critic_warmup_steps})")
@@ -79,6 +82,15 @@ class KLRefConfig:
             raise WarmRouteError(f"--adaptive-balance-threshold must be in [0, 1] (got {self.adaptive_balance_threshold})")
         if not self.adaptive_kl_speedup >= 1:
             raise WarmRouteError(f"--adaptive-kl-speedup must be >= 1 (got {self.adaptive_kl_speedup})")
+
+    @staticmethod
+    def warm_only_fields() -> tuple[str, ...]:
+        """The settings marked :data:`WARM_ONLY`, in field order."""
+        return tuple(f.name for f in dataclasses.fields(KLRefConfig) if f.metadata.get("warm_only"))
+
+    def kl_schedule(self) -> KLSchedule:
+        """The configured KL-to-reference schedule (what the learner builds from ``learner_config_dict``)."""
+        return make_kl_schedule(self.kl_ref_schedule, self.kl_ref_coef_initial, self.kl_ref_coef_final, self.kl_ref_decay_steps)
 
     def learner_config_dict(self, reference_module_path: str | None) -> dict[str, Any]:
         warm = self.enable_warm_start

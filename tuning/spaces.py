@@ -29,7 +29,7 @@ import yaml
 from ray import tune
 
 from envs.errors import WarmRouteError
-from rllib_ext.train_config import TrainConfig
+from rllib_ext.train_config import KLRefConfig, TrainConfig
 
 KINDS = ("uniform", "loguniform", "choice", "grid")
 # Flags a sweep may vary: space key -> (TrainConfig section, field). The batch size, network and fleet stay fixed:
@@ -56,8 +56,8 @@ SWEEPABLE: dict[str, tuple[str, str]] = {
         )
     },
 }
-WARM_START_ONLY = ("kl_ref_coef_initial", "kl_ref_coef_final", "kl_ref_decay_steps", "kl_ref_schedule", "critic_warmup_steps")
-"""Keys that change nothing in a cold start (no reference policy, no critic warm-up)."""
+WARM_START_ONLY = tuple(key for key, (section, name) in SWEEPABLE.items() if name in KLRefConfig.warm_only_fields())
+"""Keys that change nothing in a cold start (marked on their ``KLRefConfig`` fields)."""
 PBT_KEYS = ("lr", "kl_ref_coef_initial", "kl_ref_coef_final")
 """What PBT perturbs: the settings that can change mid-run without rebuilding the network or the schedules' shape."""
 MAX_CORNERS = 1 << 14
