@@ -15,13 +15,13 @@ invocation did. A re-run
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from warmroute.artifacts.atomic import write_json
 from warmroute.artifacts.metadata import FORMAT_VERSION, ArtifactError, library_versions
 from warmroute.artifacts.run_dir import PipelineDir
 from warmroute.pipeline.config import PipelineConfig
@@ -54,9 +54,7 @@ def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
 def _save_state(pipeline: PipelineDir, state: dict[str, Any]) -> None:
     """Write ``pipeline.json`` atomically (a kill never leaves half a file)."""
     pipeline.path.mkdir(parents=True, exist_ok=True)
-    tmp = pipeline.config.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, pipeline.config)
+    write_json(pipeline.config, state)
 
 
 def _log_event(pipeline: PipelineDir, stage: str, event: str, **fields: Any) -> None:

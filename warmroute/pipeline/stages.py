@@ -9,7 +9,6 @@ those commands' formats: ``demos/`` is a ``collect-demos`` dataset, ``bc/`` a ``
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from rllib_ext.demos import collect_demos
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.ray_runtime import ensure_ray
 from rllib_ext.train import train
+from warmroute.artifacts.atomic import write_json
 from warmroute.artifacts.run_dir import PipelineDir
 from warmroute.pipeline.config import OBJECTIVES, PipelineConfig
 from warmroute.report.build import checkpoint_curves as run_curves
@@ -131,12 +131,6 @@ def _evaluate_all(
     return dict(done[i] for i in range(len(done)))
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def choose_teacher(ctx: Context, resume: bool) -> dict[str, Any]:
     """``--teacher``, or the best heuristic by the reward's metric on validation seeds (never the test seeds)."""
     config = ctx.config
@@ -189,7 +183,7 @@ def evaluation(ctx: Context, resume: bool) -> dict[str, Any]:
     policies = [*heuristics, *learned.values()]
     results = _evaluate_all(policies, config.env, config.test_seeds, "evaluate", ctx.progress, per_request=True)
     results = save_latencies(pipeline.latencies, results)  # per-request latencies for the report's CDF
-    _write_json(pipeline.evaluation, {"env_config": config.env.to_dict(), "policies": results})
+    write_json(pipeline.evaluation, {"env_config": config.env.to_dict(), "policies": results})
     names = list(results)  # in the order asked: heuristics first, then the learned policies
     ctx.state["policies"] = {
         "teacher": ctx.teacher,
@@ -213,7 +207,7 @@ def checkpoint_curves(ctx: Context, resume: bool) -> dict[str, Any]:
             _, pending = ray.wait(pending, num_returns=1)
             bar.update(1)
     runs = {label: ray.get(ref) for label, ref in refs.items()}
-    _write_json(pipeline.curves, {"seeds": config.curve_seeds, "runs": runs})
+    write_json(pipeline.curves, {"seeds": config.curve_seeds, "runs": runs})
     return {"checkpoints": {label: len(rows) for label, rows in runs.items()}}
 
 

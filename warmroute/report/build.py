@@ -14,7 +14,6 @@ PNGs of :mod:`warmroute.report.plots`. docs/report.md explains every table and p
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from envs.vidur_env import VidurEnvConfig
 from rllib_ext import metrics as M
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.train_config import TrainConfig
+from warmroute.artifacts.atomic import staged_dir
 from warmroute.artifacts.metadata import ArtifactError, library_versions, read_metadata
 from warmroute.artifacts.run_dir import PipelineDir, PolicyDir, RunDir, checkpoint_iteration, checkpoint_module
 from warmroute.report import plots
@@ -232,10 +232,7 @@ def write_report(pipeline_dir: Path) -> Path:
     best = report["headline"]["best_heuristic"]
     roles = {**({best: "best heuristic"} if best else {}), **{t: "teacher" for t in teachers}}
     latencies = _read_latencies(pipe) if pipe.latencies.is_file() else None
-    tmp = pipe.path / "report.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(pipe.report) as tmp:
         made = [
             plots.heldout_curves(curves, lines, roles, len(seeds), tmp / "learning_curves.png") if curves else None,
             plot_learning_curves(progress, tmp / "training_curves.png") if progress else None,
@@ -248,9 +245,4 @@ def write_report(pipeline_dir: Path) -> Path:
         report["plots"] = {p.name: PLOT_CAPTIONS[p.name] for p in made if p is not None}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         (tmp / "report.md").write_text(render_markdown(report, env))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(pipe.report, ignore_errors=True)
-    tmp.rename(pipe.report)
     return pipe.report / "report.md"
