@@ -69,7 +69,7 @@ def main() -> None:
     print(f"{'VidurRoutingEnv, lor (same routing)':<40}{same:8.0f} decisions/s")
     print(f"ratio env(least_outstanding)/vidur(lor)  {candidate / baseline:.3f}")
     print(f"ratio env(lor)/vidur(lor)                {same / baseline:.3f}")
-    if workload.prefix_workload != "none":
+    if workload.has_prefix:
         caching_cost(workload, args.repeats)
 
 

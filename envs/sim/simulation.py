@@ -163,7 +163,7 @@ def build_simulation_config(w: WorkloadConfig, seed: int, global_scheduler: str 
     the throughput benchmark); the env makes every routing decision itself.
     """
     replica = replica_config(w, w.devices[0])  # per-replica KV memory is set by size_replicas() after the build
-    prefix = prefix_parts(w, seed, replica, w.chunk_size) if w.prefix_workload != "none" else {}
+    prefix = prefix_parts(w, seed, replica, w.chunk_size) if w.has_prefix else {}
     config = _InMemorySimulationConfig(
         seed=seed,
         log_level="warning",
@@ -207,8 +207,8 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
                 f"({type(exc).__name__}); use --predictor roofline (offline) or make the hub reachable"
             ) from exc
         raise
-    size_replicas(simulator, w, paged=w.prefix_workload != "none")
-    if w.prefix_workload != "none":
+    size_replicas(simulator, w, paged=w.has_prefix)
+    if w.has_prefix:
         attach_prefix(simulator, w, seed)
     return simulator
 

@@ -135,6 +135,34 @@ class WorkloadConfig:
         return self.trace_start + (seed % self.trace_windows) * self.num_requests
 
     @property
+    def has_prefix(self) -> bool:
+        """Requests share prompt prefixes (a ``prefix_workload`` is set), so replicas keep a prefix cache."""
+        return self.prefix_workload != "none"
+
+    @property
+    def is_trace(self) -> bool:
+        """Requests replay a trace (``mooncake`` or ``jsonl:PATH``) with its own arrival times, so ``qps`` is unused
+        and an episode is a window of the trace."""
+        return self.prefix_workload.split(":", 1)[0] in ("mooncake", "jsonl")
+
+    @property
+    def fleet(self) -> str:
+        """The replicas by device, e.g. ``2 x h100 + 2 x a100``."""
+        return " + ".join(f"{self.devices.count(d)} x {d}" for d in dict.fromkeys(self.devices))
+
+    @property
+    def traffic(self) -> str:
+        """How requests arrive: the rate, or for a trace its time scale and window."""
+        if self.is_trace:
+            return f"trace time scale {self.trace_time_scale:g} from trace request {self.trace_start}"
+        return f"qps {self.qps:g}"
+
+    def describe(self) -> str:
+        """Fleet, model, traffic and episode length in one line (the report's; ``warmroute evaluate`` prints the
+        fleet and traffic)."""
+        return f"{self.fleet}; {self.model}; {self.traffic}; {self.num_requests} requests per episode"
+
+    @property
     def trace_path(self) -> str | None:
         return self.lengths.split(":", 1)[1] if self.lengths.startswith("trace:") else None
 
@@ -249,13 +277,13 @@ def _validate_prefix(w: WorkloadConfig) -> None:
         raise WorkloadError(f"--prefix-caching must be on or off (got '{w.prefix_caching}')")
     if not w.host_cache_gb >= 0:
         raise WorkloadError(f"--host-cache-gb must be >= 0 (got {w.host_cache_gb})")
-    if kind == "none":
+    if not w.has_prefix:
         return
     if w.replica_scheduler != "sarathi" or w.predictor != "roofline":
         raise WorkloadError(
             "--prefix-workload needs --replica-scheduler sarathi and --predictor roofline (the cache hooks into both)"
         )
-    if kind in ("mooncake", "jsonl"):
+    if w.is_trace:
         _validate_trace_window(w)
     elif kind == "shared_prefix":
         if w.prefix_groups < 1:

@@ -93,7 +93,7 @@ class Stage:
 
 def heuristic_names(config: PipelineConfig) -> list[str]:
     """Every heuristic router that applies: cache-aware ones on prefix workloads, plus an explicit ``--teacher``."""
-    names = list(ROUTERS) + (list(CACHE_ROUTERS) if config.env.workload.prefix_workload != "none" else [])
+    names = list(ROUTERS) + (list(CACHE_ROUTERS) if config.env.workload.has_prefix else [])
     return names + [config.teacher] if config.teacher and config.teacher not in names else names
 
 

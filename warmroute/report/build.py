@@ -172,7 +172,7 @@ def _headline(curves: dict[str, list[dict[str, Any]]], lines: dict[str, float], 
 
 def _columns(results: dict[str, dict[str, Any]], env: VidurEnvConfig) -> tuple[tuple[str, str, str], ...]:
     columns = COLUMNS
-    if env.workload.prefix_workload != "none" or any(r.get("cache_hit_rate", 0) > 0 for r in results.values()):
+    if env.workload.has_prefix or any(r.get("cache_hit_rate", 0) > 0 for r in results.values()):
         columns += CACHE_COLUMNS
     if all("slo_attainment" in r for r in results.values()):
         columns += SLO_COLUMNS

@@ -40,15 +40,10 @@ def _seeds(seeds: dict[str, list[int]]) -> str:
 def render_markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
     """report.md from the report.json dict: the same numbers, rounded for reading."""
     w, comparison, head = env.workload, report["comparison"], report["headline"]
-    fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
-    if w.prefix_workload in ("none", "shared_prefix", "multi_turn"):
-        traffic = f"qps {w.qps:g}"
-    else:  # a trace replays its own arrivals
-        traffic = f"trace time scale {w.trace_time_scale:g} from trace request {w.trace_start}"
     out = [
         f"# WarmRoute report: workload `{w.name}`",
         "",
-        f"{fleet}; {w.model}; {traffic}; {w.num_requests} requests per episode. {_seeds(report['seeds'])}",
+        f"{w.describe()}. {_seeds(report['seeds'])}",
         "",
         "## At a glance (held-out seeds)",
         "",
