@@ -16,7 +16,8 @@ from typing import Any
 from envs.errors import WarmRouteError
 from warmroute.artifacts.run_dir import METADATA_FILE
 
-FORMAT_VERSION = 1
+METADATA_FORMAT_VERSION = 1
+"""Layout version of every ``metadata.json`` and of ``pipeline.json``: a reader refuses any other version."""
 
 
 class ArtifactError(WarmRouteError):
@@ -34,7 +35,7 @@ def library_versions() -> dict[str, str]:
 
 
 def write_metadata(directory: Path, kind: str, **fields: Any) -> dict[str, Any]:
-    data = {"kind": kind, "format_version": FORMAT_VERSION, **fields, "versions": library_versions()}
+    data = {"kind": kind, "format_version": METADATA_FORMAT_VERSION, **fields, "versions": library_versions()}
     (directory / METADATA_FILE).write_text(json.dumps(data, indent=2, sort_keys=False))
     return data
 
@@ -55,9 +56,9 @@ def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]
         raise ArtifactError(f"{flag} {meta_path}: not a WarmRoute metadata object")
     if data.get("kind") != kind:
         raise ArtifactError(f"{flag} {path}: holds a '{data.get('kind')}' artefact, expected '{kind}'")
-    if data.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") != METADATA_FORMAT_VERSION:
         raise ArtifactError(
-            f"{flag} {path}: format version {data.get('format_version')}, this WarmRoute reads {FORMAT_VERSION}; re-create it"
+            f"{flag} {path}: format version {data.get('format_version')}, this WarmRoute reads {METADATA_FORMAT_VERSION}; re-create it"
         )
     return data
 

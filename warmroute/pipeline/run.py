@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from warmroute.artifacts.atomic import write_json
-from warmroute.artifacts.metadata import FORMAT_VERSION, ArtifactError, library_versions
+from warmroute.artifacts.metadata import METADATA_FORMAT_VERSION, ArtifactError, library_versions
 from warmroute.artifacts.run_dir import PipelineDir
 from warmroute.pipeline.config import PipelineConfig
 from warmroute.pipeline.stages import STAGES, Context
@@ -46,7 +46,11 @@ def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
         state = json.loads(pipeline.config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{flag} {pipeline.config}: corrupted JSON ({exc}); choose a new directory") from exc
-    if not isinstance(state, dict) or state.get("kind") != PipelineDir.KIND or state.get("format_version") != FORMAT_VERSION:
+    if (
+        not isinstance(state, dict)
+        or state.get("kind") != PipelineDir.KIND
+        or state.get("format_version") != METADATA_FORMAT_VERSION
+    ):
         raise ArtifactError(f"{flag} {pipeline.config}: not a pipeline state of this WarmRoute version; choose a new directory")
     return state
 
@@ -114,7 +118,7 @@ def run_pipeline(
     stages = check_settings(config, pipeline, state, force)
     state = {
         "kind": PipelineDir.KIND,
-        "format_version": FORMAT_VERSION,
+        "format_version": METADATA_FORMAT_VERSION,
         "config": config.to_dict(),
         "stages": stages,
         **{k: state[k] for k, stage in (("teacher", "teacher"), ("policies", "evaluation")) if k in state and stage in stages},

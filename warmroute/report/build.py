@@ -41,7 +41,8 @@ from warmroute.report.markdown import render_markdown
 RUN_LABELS = ("cold", "warm")
 REACH_TOLERANCE = 0.01
 """A run "reaches" the teacher once a checkpoint's mean e2e latency is within this fraction of the teacher's."""
-FORMAT_VERSION = 1
+REPORT_FORMAT_VERSION = 1
+"""Layout version of report.json (its keys), independent of the artefacts' ``METADATA_FORMAT_VERSION``."""
 # Comparison-table columns: result key, header, format ("%": a fraction shown as a percentage).
 COLUMNS = (
     ("mean_e2e_s", "mean e2e (s)", ".3f"),
@@ -212,7 +213,7 @@ def write_report(pipeline_dir: Path) -> Path:
     with_slo = columns[-len(SLO_COLUMNS) :] == SLO_COLUMNS
     order = sorted(results, key=lambda n: -results[n]["slo_attainment"] if with_slo else results[n]["mean_e2e_s"])
     report: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": REPORT_FORMAT_VERSION,
         "workload": env.workload.to_dict(),
         "seeds": {"evaluation": next(iter(results.values()), {}).get("seeds", []), "curves": seeds},
         "headline": _headline(curves, lines, teachers[0] if teachers else None),
