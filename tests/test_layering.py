@@ -148,7 +148,9 @@ def test_the_layer_check_sees_a_cycle_and_skips_type_checking_imports() -> None:
 
 
 def test_no_folder_holds_more_than_a_third_of_the_code_unless_the_architecture_doc_says_why() -> None:
-    lines = {p: sum(len(f.read_text().splitlines()) for f in (ROOT / p).rglob("*.py")) for p in PACKAGES}
+    # The project's code: the four packages plus benchmarks/ and scripts/ (tests/ not counted).
+    folders = (*PACKAGES, "benchmarks", "scripts")
+    lines = {p: sum(len(f.read_text().splitlines()) for f in (ROOT / p).rglob("*.py")) for p in folders}
     doc = (ROOT / "docs" / "architecture.md").read_text()
     large = [p for p, n in lines.items() if n > sum(lines.values()) / 3]
-    assert all(f"`{p}/` holds more than a third" in doc for p in large), (lines, large)
+    assert all(f"`{p}/` may hold more than a third" in doc for p in large), (lines, large)
