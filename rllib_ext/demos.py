@@ -66,13 +66,13 @@ class DemoConfig:
         if not self.teachers or unknown:
             raise WarmRouteError(f"--policy: unknown router(s) {unknown or '(none given)'}; choose from: {router_names()}")
         if self.steps < 1:
-            raise WarmRouteError(f"--steps must be >= 1 (got {self.steps})")
+            raise WarmRouteError(f"{{flag:steps}} must be >= 1 (got {self.steps})")
         if self.num_env_runners < 1:
-            raise WarmRouteError(f"--num-env-runners must be >= 1 for parallel collection (got {self.num_env_runners})")
+            raise WarmRouteError(f"{{flag:num_env_runners}} must be >= 1 for parallel collection (got {self.num_env_runners})")
         if not 0.0 <= self.epsilon <= 1.0:
-            raise WarmRouteError(f"--epsilon must be in [0, 1] (got {self.epsilon})")
+            raise WarmRouteError(f"{{flag:epsilon}} must be in [0, 1] (got {self.epsilon})")
         if self.steps_per_round < 1:
-            raise WarmRouteError(f"--steps-per-round must be >= 1 (got {self.steps_per_round})")
+            raise WarmRouteError(f"{{flag:steps_per_round}} must be >= 1 (got {self.steps_per_round})")
 
 
 def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[str, np.ndarray]:
@@ -252,5 +252,5 @@ def load_demos(directory: str | Path, flag: str = "--demo") -> tuple[pa.Table, d
     if missing:
         raise ArtifactError(f"{flag} {directory}: Parquet lacks columns {missing}; re-collect the demonstrations")
     if table.num_rows == 0:
-        raise ArtifactError(f"{flag} {directory}: the dataset has no rows; collect with a larger --steps")
+        raise ArtifactError(f"{flag} {directory}: the dataset has no rows; collect with a larger {{flag:steps}}")
     return table, meta

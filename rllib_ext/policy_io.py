@@ -49,7 +49,7 @@ def check_policy_layout(meta: dict[str, Any], layout: ObservationLayout, source:
     if architecture != "scorer" and count != layout.num_replicas:
         raise ArtifactError(
             f"{source}: an '{architecture}' policy's input and output sizes are tied to its {count} replicas "
-            f"(this run has {layout.num_replicas}); train one for {layout.num_replicas} replicas or use --architecture scorer"
+            f"(this run has {layout.num_replicas}); train one for {layout.num_replicas} replicas or use {{flag:architecture}} scorer"
         )
     layout.check_compatible(stored, source=source, any_replica_count=architecture == "scorer")
 

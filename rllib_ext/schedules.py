@@ -42,13 +42,15 @@ class _DecayCoef:
     """Decays from ``initial`` to ``final`` over ``decay_steps`` env steps, then stays at ``final``."""
 
     def __init__(self, initial: float, final: float, decay_steps: int) -> None:
-        _check(math.isfinite(initial) and initial >= 0, f"--kl-ref-coef-initial must be a finite number >= 0 (got {initial})")
-        _check(math.isfinite(final) and final >= 0, f"--kl-ref-coef-final must be a finite number >= 0 (got {final})")
+        _check(
+            math.isfinite(initial) and initial >= 0, f"{{flag:kl_ref_coef_initial}} must be a finite number >= 0 (got {initial})"
+        )
+        _check(math.isfinite(final) and final >= 0, f"{{flag:kl_ref_coef_final}} must be a finite number >= 0 (got {final})")
         _check(
             final <= initial,
-            f"--kl-ref-coef-final ({final:g}) must not exceed --kl-ref-coef-initial ({initial:g}) for a decaying schedule",
+            f"{{flag:kl_ref_coef_final}} ({final:g}) must not exceed {{flag:kl_ref_coef_initial}} ({initial:g}) for a decaying schedule",
         )
-        _check(decay_steps > 0, f"--kl-ref-decay-steps must be > 0 (got {decay_steps})")
+        _check(decay_steps > 0, f"{{flag:kl_ref_decay_steps}} must be > 0 (got {decay_steps})")
         self.initial, self.final, self.decay_steps = float(initial), float(final), int(decay_steps)
 
     def progress(self, step: int) -> float:
@@ -98,12 +100,15 @@ class WarmupCoef:
     """
 
     def __init__(self, base_value: float, warmup_value: float, warmup_steps: int) -> None:
-        _check(math.isfinite(base_value) and base_value >= 0, f"--entropy-coeff must be a finite number >= 0 (got {base_value})")
+        _check(
+            math.isfinite(base_value) and base_value >= 0,
+            f"{{flag:entropy_coeff}} must be a finite number >= 0 (got {base_value})",
+        )
         _check(
             math.isfinite(warmup_value) and warmup_value >= 0,
-            f"--entropy-warmup-coef must be a finite number >= 0 (got {warmup_value})",
+            f"{{flag:entropy_warmup_coef}} must be a finite number >= 0 (got {warmup_value})",
         )
-        _check(warmup_steps >= 0, f"--warmup-steps must be >= 0 (got {warmup_steps})")
+        _check(warmup_steps >= 0, f"{{flag:warmup_steps}} must be >= 0 (got {warmup_steps})")
         self.base_value, self.warmup_value, self.warmup_steps = float(base_value), float(warmup_value), int(warmup_steps)
 
     def value(self, step: int, extra_warmup_steps: int = 0) -> float:
@@ -131,5 +136,5 @@ def make_kl_schedule(kind: str, initial: float, final: float, decay_steps: int) 
     classes = {"linear": LinearCoef, "cosine": CosineCoef, "exponential": ExponentialCoef}
     if kind == "constant":
         return ConstantCoef(initial)
-    _check(kind in classes, f"--kl-ref-schedule must be one of {', '.join(KL_SCHEDULES)} (got '{kind}')")
+    _check(kind in classes, f"{{flag:kl_ref_schedule}} must be one of {', '.join(KL_SCHEDULES)} (got '{kind}')")
     return classes[kind](initial, final, decay_steps)

@@ -99,7 +99,7 @@ def verify_loaded_actor(algo: Algorithm, policy_dir: Path, layout: ObservationLa
     gap = max(float(np.abs(np.asarray(p) - probs).max()) for p in copies)
     if gap > PROBE_ATOL:
         raise ArtifactError(
-            f"--pretrained-actor-path {policy_dir}: the loaded actor does not reproduce the BC policy "
+            f"{{flag:pretrained_actor_path}} {policy_dir}: the loaded actor does not reproduce the BC policy "
             f"(max prob gap {gap:.2e} over {len(copies)} copies); refusing to train"
         )
     return gap
@@ -157,7 +157,7 @@ def _require_cpus(cfg: TrainConfig) -> None:
     need = cfg.num_env_runners * cfg.cpus_per_env_runner
     if need > total:
         raise WarmRouteError(
-            f"--num-env-runners {cfg.num_env_runners} x --cpus-per-env-runner {cfg.cpus_per_env_runner:g} "
+            f"{{flag:num_env_runners}} {cfg.num_env_runners} x {{flag:cpus_per_env_runner}} {cfg.cpus_per_env_runner:g} "
             f"needs {need:g} CPUs, the Ray cluster has {total:g}; lower either"
         )
 
@@ -233,7 +233,9 @@ def start_session(cfg: TrainConfig, checkpoint: Path | None = None, log: Callabl
             sync_env_runners(algo)
             gap = env_runner_gap(algo, cfg.env.layout)
             if gap > PROBE_ATOL:
-                raise ArtifactError(f"--resume {checkpoint}: the env runners do not hold the restored weights (gap {gap:.1e})")
+                raise ArtifactError(
+                    f"{{flag:resume}} {checkpoint}: the env runners do not hold the restored weights (gap {gap:.1e})"
+                )
             log(f"restored {checkpoint} at iteration {algo.iteration}, {lifetime_steps(algo)} env steps")
         elif policy_dir is not None:
             gap = load_warm_start(algo, policy_dir, cfg.env.layout)

@@ -40,7 +40,9 @@ def _latest_checkpoint(output: Path) -> Path:
     """The newest complete checkpoint (``adaptive_state.json`` is written last, so it marks completion)."""
     checkpoints = RunDir(output).complete_checkpoints()
     if not checkpoints:
-        raise ArtifactError(f"--resume {output}: no checkpoints under {RunDir(output).checkpoints.name}/; nothing to resume")
+        raise ArtifactError(
+            f"{{flag:resume}} {output}: no checkpoints under {RunDir(output).checkpoints.name}/; nothing to resume"
+        )
     return checkpoints[-1]
 
 

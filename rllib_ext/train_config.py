@@ -71,17 +71,19 @@ class KLRefConfig:
         self.kl_schedule()
         WarmupCoef(0.0, self.entropy_warmup_coef, self.warmup_steps)
         if self.critic_warmup_steps < 0:
-            raise WarmRouteError(f"--critic-warmup-steps must be >= 0 (got {self.critic_warmup_steps})")
+            raise WarmRouteError(f"{{flag:critic_warmup_steps}} must be >= 0 (got {self.critic_warmup_steps})")
         if self.enable_warm_start and not self.pretrained_actor_path:
             raise WarmRouteError(
-                "--enable-warm-start needs --pretrained-actor-path DIR (a directory written by `warmroute pretrain`)"
+                "{flag:enable_warm_start} needs {flag:pretrained_actor_path} DIR (a directory written by `warmroute pretrain`)"
             )
         if self.pretrained_actor_path and not self.enable_warm_start:
-            raise WarmRouteError("--pretrained-actor-path is only used with --enable-warm-start; add it or drop the path")
+            raise WarmRouteError(
+                "{flag:pretrained_actor_path} is only used with {flag:enable_warm_start}; add it or drop the path"
+            )
         if not 0 <= self.adaptive_balance_threshold <= 1:
-            raise WarmRouteError(f"--adaptive-balance-threshold must be in [0, 1] (got {self.adaptive_balance_threshold})")
+            raise WarmRouteError(f"{{flag:adaptive_balance_threshold}} must be in [0, 1] (got {self.adaptive_balance_threshold})")
         if not self.adaptive_kl_speedup >= 1:
-            raise WarmRouteError(f"--adaptive-kl-speedup must be >= 1 (got {self.adaptive_kl_speedup})")
+            raise WarmRouteError(f"{{flag:adaptive_kl_speedup}} must be >= 1 (got {self.adaptive_kl_speedup})")
 
     @staticmethod
     def warm_only_fields() -> tuple[str, ...]:
@@ -139,30 +141,32 @@ class PPOSettings:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise WarmRouteError(f"--architecture must be one of {', '.join(ARCHITECTURES)} (got '{self.architecture}')")
+            raise WarmRouteError(f"{{flag:architecture}} must be one of {', '.join(ARCHITECTURES)} (got '{self.architecture}')")
         positive = {
-            "--lr": self.lr,
-            "--train-batch-size": self.train_batch_size,
-            "--minibatch-size": self.minibatch_size,
-            "--num-epochs": self.num_epochs,
-            "--clip-param": self.clip_param,
-            "--vf-clip-param": self.vf_clip_param,
-            "--grad-clip": self.grad_clip,
+            "lr": self.lr,
+            "train_batch_size": self.train_batch_size,
+            "minibatch_size": self.minibatch_size,
+            "num_epochs": self.num_epochs,
+            "clip_param": self.clip_param,
+            "vf_clip_param": self.vf_clip_param,
+            "grad_clip": self.grad_clip,
         }
-        for flag, value in positive.items():
+        for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
-                raise WarmRouteError(f"{flag} must be > 0 (got {value})")
+                raise WarmRouteError(f"{{flag}} must be > 0 (got {value})", field=name)
         if not 0 < self.gamma <= 1 or not 0 <= self.lambda_ <= 1:
-            raise WarmRouteError(f"--gamma must be in (0, 1] and --lambda in [0, 1] (got {self.gamma}, {self.lambda_})")
+            raise WarmRouteError(
+                f"{{flag:gamma}} must be in (0, 1] and {{flag:lambda_}} in [0, 1] (got {self.gamma}, {self.lambda_})"
+            )
         if (
             not (math.isfinite(self.entropy_coeff) and math.isfinite(self.vf_loss_coeff))
             or self.entropy_coeff < 0
             or self.vf_loss_coeff < 0
         ):
-            raise WarmRouteError("--entropy-coeff and --vf-loss-coeff must be >= 0")
+            raise WarmRouteError("{flag:entropy_coeff} and {flag:vf_loss_coeff} must be >= 0")
         if self.minibatch_size > self.train_batch_size:
             raise WarmRouteError(
-                f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})"
+                f"{{flag:minibatch_size}} ({self.minibatch_size}) must not exceed {{flag:train_batch_size}} ({self.train_batch_size})"
             )
 
 
@@ -192,18 +196,18 @@ class TrainConfig:
     """Seed of torch, env runners and request streams."""
 
     def __post_init__(self) -> None:
-        for flag, value, low in (
-            ("--iterations", self.iterations, 1),
-            ("--num-env-runners", self.num_env_runners, 0),
-            ("--num-learners", self.num_learners, 0),
-            ("--checkpoint-every", self.checkpoint_every, 1),
+        for name, value, low in (
+            ("iterations", self.iterations, 1),
+            ("num_env_runners", self.num_env_runners, 0),
+            ("num_learners", self.num_learners, 0),
+            ("checkpoint_every", self.checkpoint_every, 1),
         ):
             if value < low:
-                raise WarmRouteError(f"{flag} must be >= {low} (got {value})")
+                raise WarmRouteError(f"{{flag}} must be >= {low} (got {value})", field=name)
         if self.placement not in PLACEMENTS:
-            raise WarmRouteError(f"--placement must be one of {', '.join(PLACEMENTS)} (got '{self.placement}')")
+            raise WarmRouteError(f"{{flag:placement}} must be one of {', '.join(PLACEMENTS)} (got '{self.placement}')")
         if not (math.isfinite(self.cpus_per_env_runner) and self.cpus_per_env_runner > 0):
-            raise WarmRouteError(f"--cpus-per-env-runner must be > 0 (got {self.cpus_per_env_runner})")
+            raise WarmRouteError(f"{{flag:cpus_per_env_runner}} must be > 0 (got {self.cpus_per_env_runner})")
 
     def to_dict(self) -> dict[str, Any]:
         return {

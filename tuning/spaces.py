@@ -157,7 +157,7 @@ def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Spac
         if name is None:
             raise SpaceError(f"{source}: unknown key '{key}'; sweepable train flags: {', '.join(SWEEPABLE)}")
         if name in WARM_START_ONLY and not base.kl.enable_warm_start:
-            raise SpaceError(f"{source}: '{key}' has no effect without --enable-warm-start; remove it or warm-start")
+            raise SpaceError(f"{source}: '{key}' has no effect without {{flag:enable_warm_start}}; remove it or warm-start")
         space[name] = _check_spec(name, spec, source)
     candidates = [[(key, v) for v in next(iter(spec.values()))] for key, spec in space.items()]
     combos = (
@@ -170,7 +170,7 @@ def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Spac
             apply_params(base, dict(combo))
         except ValueError as exc:
             setting = ", ".join(f"{k}={v}" for k, v in combo)
-            raise SpaceError(f"{source}: {setting} is refused ({exc})") from None
+            raise SpaceError(f"{source}: {setting} is refused ({getattr(exc, 'template', exc)})") from None
     return space
 
 
@@ -207,14 +207,14 @@ def param_space(space: Space, search: str) -> dict[str, Any]:
         ranged = [k for k, spec in space.items() if next(iter(spec)) in ("uniform", "loguniform")]
         if ranged:
             raise SpaceError(
-                f"--search grid: {', '.join(ranged)} {'is a range' if len(ranged) == 1 else 'are ranges'}; "
-                "give grid or choice values, or use --search random/optuna"
+                f"{{flag:search}} grid: {', '.join(ranged)} {'is a range' if len(ranged) == 1 else 'are ranges'}; "
+                "give grid or choice values, or use {flag:search} random/optuna"
             )
         return {key: tune.grid_search(next(iter(spec.values()))) for key, spec in space.items()}
     if search == "optuna":
         gridded = [k for k, spec in space.items() if "grid" in spec]
         if gridded:
             raise SpaceError(
-                f"--search optuna samples, it cannot run a grid ({', '.join(gridded)}); use choice, or --search random/grid"
+                f"{{flag:search}} optuna samples, it cannot run a grid ({', '.join(gridded)}); use choice, or {{flag:search}} random/grid"
             )
     return {key: domain(key, spec) for key, spec in space.items()}

@@ -44,7 +44,7 @@ class EvaluationConfig:
         if not self.policies:
             raise WarmRouteError("--policy: give at least one router name or saved policy directory")
         if self.episodes < 1:
-            raise WarmRouteError(f"--episodes must be >= 1 (got {self.episodes})")
+            raise WarmRouteError(f"{{flag:episodes}} must be >= 1 (got {self.episodes})")
 
     @property
     def seeds(self) -> list[int]:

@@ -139,7 +139,7 @@ def _predictor_config(w: WorkloadConfig):
         return RooflinePredictorConfig(replica_devices=w.devices)
     if w.replica_devices and len(set(w.replica_devices)) > 1:
         raise WorkloadError(
-            f"--predictor {w.predictor} times every replica as --device; heterogeneous --replica-devices need --predictor roofline"
+            f"{{flag:predictor}} {w.predictor} times every replica as {{flag:device}}; heterogeneous {{flag:replica_devices}} need {{flag:predictor}} roofline"
         )
     cls = (
         RandomForrestExecutionTimePredictorConfig
@@ -203,8 +203,8 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
     except Exception as exc:  # vidur's predictors raise hub/HTTP/OS errors of many types when offline
         if w.predictor != "roofline" and _is_download_error(exc):
             raise PredictorDataUnavailable(
-                f"--predictor {w.predictor}: vidur could not fetch its profiling data from the model hub "
-                f"({type(exc).__name__}); use --predictor roofline (offline) or make the hub reachable"
+                f"{{flag:predictor}} {w.predictor}: vidur could not fetch its profiling data from the model hub "
+                f"({type(exc).__name__}); use {{flag:predictor}} roofline (offline) or make the hub reachable"
             ) from exc
         raise
     size_replicas(simulator, w, paged=w.has_prefix)

@@ -63,15 +63,17 @@ class Budget:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name != "name" and (not isinstance(value, int) or value < 1):
-                raise WarmRouteError(f"--{f.name.replace('_', '-')} must be an integer >= 1 (got {value})")
+                raise WarmRouteError(f"{{flag}} must be an integer >= 1 (got {value})", field=f.name)
         if self.minibatch_size > self.train_batch_size:
             raise WarmRouteError(
-                f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})"
+                f"{{flag:minibatch_size}} ({self.minibatch_size}) must not exceed {{flag:train_batch_size}} ({self.train_batch_size})"
             )
         if self.curve_episodes > self.episodes:
-            raise WarmRouteError(f"--curve-episodes ({self.curve_episodes}) must not exceed --episodes ({self.episodes})")
+            raise WarmRouteError(
+                f"{{flag:curve_episodes}} ({self.curve_episodes}) must not exceed {{flag:episodes}} ({self.episodes})"
+            )
         if max(self.episodes, self.validation_episodes) > VALIDATION_OFFSET:
-            raise WarmRouteError(f"--episodes and --validation-episodes must be <= {VALIDATION_OFFSET}")
+            raise WarmRouteError(f"{{flag:episodes}} and {{flag:validation_episodes}} must be <= {VALIDATION_OFFSET}")
 
 
 BUDGETS: dict[str, Budget] = {
@@ -104,9 +106,9 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.teacher is not None and not is_router(self.teacher):
-            raise WarmRouteError(f"--teacher: unknown router '{self.teacher}'; choose one of: {router_names()}")
+            raise WarmRouteError(f"{{flag:teacher}}: unknown router '{self.teacher}'; choose one of: {router_names()}")
         if self.num_env_runners < 1:
-            raise WarmRouteError(f"--num-env-runners must be >= 1 (got {self.num_env_runners})")
+            raise WarmRouteError(f"{{flag:num_env_runners}} must be >= 1 (got {self.num_env_runners})")
 
     @property
     def test_seeds(self) -> list[int]:
