@@ -23,11 +23,10 @@ class WarmRouteError(ValueError):
     """Bad input: the message is one line naming the setting or file and how to fix it (a ``ValueError`` too)."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        # The message with every setting spelt {flag:field}: embed it, not str(), in a wrapping error.
         self.template = message.replace("{flag}", f"{{flag:{field}}}") if field else message
-        """The message with every setting spelt ``{flag:field}`` (embed it, not ``str()``, in a wrapping error)."""
         first = _FIELD.search(self.template)
-        self.field = field or (first.group(1) if first else None)
-        """The (first) setting the error is about, if it names one."""
+        self.field = field or (first.group(1) if first else None)  # the (first) setting it is about, if any
         super().__init__(self.render())
 
     def render(self, spell: Callable[[str], str] = str) -> str:
