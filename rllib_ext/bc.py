@@ -121,7 +121,7 @@ def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progres
     table, meta = load_demos(demo_dir)
     stored = meta["layout"]
     layout = ObservationLayout(num_replicas=config.num_replicas or int(stored["num_replicas"]), oracle=bool(stored["oracle"]))
-    layout.check_compatible(stored, source=f"--demo {demo_dir}")
+    layout.check_compatible(stored, source=f"{{flag:demo}} {demo_dir}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data = _arrays(table, layout)

@@ -64,7 +64,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         unknown = [t for t in self.teachers if not is_router(t)]
         if not self.teachers or unknown:
-            raise WarmRouteError(f"--policy: unknown router(s) {unknown or '(none given)'}; choose from: {router_names()}")
+            raise WarmRouteError(
+                f"{{flag:teachers}}: unknown router(s) {unknown or '(none given)'}; choose from: {router_names()}"
+            )
         if self.steps < 1:
             raise WarmRouteError(f"{{flag:steps}} must be >= 1 (got {self.steps})")
         if self.num_env_runners < 1:
@@ -236,7 +238,7 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
     return summary
 
 
-def load_demos(directory: str | Path, flag: str = "--demo") -> tuple[pa.Table, dict[str, Any]]:
+def load_demos(directory: str | Path, flag: str = "{flag:demo}") -> tuple[pa.Table, dict[str, Any]]:
     """Read a demonstrations directory, refusing empty, corrupted or incomplete data with a one-line error."""
     meta = read_metadata(directory, DemoDir.KIND, flag)
     shards = DemoDir(directory).shards()

@@ -99,7 +99,7 @@ def save_policy(
 
 
 def load_policy(
-    directory: str | Path, layout: ObservationLayout | None = None, flag: str = "--policy"
+    directory: str | Path, layout: ObservationLayout | None = None, flag: str = "{flag:policy}"
 ) -> tuple[RoutingModule, dict[str, Any]]:
     """Load a saved policy, refusing one made for another observation layout; verify it against its probe."""
     meta = read_metadata(directory, PolicyDir.KIND, flag)
@@ -123,7 +123,7 @@ def load_policy(
 
 
 def probe_batch(
-    directory: str | Path, num_replicas: int, num_replica_features: int, flag: str = "--policy"
+    directory: str | Path, num_replicas: int, num_replica_features: int, flag: str = "{flag:policy}"
 ) -> tuple[np.ndarray, np.ndarray]:
     """The saved probe ``(obs, probs)``, re-laid out for ``num_replicas`` replicas.
 
@@ -147,7 +147,7 @@ def probe_batch(
     return tiled.astype(np.float32), expected
 
 
-def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "--policy", atol: float = 1e-5) -> float:
+def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "{flag:policy}", atol: float = 1e-5) -> float:
     """Max abs difference between ``module``'s action probabilities and the saved probe (re-laid out for the
     module's replica count); raise if above ``atol``."""
     obs, probs = probe_batch(directory, module.num_replicas, module.num_replica_features, flag)

@@ -2,7 +2,7 @@
 
 Every schedule answers ``value(step)`` for a lifetime env-step count, which RLlib restores with a checkpoint, so
 a resumed run continues its schedules exactly where they stopped. Invalid settings raise ``WarmRouteError`` naming
-the CLI flag, before any Ray work starts.
+the config field (the CLI shows its flag), before any Ray work starts.
 
 * KL-to-reference coefficient: starts high so PPO stays near the cloned policy while the critic is still poor,
   then decays so PPO may improve on the teacher (``LinearCoef``, ``CosineCoef``, ``ExponentialCoef``).
@@ -27,8 +27,8 @@ def _check(ok: bool, message: str) -> None:
 class ConstantCoef:
     """The same value at every step."""
 
-    def __init__(self, value: float, *, flag: str = "--kl-ref-coef-initial") -> None:
-        _check(math.isfinite(value) and value >= 0, f"{flag} must be a finite number >= 0 (got {value})")
+    def __init__(self, value: float) -> None:
+        _check(math.isfinite(value) and value >= 0, f"{{flag:kl_ref_coef_initial}} must be a finite number >= 0 (got {value})")
         self.initial = self.final = float(value)
 
     def value(self, step: int) -> float:

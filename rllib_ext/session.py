@@ -93,7 +93,7 @@ def _on_learners(algo: Algorithm, fn: Callable[[Any], Any]) -> list[Any]:
 def verify_loaded_actor(algo: Algorithm, policy_dir: Path, layout: ObservationLayout) -> float:
     """Max abs probability gap between the BC probe (re-laid out for ``layout``'s replica count) and every learner
     and env-runner copy; raise if it is off."""
-    obs, probs = probe_batch(policy_dir, layout.num_replicas, layout.num_replica_features, "--pretrained-actor-path")
+    obs, probs = probe_batch(policy_dir, layout.num_replicas, layout.num_replica_features, "{flag:pretrained_actor_path}")
     copies = _on_learners(algo, partial(_probs_of_learner, obs=obs))
     copies += algo.env_runner_group.foreach_env_runner(partial(_probs_of_runner, obs=obs))
     gap = max(float(np.abs(np.asarray(p) - probs).max()) for p in copies)
@@ -131,8 +131,8 @@ def reference(cfg: TrainConfig) -> tuple[dict[str, Any], str | None, Path | None
     if not cfg.kl.enable_warm_start:
         return default_model_config(cfg), None, None
     policy_dir = Path(cfg.kl.pretrained_actor_path).absolute()
-    meta = read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path")
-    check_policy_layout(meta, cfg.env.layout, f"--pretrained-actor-path {policy_dir}")
+    meta = read_metadata(policy_dir, PolicyDir.KIND, "{flag:pretrained_actor_path}")
+    check_policy_layout(meta, cfg.env.layout, f"{{flag:pretrained_actor_path}} {policy_dir}")
     model_config = resized_model_config(meta["model_config"], cfg.env.layout.num_replicas)
     return model_config, str(PolicyDir(policy_dir).module), policy_dir
 
@@ -142,7 +142,9 @@ def _teacher_latency(cfg: TrainConfig, policy_dir: Path | None) -> float:
     teachers = ["least_outstanding"]
     if policy_dir is not None:
         teachers = [
-            t for t in read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path").get("teachers", []) if is_router(t)
+            t
+            for t in read_metadata(policy_dir, PolicyDir.KIND, "{flag:pretrained_actor_path}").get("teachers", [])
+            if is_router(t)
         ] or teachers
     seeds = evaluation_seeds(cfg.env.workload.seed, 2)
     return min(evaluate_policy(HeuristicPolicy(t, cfg.env.layout), cfg.env, seeds)["mean_e2e_s"] for t in teachers)

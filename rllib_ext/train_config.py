@@ -237,7 +237,7 @@ class TrainConfig:
         )
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, flag: str = "--resume") -> TrainConfig:
+    def from_run(cls, run_dir: str | Path, flag: str = "{flag:resume}") -> TrainConfig:
         """The config a training run in ``run_dir`` was started with (from its ``metadata.json``)."""
         saved = read_metadata(run_dir, RunDir.KIND, flag)
         try:

@@ -67,7 +67,7 @@ def test_schema_and_labels(lo_demos) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(WarmRouteError, match="--policy"):
+    with pytest.raises(WarmRouteError, match="teachers"):
         DemoConfig(teachers=("oracle",))
     with pytest.raises(WarmRouteError, match="epsilon"):
         DemoConfig(epsilon=1.5)

@@ -147,7 +147,7 @@ def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
     )
 
 
-def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Space:
+def validate_space(raw: Any, base: TrainConfig, source: str = "{flag:space}") -> Space:
     """Normalised ``raw`` (a mapping read from a file or :func:`default_space`); raise :class:`SpaceError` if bad."""
     if not isinstance(raw, dict) or not raw:
         raise SpaceError(f"{source}: expected a non-empty mapping of train flags to specs")
@@ -176,7 +176,7 @@ def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Spac
 
 def load_space(path: str | Path, base: TrainConfig) -> Space:
     """Read and validate a YAML or JSON space file."""
-    source = f"--space {path}"
+    source = f"{{flag:space}} {path}"
     try:
         text = Path(path).read_text()
     except OSError as exc:

@@ -253,7 +253,7 @@ def run_sweep(
     """
     out = Path(output)
     if resume:
-        saved = read_metadata(out, SWEEP_KIND, "--resume")
+        saved = read_metadata(out, SWEEP_KIND, "{flag:resume}")
         if not tune.Tuner.can_restore(str((out / EXPERIMENT_DIR).absolute())):
             raise ArtifactError(
                 f"{{flag:resume}} {out}: no Tune experiment state under {EXPERIMENT_DIR}/; start a new sweep instead"

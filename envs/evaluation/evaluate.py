@@ -42,7 +42,7 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         if not self.policies:
-            raise WarmRouteError("--policy: give at least one router name or saved policy directory")
+            raise WarmRouteError("{flag:policies}: give at least one router name or saved policy directory")
         if self.episodes < 1:
             raise WarmRouteError(f"{{flag:episodes}} must be >= 1 (got {self.episodes})")
 

@@ -41,7 +41,8 @@ def write_metadata(directory: Path, kind: str, **fields: Any) -> dict[str, Any]:
 
 
 def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]:
-    """Metadata of the ``kind`` artefact at ``directory``; ``flag`` is the CLI flag that named it (for errors)."""
+    """Metadata of the ``kind`` artefact at ``directory``. ``flag`` says where the path came from, for errors: a
+    ``{flag:field}`` placeholder (``"{flag:policy}"``, which the CLI spells ``--policy``) or plain words (``"run"``)."""
     path = Path(directory)
     if not path.is_dir():
         raise ArtifactError(f"{flag} {path}: no such directory")
@@ -63,7 +64,7 @@ def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]
     return data
 
 
-def require_fresh_output(directory: str | Path, flag: str = "--output") -> Path:
+def require_fresh_output(directory: str | Path, flag: str = "{flag:output}") -> Path:
     """Refuse to overwrite a non-empty directory (artefacts are immutable once written)."""
     path = Path(directory)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):

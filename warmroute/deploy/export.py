@@ -45,7 +45,7 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.num_replicas is not None and self.num_replicas < 1:
-            raise WarmRouteError(f"--replicas must be >= 1 (got {self.num_replicas})")
+            raise WarmRouteError(f"{{flag:num_replicas}} must be >= 1 (got {self.num_replicas})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.policy, "output": self.output, "num_replicas": self.num_replicas}
@@ -89,13 +89,13 @@ def check_router(router: torch.jit.ScriptModule, module: RoutingModule, obs: np.
 def _check_output(output: Path) -> None:
     """Refuse an output that exists or whose directory is missing before any policy is loaded."""
     if output.exists():
-        raise ArtifactError(f"--output {output}: already exists; choose a new file name or remove it")
+        raise ArtifactError(f"{{flag:output}} {output}: already exists; choose a new file name or remove it")
     if not output.parent.is_dir():
-        raise ArtifactError(f"--output {output}: directory {output.parent} does not exist; create it first")
+        raise ArtifactError(f"{{flag:output}} {output}: directory {output.parent} does not exist; create it first")
 
 
 def router_from_policy(
-    policy: str | Path, num_replicas: int | None = None, flag: str = "--policy"
+    policy: str | Path, num_replicas: int | None = None, flag: str = "{flag:policy}"
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """The policy at ``policy`` as a checked, scripted router for ``num_replicas`` replicas (None: its own count),
     with the metadata router.pt would carry."""
@@ -127,7 +127,7 @@ def export_router(cfg: ExportConfig) -> dict[str, Any]:
             temp = stack.enter_context(staged_file(output))  # made first: an unwritable place fails before loading
         except OSError as exc:
             raise ArtifactError(
-                f"--output {output}: cannot write in {output.parent} ({exc.strerror}); choose another place"
+                f"{{flag:output}} {output}: cannot write in {output.parent} ({exc.strerror}); choose another place"
             ) from exc
         router, info = router_from_policy(cfg.policy, cfg.num_replicas)
         info["export"] = cfg.to_dict()

@@ -36,7 +36,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
+def load_state(pipeline: PipelineDir, flag: str = "{flag:output}") -> dict[str, Any]:
     """The directory's ``pipeline.json`` (empty for a new directory); refuse a directory that is something else."""
     if not pipeline.config.is_file():
         if pipeline.path.exists() and (not pipeline.path.is_dir() or any(pipeline.path.iterdir())):
@@ -97,8 +97,8 @@ def check_settings(config: PipelineConfig, pipeline: PipelineDir, state: dict[st
         key, old, new = found
         if not force:
             raise ArtifactError(
-                f"--output {pipeline.path}: its {stage.name} stage was made with {key}={json.dumps(old)}, this run asks "
-                f"{key}={json.dumps(new)}; use a new --output, or add --force to redo {stage.name} and the stages after it"
+                f"{{flag:output}} {pipeline.path}: its {stage.name} stage was made with {key}={json.dumps(old)}, this run asks "
+                f"{key}={json.dumps(new)}; use a new {{flag:output}}, or add {{flag:force}} to redo {stage.name} and the stages after it"
             )
         return {s.name: stages[s.name] for s in STAGES[:index] if s.name in stages}
     return stages

@@ -111,11 +111,13 @@ def policy_label(name: str) -> str:
 
 def _read_json(pipe: PipelineDir, path: Path) -> Any:
     if not path.is_file():
-        raise ArtifactError(f"--pipeline {pipe.path}: no {path.name}; run `warmroute pipeline --output {pipe.path}` to finish it")
+        raise ArtifactError(
+            f"{{flag:pipeline}} {pipe.path}: no {path.name}; run `warmroute pipeline {{flag:output}} {pipe.path}` to finish it"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ArtifactError(f"--pipeline {path}: corrupted JSON (line {exc.lineno}); re-run its pipeline stage") from exc
+        raise ArtifactError(f"{{flag:pipeline}} {path}: corrupted JSON (line {exc.lineno}); re-run its pipeline stage") from exc
 
 
 def _read_latencies(pipe: PipelineDir) -> dict[str, dict[str, Any]]:
@@ -123,13 +125,13 @@ def _read_latencies(pipe: PipelineDir) -> dict[str, dict[str, Any]]:
         return load_latencies(pipe.latencies)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ArtifactError(
-            f"--pipeline {pipe.latencies}: unreadable ({type(exc).__name__}); re-run the evaluation stage"
+            f"{{flag:pipeline}} {pipe.latencies}: unreadable ({type(exc).__name__}); re-run the evaluation stage"
         ) from exc
 
 
 def _field(data: Any, key: str, path: Path, what: str) -> Any:
     if not isinstance(data, dict) or key not in data:
-        raise ArtifactError(f"--pipeline {path}: no '{key}'; not {what} (re-run its pipeline stage)")
+        raise ArtifactError(f"{{flag:pipeline}} {path}: no '{key}'; not {what} (re-run its pipeline stage)")
     return data[key]
 
 
@@ -139,7 +141,7 @@ def _teachers(config: dict[str, Any], warm: TrainConfig | None) -> list[str]:
     names = teacher.split(",") if isinstance(teacher, str) else list(teacher)
     clone = warm.kl.pretrained_actor_path if warm is not None else None
     if not names and clone and PolicyDir(clone).metadata.is_file():
-        names = list(read_metadata(clone, PolicyDir.KIND, "--pipeline").get("teachers", []))
+        names = list(read_metadata(clone, PolicyDir.KIND, "{flag:pipeline}").get("teachers", []))
     return [name for name in names if name]
 
 
@@ -193,7 +195,7 @@ def write_report(pipeline_dir: Path) -> Path:
     """Write ``report/`` of a pipeline directory (replacing an old one only once the new one is complete)."""
     pipe = PipelineDir(pipeline_dir)
     if not pipe.path.is_dir():
-        raise ArtifactError(f"--pipeline {pipe.path}: no such directory")
+        raise ArtifactError(f"{{flag:pipeline}} {pipe.path}: no such directory")
     config = _read_json(pipe, pipe.config) if pipe.config.is_file() else {}
     evaluation, curves_file = _read_json(pipe, pipe.evaluation), _read_json(pipe, pipe.curves)
     evaluate_json, curves_json = "the output of `warmroute evaluate --json`", "written by checkpoint_curves"
@@ -203,9 +205,9 @@ def write_report(pipeline_dir: Path) -> Path:
     curves: dict[str, list[dict[str, Any]]] = {k: v for k, v in runs.items() if v}
     labels = [label for label in RUN_LABELS if pipe.run(label).path.is_dir()]
     progress = {label: load_progress(pipe.run(label).path) for label in labels}
-    train_configs = {label: TrainConfig.from_run(pipe.run(label).path, flag="--pipeline") for label in labels}
+    train_configs = {label: TrainConfig.from_run(pipe.run(label).path, flag="{flag:pipeline}") for label in labels}
     for label, cfg in train_configs.items():  # the runs must route the fleet the evaluation describes
-        env.layout.check_compatible(cfg.env.layout.to_dict(), source=f"--pipeline {pipe.run(label).path}")
+        env.layout.check_compatible(cfg.env.layout.to_dict(), source=f"{{flag:pipeline}} {pipe.run(label).path}")
     seeds = list(_field(curves_file, "seeds", pipe.curves, curves_json))
     lines = heuristic_lines(results, seeds, env)
     teachers = [t for t in _teachers(config, train_configs.get("warm")) if t in lines]
