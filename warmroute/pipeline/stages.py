@@ -230,13 +230,13 @@ def _teacher_settings(config: PipelineConfig, teacher: str | None) -> dict[str, 
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("teacher", choose_teacher, lambda p: None, lambda p: p.config, _teacher_settings),
+    Stage("teacher", choose_teacher, output=lambda p: None, marker=lambda p: p.config, settings=_teacher_settings),
     Stage(
         "demos",
         demonstrations,
-        lambda p: p.demos.path,
-        lambda p: p.demos.metadata,
-        lambda c, teacher: {
+        output=lambda p: p.demos.path,
+        marker=lambda p: p.demos.metadata,
+        settings=lambda c, teacher: {
             "teacher": teacher,
             "demo_steps": c.budget.demo_steps,
             "num_env_runners": c.num_env_runners,
@@ -246,16 +246,16 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "bc",
         behaviour_cloning,
-        lambda p: p.bc.path,
-        lambda p: p.bc.metadata,
-        lambda c, _: {"bc_epochs": c.budget.bc_epochs, "seed": c.seed},
+        output=lambda p: p.bc.path,
+        marker=lambda p: p.bc.metadata,
+        settings=lambda c, _: {"bc_epochs": c.budget.bc_epochs, "seed": c.seed},
     ),
     Stage(
         "warm",
         _ppo("warm"),
-        lambda p: p.run("warm").path,
-        lambda p: p.run("warm").policy.metadata,
-        lambda c, _: {
+        output=lambda p: p.run("warm").path,
+        marker=lambda p: p.run("warm").policy.metadata,
+        settings=lambda c, _: {
             **_training(c),
             **{k: getattr(c.budget, k) for k in ("kl_ref_decay_steps", "warmup_steps", "critic_warmup_steps")},
         },
@@ -264,25 +264,25 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "cold",
         _ppo("cold"),
-        lambda p: p.run("cold").path,
-        lambda p: p.run("cold").policy.metadata,
-        lambda c, _: {**_training(c), "warmup_steps": c.budget.warmup_steps},
+        output=lambda p: p.run("cold").path,
+        marker=lambda p: p.run("cold").policy.metadata,
+        settings=lambda c, _: {**_training(c), "warmup_steps": c.budget.warmup_steps},
         resumable=True,
     ),
     Stage(
         "evaluation",
         evaluation,
-        lambda p: p.evaluation,
-        lambda p: p.evaluation,
-        lambda c, _: {"episodes": c.budget.episodes},
+        output=lambda p: p.evaluation,
+        marker=lambda p: p.evaluation,
+        settings=lambda c, _: {"episodes": c.budget.episodes},
     ),
     Stage(
         "curves",
         checkpoint_curves,
-        lambda p: p.curves,
-        lambda p: p.curves,
-        lambda c, _: {"curve_episodes": c.budget.curve_episodes},
+        output=lambda p: p.curves,
+        marker=lambda p: p.curves,
+        settings=lambda c, _: {"curve_episodes": c.budget.curve_episodes},
     ),
-    Stage("report", report, lambda p: p.report, lambda p: p.report, lambda c, _: {}),
+    Stage("report", report, output=lambda p: p.report, marker=lambda p: p.report, settings=lambda c, _: {}),
 )
 """The stages in the order they run; each runs after, and depends on, all those before it."""
