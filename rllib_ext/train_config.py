@@ -30,7 +30,7 @@ WARM_START_ENTROPY_WARMUP_STEPS = 10_000
 """Entropy warm-up of a warm start when ``KLRefConfig.warmup_steps`` is not given (a cold start gets none)."""
 PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}
 """``--placement`` value -> Ray placement-group strategy."""
-WARM_ONLY = {"warm_only": True}
+WARM_ONLY_MARK = {"warm_only": True}
 """Field metadata of a ``KLRefConfig`` setting that changes nothing without a warm start (no reference policy, no
 critic warm-up): ``warmroute train`` refuses it on a cold start and a sweep space refuses to vary it."""
 
@@ -41,28 +41,28 @@ class KLRefConfig:
 
     enable_warm_start: bool = False
     """Load the behaviour-cloned actor and regularise towards it; off = cold-start PPO, same network."""
-    pretrained_actor_path: str | None = field(default=None, metadata=WARM_ONLY)
+    pretrained_actor_path: str | None = field(default=None, metadata=WARM_ONLY_MARK)
     """Policy directory written by ``warmroute pretrain`` (its ``module/`` is loaded and frozen as reference)."""
-    kl_ref_coef_initial: float = field(default=0.5, metadata=WARM_ONLY)
+    kl_ref_coef_initial: float = field(default=0.5, metadata=WARM_ONLY_MARK)
     """KL(pi || pi_ref) coefficient at env step 0."""
-    kl_ref_coef_final: float = field(default=0.0, metadata=WARM_ONLY)
+    kl_ref_coef_final: float = field(default=0.0, metadata=WARM_ONLY_MARK)
     """Coefficient after ``kl_ref_decay_steps`` env steps."""
-    kl_ref_decay_steps: int = field(default=60_000, metadata=WARM_ONLY)
+    kl_ref_decay_steps: int = field(default=60_000, metadata=WARM_ONLY_MARK)
     """Env steps over which the coefficient decays."""
-    kl_ref_schedule: str = field(default="linear", metadata=WARM_ONLY)
+    kl_ref_schedule: str = field(default="linear", metadata=WARM_ONLY_MARK)
     """Shape of the coefficient's decay over ``kl_ref_decay_steps``."""
     warmup_steps: int | None = None
     """Env steps during which the entropy coefficient is ``entropy_warmup_coef`` (unset: 10000 with a warm start,
     0 for a cold start, which is then plain PPO)."""
     entropy_warmup_coef: float = 0.01
     """Entropy coefficient during the warm-up (the base value is ``PPOSettings.entropy_coeff``)."""
-    critic_warmup_steps: int = field(default=4096, metadata=WARM_ONLY)
+    critic_warmup_steps: int = field(default=4096, metadata=WARM_ONLY_MARK)
     """Env steps at the start during which only the value function is trained (warm start only)."""
     adaptive_warmup: bool = False
     """Extend the entropy warm-up while balance is low; speed up the KL decay once latency beats the teacher."""
     adaptive_balance_threshold: float = 0.9
     """Balance score under which the adaptive controller extends the warm-up."""
-    adaptive_kl_speedup: float = field(default=2.0, metadata=WARM_ONLY)
+    adaptive_kl_speedup: float = field(default=2.0, metadata=WARM_ONLY_MARK)
     """KL-schedule steps advanced per env step once the policy beats its teacher (adaptive only)."""
 
     def __post_init__(self) -> None:
@@ -87,7 +87,7 @@ class KLRefConfig:
 
     @staticmethod
     def warm_only_fields() -> tuple[str, ...]:
-        """The settings marked :data:`WARM_ONLY`, in field order."""
+        """The settings marked :data:`WARM_ONLY_MARK`, in field order."""
         return tuple(f.name for f in dataclasses.fields(KLRefConfig) if f.metadata.get("warm_only"))
 
     def kl_schedule(self) -> KLSchedule:
