@@ -61,7 +61,7 @@ def main() -> None:
     workload = preset(args.workload).replace(num_requests=args.num_requests)
     vidur_decisions_per_s(workload, seed=0)  # warm-up: imports, predictor caches
     env_decisions_per_s(workload, seed=0)
-    router = "weighted_scorer" if workload.prefix_workload != "none" else "least_outstanding"
+    router = "weighted_scorer" if workload.has_prefix else "least_outstanding"
     vidur, env, env_lor, stepped, fast_forwarded = [], [], [], [], []
     for seed in range(1, args.repeats + 1):
         vidur.append(vidur_decisions_per_s(workload, seed))
@@ -82,7 +82,7 @@ def main() -> None:
     print(f"{'VidurRoutingEnv, ' + router + ', stepped':<40}{step_rate:8.0f} decisions/s")
     print(f"{'VidurRoutingEnv, ' + router + ', fast-fwd':<40}{fast:8.0f} decisions/s")
     print(f"ratio fast-forward on/off                {fast / step_rate:.3f}")
-    if workload.prefix_workload != "none":
+    if workload.has_prefix:
         caching_cost(workload, args.repeats)
 
 

@@ -62,15 +62,15 @@ class VidurEnvConfig:
 
     def __post_init__(self) -> None:
         if self.reward not in REWARDS:
-            raise WarmRouteError(f"--reward must be one of {', '.join(REWARDS)} (got '{self.reward}')")
+            raise WarmRouteError(f"{{flag:reward}} must be one of {', '.join(REWARDS)} (got '{self.reward}')")
         if not self.reward_scale_s > 0:
-            raise WarmRouteError(f"--reward-scale-s must be > 0 (got {self.reward_scale_s})")
+            raise WarmRouteError(f"{{flag:reward_scale_s}} must be > 0 (got {self.reward_scale_s})")
         if self.reward == "slo":
             SloReward(self.workload.slo_ttft_s, self.workload.slo_tbt_s)  # raises without an SLO
         if self.fast_forward and self.workload.predictor not in FAST_FORWARD_PREDICTORS:
             raise WarmRouteError(
-                f"--fast-forward on needs --predictor roofline: fast-forward prices iterations from the batch shape, "
-                f"which vidur's {self.workload.predictor} predictor does not expose; use --fast-forward auto or off"
+                f"{{flag:fast_forward}} on needs {{flag:predictor}} roofline: fast-forward prices iterations from the batch shape, "
+                f"which vidur's {self.workload.predictor} predictor does not expose; use {{flag:fast_forward}} auto or off"
             )
 
     @property

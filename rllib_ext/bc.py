@@ -60,13 +60,16 @@ class BCConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1 (got {self.epochs})"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
-            (self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number (got {self.lr})"),
-            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
-            (0 < self.validation_fraction < 1, f"--validation-fraction must be in (0, 1) (got {self.validation_fraction})"),
-            (self.patience >= 1, f"--patience must be >= 1 (got {self.patience})"),
-            (self.architecture in ARCHITECTURES, f"--architecture must be one of {', '.join(ARCHITECTURES)}"),
+            (self.epochs >= 1, f"{{flag:epochs}} must be >= 1 (got {self.epochs})"),
+            (self.batch_size >= 1, f"{{flag:batch_size}} must be >= 1 (got {self.batch_size})"),
+            (self.lr > 0 and math.isfinite(self.lr), f"{{flag:lr}} must be a positive number (got {self.lr})"),
+            (0 <= self.label_smoothing < 1, f"{{flag:label_smoothing}} must be in [0, 1) (got {self.label_smoothing})"),
+            (
+                0 < self.validation_fraction < 1,
+                f"{{flag:validation_fraction}} must be in (0, 1) (got {self.validation_fraction})",
+            ),
+            (self.patience >= 1, f"{{flag:patience}} must be >= 1 (got {self.patience})"),
+            (self.architecture in ARCHITECTURES, f"{{flag:architecture}} must be one of {', '.join(ARCHITECTURES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -118,14 +121,16 @@ def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progres
     table, meta = load_demos(demo_dir)
     stored = meta["layout"]
     layout = ObservationLayout(num_replicas=config.num_replicas or int(stored["num_replicas"]), oracle=bool(stored["oracle"]))
-    layout.check_compatible(stored, source=f"--demo {demo_dir}")
+    layout.check_compatible(stored, source=f"{{flag:demo}} {demo_dir}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data = _arrays(table, layout)
     val_mask = _split_by_episode(data["episode"], data["teacher"], config.validation_fraction, rng)
     train = {k: v[~val_mask] for k, v in data.items()}
     if len(train["label"]) == 0:
-        raise ArtifactError(f"--demo {demo_dir}: nothing left to train on after the validation split; collect more --steps")
+        raise ArtifactError(
+            f"{{flag:demo}} {demo_dir}: nothing left to train on after the validation split; collect more {{flag:steps}}"
+        )
     val = {k: v[val_mask] for k, v in data.items()}
     module = build_module(layout, module_model_config(layout, config.architecture, config.hidden))
     optimizer = torch.optim.Adam(module.actor_parameters(), lr=config.lr)
@@ -154,7 +159,7 @@ def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progres
             if stale >= config.patience:
                 break
     if best_state is None:
-        raise ArtifactError(f"--demo {demo_dir}: validation loss is not finite; check the demonstrations")
+        raise ArtifactError(f"{{flag:demo}} {demo_dir}: validation loss is not finite; check the demonstrations")
     module.load_state_dict(best_state)
     result = {
         "best_epoch": best_epoch,

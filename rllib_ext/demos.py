@@ -14,8 +14,6 @@ teacher, reward, explored, worker`` plus ``metadata.json`` (observation layout, 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -37,6 +35,7 @@ from envs.routers.heuristics import is_router, router_names
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 from rllib_ext.ray_runtime import cpus_per_runner, ensure_ray
 from rllib_ext.teacher import TEACHER_ACTION, TEACHER_TIES, HeuristicTeacherModule
+from warmroute.artifacts.atomic import staged_dir
 from warmroute.artifacts.metadata import ArtifactError, read_metadata, require_fresh_output, write_metadata
 from warmroute.artifacts.run_dir import DemoDir
 
@@ -65,15 +64,17 @@ class DemoConfig:
     def __post_init__(self) -> None:
         unknown = [t for t in self.teachers if not is_router(t)]
         if not self.teachers or unknown:
-            raise WarmRouteError(f"--policy: unknown router(s) {unknown or '(none given)'}; choose from: {router_names()}")
+            raise WarmRouteError(
+                f"{{flag:teachers}}: unknown router(s) {unknown or '(none given)'}; choose from: {router_names()}"
+            )
         if self.steps < 1:
-            raise WarmRouteError(f"--steps must be >= 1 (got {self.steps})")
+            raise WarmRouteError(f"{{flag:steps}} must be >= 1 (got {self.steps})")
         if self.num_env_runners < 1:
-            raise WarmRouteError(f"--num-env-runners must be >= 1 for parallel collection (got {self.num_env_runners})")
+            raise WarmRouteError(f"{{flag:num_env_runners}} must be >= 1 for parallel collection (got {self.num_env_runners})")
         if not 0.0 <= self.epsilon <= 1.0:
-            raise WarmRouteError(f"--epsilon must be in [0, 1] (got {self.epsilon})")
+            raise WarmRouteError(f"{{flag:epsilon}} must be in [0, 1] (got {self.epsilon})")
         if self.steps_per_round < 1:
-            raise WarmRouteError(f"--steps-per-round must be >= 1 (got {self.steps_per_round})")
+            raise WarmRouteError(f"{{flag:steps_per_round}} must be >= 1 (got {self.steps_per_round})")
 
 
 def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[str, np.ndarray]:
@@ -191,14 +192,18 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
     layout = config.env.layout
     runners = build_teacher_runners(config)
     rounds = -(-config.steps // (config.steps_per_round * config.num_env_runners))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     rows, sample_s = 0, 0.0
     episode_numbers: dict[int, dict[str, int]] = defaultdict(dict)  # per worker, across teachers
     try:
-        with tqdm(
-            total=rounds * len(config.teachers) * config.num_env_runners, desc="collect-demos", unit="chunk", disable=not progress
-        ) as bar:
+        with (
+            staged_dir(final) as staging,
+            tqdm(
+                total=rounds * len(config.teachers) * config.num_env_runners,
+                desc="collect-demos",
+                unit="chunk",
+                disable=not progress,
+            ) as bar,
+        ):
             for t_index, teacher in enumerate(config.teachers):
                 runners.foreach_env_runner(
                     lambda er, teacher=teacher, t_index=t_index: er.module.set_teacher(
@@ -215,31 +220,25 @@ def collect_demos(config: DemoConfig, output: str | Path, progress: bool = True)
                     bar.set_postfix(decisions=rows, per_s=f"{rows / max(sample_s + time.perf_counter() - start, 1e-9):.0f}")
                     bar.update(1)
                 sample_s += time.perf_counter() - start
-        summary = {"num_rows": rows, "sample_seconds": sample_s, "decisions_per_s": rows / max(sample_s, 1e-9)}
-        write_metadata(
-            staging,
-            DemoDir.KIND,
-            layout=layout.to_dict(),
-            env_config=config.env.to_dict(),
-            teachers=list(config.teachers),
-            steps_per_teacher=config.steps,
-            epsilon=config.epsilon,
-            num_env_runners=config.num_env_runners,
-            seed=config.seed,
-            **summary,
-        )
-        if final.exists():
-            final.rmdir()
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            summary = {"num_rows": rows, "sample_seconds": sample_s, "decisions_per_s": rows / max(sample_s, 1e-9)}
+            write_metadata(
+                staging,
+                DemoDir.KIND,
+                layout=layout.to_dict(),
+                env_config=config.env.to_dict(),
+                teachers=list(config.teachers),
+                steps_per_teacher=config.steps,
+                epsilon=config.epsilon,
+                num_env_runners=config.num_env_runners,
+                seed=config.seed,
+                **summary,
+            )
     finally:
         runners.stop()
     return summary
 
 
-def load_demos(directory: str | Path, flag: str = "--demo") -> tuple[pa.Table, dict[str, Any]]:
+def load_demos(directory: str | Path, flag: str = "{flag:demo}") -> tuple[pa.Table, dict[str, Any]]:
     """Read a demonstrations directory, refusing empty, corrupted or incomplete data with a one-line error."""
     meta = read_metadata(directory, DemoDir.KIND, flag)
     shards = DemoDir(directory).shards()
@@ -255,5 +254,5 @@ def load_demos(directory: str | Path, flag: str = "--demo") -> tuple[pa.Table, d
     if missing:
         raise ArtifactError(f"{flag} {directory}: Parquet lacks columns {missing}; re-collect the demonstrations")
     if table.num_rows == 0:
-        raise ArtifactError(f"{flag} {directory}: the dataset has no rows; collect with a larger --steps")
+        raise ArtifactError(f"{flag} {directory}: the dataset has no rows; collect with a larger {{flag:steps}}")
     return table, meta

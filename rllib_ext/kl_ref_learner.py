@@ -58,7 +58,7 @@ class KLRefPPOTorchLearner(PPOTorchLearner):
             for module_id in self.module.keys():
                 # A scorer clone made on another replica count: same weights, rebuilt for this module's count.
                 count = self.module[module_id].unwrapped().num_replicas
-                ref = resize_module(load_policy(self.ref_path, flag="--pretrained-actor-path")[0], count).to(self._device)
+                ref = resize_module(load_policy(self.ref_path, flag="{flag:pretrained_actor_path}")[0], count).to(self._device)
                 ref.eval()
                 for param in ref.parameters():
                     param.requires_grad_(False)

@@ -46,9 +46,9 @@ def module_model_config(
 ) -> dict[str, Any]:
     """The ``model_config`` of the routing module for observations of ``layout``."""
     if architecture not in ARCHITECTURES:
-        raise WarmRouteError(f"--architecture must be one of {', '.join(ARCHITECTURES)} (got '{architecture}')")
+        raise WarmRouteError(f"{{flag:architecture}} must be one of {', '.join(ARCHITECTURES)} (got '{architecture}')")
     if not hidden or min(hidden) < 1:
-        raise WarmRouteError(f"--hidden needs at least one positive layer width (got {list(hidden)})")
+        raise WarmRouteError(f"{{flag:hidden}} needs at least one positive layer width (got {list(hidden)})")
     return {
         "architecture": architecture,
         "hidden": list(hidden),

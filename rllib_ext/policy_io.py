@@ -60,7 +60,7 @@ def check_policy_layout(meta: dict[str, Any], layout: ObservationLayout, source:
     if architecture != "scorer" and count != layout.num_replicas:
         raise ArtifactError(
             f"{source}: an '{architecture}' policy's input and output sizes are tied to its {count} replicas "
-            f"(this run has {layout.num_replicas}); train one for {layout.num_replicas} replicas or use --architecture scorer"
+            f"(this run has {layout.num_replicas}); train one for {layout.num_replicas} replicas or use {{flag:architecture}} scorer"
         )
     layout.check_compatible(stored, source=source, any_replica_count=architecture == "scorer")
 
@@ -127,7 +127,7 @@ def _stored_model_config(meta: dict[str, Any], source: str) -> dict[str, Any]:
     return {"architecture": config["architecture"], "hidden": list(config["hidden"]), **{k: config[k] for k in keys}}
 
 
-def read_weights(directory: str | Path, flag: str = "--policy") -> dict[str, torch.Tensor]:
+def read_weights(directory: str | Path, flag: str = "{flag:policy}") -> dict[str, torch.Tensor]:
     """The module tensors of the policy at ``directory`` (safetensors: parsing never runs code)."""
     path = PolicyDir(directory).weights
     if not path.is_file():
@@ -139,7 +139,7 @@ def read_weights(directory: str | Path, flag: str = "--policy") -> dict[str, tor
 
 
 def load_policy(
-    directory: str | Path, layout: ObservationLayout | None = None, flag: str = "--policy"
+    directory: str | Path, layout: ObservationLayout | None = None, flag: str = "{flag:policy}"
 ) -> tuple[RoutingModule, dict[str, Any]]:
     """Load a saved policy, refusing one made for another observation layout; verify it against its probe."""
     meta = read_metadata(directory, PolicyDir.KIND, flag)
@@ -161,7 +161,7 @@ def load_policy(
 
 
 def probe_batch(
-    directory: str | Path, num_replicas: int, num_replica_features: int, flag: str = "--policy"
+    directory: str | Path, num_replicas: int, num_replica_features: int, flag: str = "{flag:policy}"
 ) -> tuple[np.ndarray, np.ndarray]:
     """The saved probe ``(obs, probs)``, re-laid out for ``num_replicas`` replicas.
 
@@ -191,7 +191,7 @@ def probe_batch(
     return tiled.astype(np.float32), expected
 
 
-def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "--policy", atol: float = 1e-5) -> float:
+def verify_probe(module: RoutingModule, directory: str | Path, flag: str = "{flag:policy}", atol: float = 1e-5) -> float:
     """Max abs difference between ``module``'s action probabilities and the saved probe (re-laid out for the
     module's replica count); raise if above ``atol``."""
     obs, probs = probe_batch(directory, module.num_replicas, module.num_replica_features, flag)

@@ -2,7 +2,7 @@
 
 Every schedule answers ``value(step)`` for a lifetime env-step count, which RLlib restores with a checkpoint, so
 a resumed run continues its schedules exactly where they stopped. Invalid settings raise ``WarmRouteError`` naming
-the CLI flag, before any Ray work starts.
+the config field (the CLI shows its flag), before any Ray work starts.
 
 * KL-to-reference coefficient: starts high so PPO stays near the cloned policy while the critic is still poor,
   then decays so PPO may improve on the teacher (``LinearCoef``, ``CosineCoef``, ``ExponentialCoef``).
@@ -27,8 +27,8 @@ def _check(ok: bool, message: str) -> None:
 class ConstantCoef:
     """The same value at every step."""
 
-    def __init__(self, value: float, *, flag: str = "--kl-ref-coef-initial") -> None:
-        _check(math.isfinite(value) and value >= 0, f"{flag} must be a finite number >= 0 (got {value})")
+    def __init__(self, value: float) -> None:
+        _check(math.isfinite(value) and value >= 0, f"{{flag:kl_ref_coef_initial}} must be a finite number >= 0 (got {value})")
         self.initial = self.final = float(value)
 
     def value(self, step: int) -> float:
@@ -42,13 +42,15 @@ class _DecayCoef:
     """Decays from ``initial`` to ``final`` over ``decay_steps`` env steps, then stays at ``final``."""
 
     def __init__(self, initial: float, final: float, decay_steps: int) -> None:
-        _check(math.isfinite(initial) and initial >= 0, f"--kl-ref-coef-initial must be a finite number >= 0 (got {initial})")
-        _check(math.isfinite(final) and final >= 0, f"--kl-ref-coef-final must be a finite number >= 0 (got {final})")
+        _check(
+            math.isfinite(initial) and initial >= 0, f"{{flag:kl_ref_coef_initial}} must be a finite number >= 0 (got {initial})"
+        )
+        _check(math.isfinite(final) and final >= 0, f"{{flag:kl_ref_coef_final}} must be a finite number >= 0 (got {final})")
         _check(
             final <= initial,
-            f"--kl-ref-coef-final ({final:g}) must not exceed --kl-ref-coef-initial ({initial:g}) for a decaying schedule",
+            f"{{flag:kl_ref_coef_final}} ({final:g}) must not exceed {{flag:kl_ref_coef_initial}} ({initial:g}) for a decaying schedule",
         )
-        _check(decay_steps > 0, f"--kl-ref-decay-steps must be > 0 (got {decay_steps})")
+        _check(decay_steps > 0, f"{{flag:kl_ref_decay_steps}} must be > 0 (got {decay_steps})")
         self.initial, self.final, self.decay_steps = float(initial), float(final), int(decay_steps)
 
     def progress(self, step: int) -> float:
@@ -98,12 +100,15 @@ class WarmupCoef:
     """
 
     def __init__(self, base_value: float, warmup_value: float, warmup_steps: int) -> None:
-        _check(math.isfinite(base_value) and base_value >= 0, f"--entropy-coeff must be a finite number >= 0 (got {base_value})")
+        _check(
+            math.isfinite(base_value) and base_value >= 0,
+            f"{{flag:entropy_coeff}} must be a finite number >= 0 (got {base_value})",
+        )
         _check(
             math.isfinite(warmup_value) and warmup_value >= 0,
-            f"--entropy-warmup-coef must be a finite number >= 0 (got {warmup_value})",
+            f"{{flag:entropy_warmup_coef}} must be a finite number >= 0 (got {warmup_value})",
         )
-        _check(warmup_steps >= 0, f"--warmup-steps must be >= 0 (got {warmup_steps})")
+        _check(warmup_steps >= 0, f"{{flag:warmup_steps}} must be >= 0 (got {warmup_steps})")
         self.base_value, self.warmup_value, self.warmup_steps = float(base_value), float(warmup_value), int(warmup_steps)
 
     def value(self, step: int, extra_warmup_steps: int = 0) -> float:
@@ -122,10 +127,14 @@ class WarmupCoef:
         return f"WarmupCoef(base={self.base_value:g}, warmup={self.warmup_value:g}, warmup_steps={self.warmup_steps})"
 
 
-def make_kl_schedule(kind: str, initial: float, final: float, decay_steps: int) -> ConstantCoef | _DecayCoef:
+KLSchedule = ConstantCoef | _DecayCoef
+"""What :func:`make_kl_schedule` returns."""
+
+
+def make_kl_schedule(kind: str, initial: float, final: float, decay_steps: int) -> KLSchedule:
     """The KL-to-reference schedule named ``kind`` (see ``KL_SCHEDULES``)."""
     classes = {"linear": LinearCoef, "cosine": CosineCoef, "exponential": ExponentialCoef}
     if kind == "constant":
         return ConstantCoef(initial)
-    _check(kind in classes, f"--kl-ref-schedule must be one of {', '.join(KL_SCHEDULES)} (got '{kind}')")
+    _check(kind in classes, f"{{flag:kl_ref_schedule}} must be one of {', '.join(KL_SCHEDULES)} (got '{kind}')")
     return classes[kind](initial, final, decay_steps)

@@ -94,13 +94,13 @@ def _on_learners(algo: Algorithm, fn: Callable[[Any], Any]) -> list[Any]:
 def verify_loaded_actor(algo: Algorithm, policy_dir: Path, layout: ObservationLayout) -> float:
     """Max abs probability gap between the BC probe (re-laid out for ``layout``'s replica count) and every learner
     and env-runner copy; raise if it is off."""
-    obs, probs = probe_batch(policy_dir, layout.num_replicas, layout.num_replica_features, "--pretrained-actor-path")
+    obs, probs = probe_batch(policy_dir, layout.num_replicas, layout.num_replica_features, "{flag:pretrained_actor_path}")
     copies = _on_learners(algo, partial(_probs_of_learner, obs=obs))
     copies += algo.env_runner_group.foreach_env_runner(partial(_probs_of_runner, obs=obs))
     gap = max(float(np.abs(np.asarray(p) - probs).max()) for p in copies)
     if gap > PROBE_ATOL:
         raise ArtifactError(
-            f"--pretrained-actor-path {policy_dir}: the loaded actor does not reproduce the BC policy "
+            f"{{flag:pretrained_actor_path}} {policy_dir}: the loaded actor does not reproduce the BC policy "
             f"(max prob gap {gap:.2e} over {len(copies)} copies); refusing to train"
         )
     return gap
@@ -134,7 +134,7 @@ def reference(cfg: TrainConfig) -> tuple[dict[str, Any], str | None, Path | None
     if not cfg.kl.enable_warm_start:
         return default_model_config(cfg), None, None
     policy_dir = Path(cfg.kl.pretrained_actor_path).absolute()
-    module, _ = load_policy(policy_dir, cfg.env.layout, "--pretrained-actor-path")
+    module, _ = load_policy(policy_dir, cfg.env.layout, "{flag:pretrained_actor_path}")
     model_config = resized_model_config(module.model_config, cfg.env.layout.num_replicas)
     return model_config, str(policy_dir), policy_dir
 
@@ -144,7 +144,9 @@ def _teacher_latency(cfg: TrainConfig, policy_dir: Path | None) -> float:
     teachers = ["least_outstanding"]
     if policy_dir is not None:
         teachers = [
-            t for t in read_metadata(policy_dir, PolicyDir.KIND, "--pretrained-actor-path").get("teachers", []) if is_router(t)
+            t
+            for t in read_metadata(policy_dir, PolicyDir.KIND, "{flag:pretrained_actor_path}").get("teachers", [])
+            if is_router(t)
         ] or teachers
     seeds = evaluation_seeds(cfg.env.workload.seed, 2)
     return min(evaluate_policy(HeuristicPolicy(t, cfg.env.layout), cfg.env, seeds)["mean_e2e_s"] for t in teachers)
@@ -159,7 +161,7 @@ def _require_cpus(cfg: TrainConfig) -> None:
     need = cfg.num_env_runners * cfg.cpus_per_env_runner
     if need > total:
         raise WarmRouteError(
-            f"--num-env-runners {cfg.num_env_runners} x --cpus-per-env-runner {cfg.cpus_per_env_runner:g} "
+            f"{{flag:num_env_runners}} {cfg.num_env_runners} x {{flag:cpus_per_env_runner}} {cfg.cpus_per_env_runner:g} "
             f"needs {need:g} CPUs, the Ray cluster has {total:g}; lower either"
         )
 
@@ -203,7 +205,7 @@ def load_warm_start(algo: Algorithm, policy_dir: Path, layout: ObservationLayout
     to the env runners. A scorer clone's tensors fit a module built for another replica count (same names and
     shapes); the probe check then proves it acts like the clone on ``layout``'s count.
     """
-    module, _ = load_policy(policy_dir, layout, "--pretrained-actor-path")
+    module, _ = load_policy(policy_dir, layout, "{flag:pretrained_actor_path}")
     weights = {name: tensor.numpy() for name, tensor in module.state_dict().items()}
     algo.learner_group.set_state({COMPONENT_LEARNER: {COMPONENT_RL_MODULE: {DEFAULT_MODULE_ID: weights}}})
     sync_env_runners(algo)
@@ -239,7 +241,9 @@ def start_session(cfg: TrainConfig, checkpoint: Path | None = None, log: Callabl
             sync_env_runners(algo)
             gap = env_runner_gap(algo, cfg.env.layout)
             if gap > PROBE_ATOL:
-                raise ArtifactError(f"--resume {checkpoint}: the env runners do not hold the restored weights (gap {gap:.1e})")
+                raise ArtifactError(
+                    f"{{flag:resume}} {checkpoint}: the env runners do not hold the restored weights (gap {gap:.1e})"
+                )
             log(f"restored {checkpoint} at iteration {algo.iteration}, {lifetime_steps(algo)} env steps")
         elif policy_dir is not None:
             gap = load_warm_start(algo, policy_dir, cfg.env.layout)

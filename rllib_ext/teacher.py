@@ -43,9 +43,9 @@ class HeuristicTeacherModule(TorchRLModule):
     def set_teacher(self, router: str, epsilon: float, seed: int) -> None:
         """Switch the router (demo collection reuses one set of env runners for several teachers)."""
         if not is_router(router):
-            raise WarmRouteError(f"--policy: unknown router '{router}'; choose one of: {router_names()}")
+            raise WarmRouteError(f"{{flag:teachers}}: unknown router '{router}'; choose one of: {router_names()}")
         if not 0.0 <= epsilon <= 1.0:
-            raise WarmRouteError(f"--epsilon must be in [0, 1] (got {epsilon})")
+            raise WarmRouteError(f"{{flag:epsilon}} must be in [0, 1] (got {epsilon})")
         self.router_name = router
         self.epsilon = epsilon
         self._router = make_router(router, self.layout)

@@ -43,7 +43,9 @@ def _latest_checkpoint(output: Path) -> Path:
     """The newest complete checkpoint (``adaptive_state.json`` is written last, so it marks completion)."""
     checkpoints = RunDir(output).complete_checkpoints()
     if not checkpoints:
-        raise ArtifactError(f"--resume {output}: no checkpoints under {RunDir(output).checkpoints.name}/; nothing to resume")
+        raise ArtifactError(
+            f"{{flag:resume}} {output}: no checkpoints under {RunDir(output).checkpoints.name}/; nothing to resume"
+        )
     return checkpoints[-1]
 
 
@@ -65,7 +67,7 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) a run in ``output``, holding its lock (a second writer is refused); return the final row of
     metrics and the exported policy path."""
-    with DirectoryLock(output, "--resume" if resume else "--output", log):
+    with DirectoryLock(output, "{flag:resume}" if resume else "{flag:output}", log):
         return _train_locked(cfg, Path(output), resume, progress, log)
 
 

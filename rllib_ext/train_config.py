@@ -23,7 +23,7 @@ from rllib_ext.callbacks import RoutingMetricsCallback
 from rllib_ext.kl_ref_learner import KLRefPPOTorchLearner
 from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, RoutingModule, module_model_config
 from rllib_ext.ray_runtime import silence
-from rllib_ext.schedules import WarmupCoef, make_kl_schedule
+from rllib_ext.schedules import KLSchedule, WarmupCoef, make_kl_schedule
 from warmroute.artifacts.metadata import ArtifactError, read_metadata
 from warmroute.artifacts.run_dir import RunDir
 
@@ -31,6 +31,9 @@ WARM_START_ENTROPY_WARMUP_STEPS = 10_000
 """Entropy warm-up of a warm start when ``KLRefConfig.warmup_steps`` is not given (a cold start gets none)."""
 PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}
 """``--placement`` value -> Ray placement-group strategy."""
+WARM_ONLY_MARK = {"warm_only": True}
+"""Field metadata of a ``KLRefConfig`` setting that changes nothing without a warm start (no reference policy, no
+critic warm-up): ``warmroute train`` refuses it on a cold start and a sweep space refuses to vary it."""
 
 
 @dataclass(frozen=True)
@@ -39,47 +42,58 @@ class KLRefConfig:
 
     enable_warm_start: bool = False
     """Load the behaviour-cloned actor and regularise towards it; off = cold-start PPO, same network."""
-    pretrained_actor_path: str | None = None
+    pretrained_actor_path: str | None = field(default=None, metadata=WARM_ONLY_MARK)
     """Policy directory written by ``warmroute pretrain`` (its ``module/`` is loaded and frozen as reference)."""
-    kl_ref_coef_initial: float = 0.5
+    kl_ref_coef_initial: float = field(default=0.5, metadata=WARM_ONLY_MARK)
     """KL(pi || pi_ref) coefficient at env step 0."""
-    kl_ref_coef_final: float = 0.0
+    kl_ref_coef_final: float = field(default=0.0, metadata=WARM_ONLY_MARK)
     """Coefficient after ``kl_ref_decay_steps`` env steps."""
-    kl_ref_decay_steps: int = 60_000
+    kl_ref_decay_steps: int = field(default=60_000, metadata=WARM_ONLY_MARK)
     """Env steps over which the coefficient decays."""
-    kl_ref_schedule: str = "linear"
+    kl_ref_schedule: str = field(default="linear", metadata=WARM_ONLY_MARK)
     """Shape of the coefficient's decay over ``kl_ref_decay_steps``."""
     warmup_steps: int | None = None
     """Env steps during which the entropy coefficient is ``entropy_warmup_coef`` (unset: 10000 with a warm start,
     0 for a cold start, which is then plain PPO)."""
     entropy_warmup_coef: float = 0.01
     """Entropy coefficient during the warm-up (the base value is ``PPOSettings.entropy_coeff``)."""
-    critic_warmup_steps: int = 4096
+    critic_warmup_steps: int = field(default=4096, metadata=WARM_ONLY_MARK)
     """Env steps at the start during which only the value function is trained (warm start only)."""
     adaptive_warmup: bool = False
     """Extend the entropy warm-up while balance is low; speed up the KL decay once latency beats the teacher."""
     adaptive_balance_threshold: float = 0.9
     """Balance score under which the adaptive controller extends the warm-up."""
-    adaptive_kl_speedup: float = 2.0
+    adaptive_kl_speedup: float = field(default=2.0, metadata=WARM_ONLY_MARK)
     """KL-schedule steps advanced per env step once the policy beats its teacher (adaptive only)."""
 
     def __post_init__(self) -> None:
         if self.warmup_steps is None:  # resolved here, so the Python API and the CLI agree and JSON holds the value
             object.__setattr__(self, "warmup_steps", WARM_START_ENTROPY_WARMUP_STEPS if self.enable_warm_start else 0)
-        make_kl_schedule(self.kl_ref_schedule, self.kl_ref_coef_initial, self.kl_ref_coef_final, self.kl_ref_decay_steps)
+        self.kl_schedule()
         WarmupCoef(0.0, self.entropy_warmup_coef, self.warmup_steps)
         if self.critic_warmup_steps < 0:
-            raise WarmRouteError(f"--critic-warmup-steps must be >= 0 (got {self.critic_warmup_steps})")
+            raise WarmRouteError(f"{{flag:critic_warmup_steps}} must be >= 0 (got {self.critic_warmup_steps})")
         if self.enable_warm_start and not self.pretrained_actor_path:
             raise WarmRouteError(
-                "--enable-warm-start needs --pretrained-actor-path DIR (a directory written by `warmroute pretrain`)"
+                "{flag:enable_warm_start} needs {flag:pretrained_actor_path} DIR (a directory written by `warmroute pretrain`)"
             )
         if self.pretrained_actor_path and not self.enable_warm_start:
-            raise WarmRouteError("--pretrained-actor-path is only used with --enable-warm-start; add it or drop the path")
+            raise WarmRouteError(
+                "{flag:pretrained_actor_path} is only used with {flag:enable_warm_start}; add it or drop the path"
+            )
         if not 0 <= self.adaptive_balance_threshold <= 1:
-            raise WarmRouteError(f"--adaptive-balance-threshold must be in [0, 1] (got {self.adaptive_balance_threshold})")
+            raise WarmRouteError(f"{{flag:adaptive_balance_threshold}} must be in [0, 1] (got {self.adaptive_balance_threshold})")
         if not self.adaptive_kl_speedup >= 1:
-            raise WarmRouteError(f"--adaptive-kl-speedup must be >= 1 (got {self.adaptive_kl_speedup})")
+            raise WarmRouteError(f"{{flag:adaptive_kl_speedup}} must be >= 1 (got {self.adaptive_kl_speedup})")
+
+    @staticmethod
+    def warm_only_fields() -> tuple[str, ...]:
+        """The settings marked :data:`WARM_ONLY_MARK`, in field order."""
+        return tuple(f.name for f in dataclasses.fields(KLRefConfig) if f.metadata.get("warm_only"))
+
+    def kl_schedule(self) -> KLSchedule:
+        """The configured KL-to-reference schedule (what the learner builds from ``learner_config_dict``)."""
+        return make_kl_schedule(self.kl_ref_schedule, self.kl_ref_coef_initial, self.kl_ref_coef_final, self.kl_ref_decay_steps)
 
     def learner_config_dict(self, reference_policy_path: str | None) -> dict[str, Any]:
         warm = self.enable_warm_start
@@ -128,30 +142,32 @@ class PPOSettings:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise WarmRouteError(f"--architecture must be one of {', '.join(ARCHITECTURES)} (got '{self.architecture}')")
+            raise WarmRouteError(f"{{flag:architecture}} must be one of {', '.join(ARCHITECTURES)} (got '{self.architecture}')")
         positive = {
-            "--lr": self.lr,
-            "--train-batch-size": self.train_batch_size,
-            "--minibatch-size": self.minibatch_size,
-            "--num-epochs": self.num_epochs,
-            "--clip-param": self.clip_param,
-            "--vf-clip-param": self.vf_clip_param,
-            "--grad-clip": self.grad_clip,
+            "lr": self.lr,
+            "train_batch_size": self.train_batch_size,
+            "minibatch_size": self.minibatch_size,
+            "num_epochs": self.num_epochs,
+            "clip_param": self.clip_param,
+            "vf_clip_param": self.vf_clip_param,
+            "grad_clip": self.grad_clip,
         }
-        for flag, value in positive.items():
+        for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
-                raise WarmRouteError(f"{flag} must be > 0 (got {value})")
+                raise WarmRouteError(f"{{flag}} must be > 0 (got {value})", field=name)
         if not 0 < self.gamma <= 1 or not 0 <= self.lambda_ <= 1:
-            raise WarmRouteError(f"--gamma must be in (0, 1] and --lambda in [0, 1] (got {self.gamma}, {self.lambda_})")
+            raise WarmRouteError(
+                f"{{flag:gamma}} must be in (0, 1] and {{flag:lambda_}} in [0, 1] (got {self.gamma}, {self.lambda_})"
+            )
         if (
             not (math.isfinite(self.entropy_coeff) and math.isfinite(self.vf_loss_coeff))
             or self.entropy_coeff < 0
             or self.vf_loss_coeff < 0
         ):
-            raise WarmRouteError("--entropy-coeff and --vf-loss-coeff must be >= 0")
+            raise WarmRouteError("{flag:entropy_coeff} and {flag:vf_loss_coeff} must be >= 0")
         if self.minibatch_size > self.train_batch_size:
             raise WarmRouteError(
-                f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})"
+                f"{{flag:minibatch_size}} ({self.minibatch_size}) must not exceed {{flag:train_batch_size}} ({self.train_batch_size})"
             )
 
 
@@ -181,18 +197,18 @@ class TrainConfig:
     """Seed of torch, env runners and request streams."""
 
     def __post_init__(self) -> None:
-        for flag, value, low in (
-            ("--iterations", self.iterations, 1),
-            ("--num-env-runners", self.num_env_runners, 0),
-            ("--num-learners", self.num_learners, 0),
-            ("--checkpoint-every", self.checkpoint_every, 1),
+        for name, value, low in (
+            ("iterations", self.iterations, 1),
+            ("num_env_runners", self.num_env_runners, 0),
+            ("num_learners", self.num_learners, 0),
+            ("checkpoint_every", self.checkpoint_every, 1),
         ):
             if value < low:
-                raise WarmRouteError(f"{flag} must be >= {low} (got {value})")
+                raise WarmRouteError(f"{{flag}} must be >= {low} (got {value})", field=name)
         if self.placement not in PLACEMENTS:
-            raise WarmRouteError(f"--placement must be one of {', '.join(PLACEMENTS)} (got '{self.placement}')")
+            raise WarmRouteError(f"{{flag:placement}} must be one of {', '.join(PLACEMENTS)} (got '{self.placement}')")
         if not (math.isfinite(self.cpus_per_env_runner) and self.cpus_per_env_runner > 0):
-            raise WarmRouteError(f"--cpus-per-env-runner must be > 0 (got {self.cpus_per_env_runner})")
+            raise WarmRouteError(f"{{flag:cpus_per_env_runner}} must be > 0 (got {self.cpus_per_env_runner})")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,7 +238,7 @@ class TrainConfig:
         )
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, flag: str = "--resume") -> TrainConfig:
+    def from_run(cls, run_dir: str | Path, flag: str = "{flag:resume}") -> TrainConfig:
         """The config a training run in ``run_dir`` was started with (from its ``metadata.json``)."""
         saved = read_metadata(run_dir, RunDir.KIND, flag)
         try:

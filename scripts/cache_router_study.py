@@ -29,6 +29,7 @@ from envs.routers.cache_aware import CACHE_ROUTERS, router_name
 from envs.sim.metrics import request_latencies, summarize
 from envs.sim.workload import WorkloadConfig, WorkloadError
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
+from warmroute.cli.flags import flag_of
 from warmroute.cli.workload_args import add_workload_args, env_config_from_args
 
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
@@ -104,7 +105,7 @@ def main() -> None:
     try:
         env_config = env_config_from_args(args)
     except WorkloadError as error:
-        raise SystemExit(f"cache_router_study.py: {error}") from None
+        raise SystemExit(f"cache_router_study.py: {error.render(flag_of)}") from None
     if not (1 <= args.train_episodes <= 3 and 1 <= args.eval_episodes <= 3 and args.workers >= 1):
         raise SystemExit("cache_router_study.py: --train-episodes and --eval-episodes must be in 1..3, --workers >= 1")
     tuned = tune(env_config, args.train_episodes, args.workers)

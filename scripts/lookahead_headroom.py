@@ -28,6 +28,7 @@ from envs.evaluation.evaluate import evaluation_seeds
 from envs.evaluation.lookahead import lookahead_episode
 from envs.routers.heuristics import is_router, router_names
 from envs.sim.workload import WorkloadError
+from warmroute.cli.flags import flag_of
 from warmroute.cli.workload_args import add_workload_args, env_config_from_args
 
 
@@ -41,7 +42,7 @@ def main() -> None:
     try:
         env_config = env_config_from_args(args)
     except WorkloadError as error:
-        raise SystemExit(f"lookahead_headroom.py: {error}") from None
+        raise SystemExit(f"lookahead_headroom.py: {error.render(flag_of)}") from None
     if not is_router(args.base):
         raise SystemExit(f"lookahead_headroom.py: --base: unknown router '{args.base}'; choose one of: {router_names()}")
     if args.episodes < 1 or args.workers < 1:

@@ -80,7 +80,7 @@ def fleet_capacity(workload: WorkloadConfig, seeds: list[int]) -> tuple[float, s
 
 def measure_capacity(workload: WorkloadConfig, seeds: list[int]) -> float:
     """Capacity (requests/s) of ``workload``'s cluster: the sum of its replicas' saturated throughputs."""
-    if workload.prefix_workload != "none":
+    if workload.has_prefix:
         return fleet_capacity(workload, seeds)[0]
     per_device = {device: replica_capacity(workload, device, seeds) for device in set(workload.devices)}
     return sum(per_device[device] for device in workload.devices)

@@ -64,5 +64,5 @@ def test_router_names_round_trip_and_bad_settings_are_refused() -> None:
     assert params == {"cache_threshold": 0.1, "balance_abs": 64.0, "balance_rel": 1.5}
     assert router_name("prefix_affinity", params) == "prefix_affinity:cache_threshold=0.1"
     assert is_router("session_hash:load_factor=2") and not is_router("sticky")
-    with pytest.raises(ValueError, match="--policy"):
+    with pytest.raises(ValueError, match="policies"):
         parse_cache_router("weighted_scorer:speed=3")

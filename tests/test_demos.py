@@ -67,11 +67,11 @@ def test_schema_and_labels(lo_demos) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(WarmRouteError, match="--policy"):
+    with pytest.raises(WarmRouteError, match="teachers"):
         DemoConfig(teachers=("oracle",))
-    with pytest.raises(WarmRouteError, match="--epsilon"):
+    with pytest.raises(WarmRouteError, match="epsilon"):
         DemoConfig(epsilon=1.5)
-    with pytest.raises(WarmRouteError, match="--num-env-runners"):
+    with pytest.raises(WarmRouteError, match="num_env_runners"):
         DemoConfig(num_env_runners=0)
 
 

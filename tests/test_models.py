@@ -57,7 +57,7 @@ def test_logits_are_unbounded() -> None:
 
 
 def test_bad_model_config() -> None:
-    with pytest.raises(WarmRouteError, match="--architecture"):
+    with pytest.raises(WarmRouteError, match="architecture"):
         module_model_config(LAYOUT, "transformer")
-    with pytest.raises(WarmRouteError, match="--hidden"):
+    with pytest.raises(WarmRouteError, match="hidden"):
         module_model_config(LAYOUT, "scorer", hidden=())

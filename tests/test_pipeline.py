@@ -20,9 +20,9 @@ from warmroute.artifacts.run_dir import PipelineDir, checkpoint_iteration
 from warmroute.cli.main import build_parser
 from warmroute.cli.pipeline import pipeline_config_from_args
 from warmroute.cli.submit import check_paths, entrypoint_for, parse_command
-from warmroute.pipeline.config import BUDGETS, STAGES, PipelineConfig
+from warmroute.pipeline.config import BUDGETS, PipelineConfig
 from warmroute.pipeline.run import run_pipeline
-from warmroute.pipeline.stages import heuristic_names
+from warmroute.pipeline.stages import STAGES, heuristic_names
 
 TINY = ["pipeline", "--budget", "tiny", "--num-requests", "40"]
 RUNTIME_KEYS = ("decisions_per_s",)  # wall-clock speed, the only figure that differs between two evaluations
@@ -54,7 +54,8 @@ def tiny_pipeline(ray_session, tmp_path_factory) -> tuple[PipelineDir, PipelineC
 def test_pipeline_writes_every_stage_in_the_formats_of_the_single_commands(tiny_pipeline) -> None:
     pipeline, config, _ = tiny_pipeline
     state = json.loads(pipeline.config.read_text())
-    assert [s for s in STAGES if state["stages"].get(s, {}).get("status") == "done"] == list(STAGES)
+    names = [stage.name for stage in STAGES]
+    assert [s for s in names if state["stages"].get(s, {}).get("status") == "done"] == names
     for label in ("warm", "cold"):
         run = pipeline.run(label)
         assert [checkpoint_iteration(c) for c in run.complete_checkpoints()] == [0, 1, 2]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from envs.sim.workload import preset
+
 
 @pytest.fixture
 def evaluate(tmp_path: Path, cli_in_process):
@@ -92,3 +94,12 @@ def test_evaluate_reports_hit_rate_and_p90_ttft_on_a_shared_prefix_workload(tmp_
     assert set(results) == {"round_robin", "prefix_affinity", "session_hash:load_factor=1.5"}
     for metrics in results.values():
         assert 0 < metrics["cache_hit_rate"] < 1 and metrics["p90_ttft_s"] >= metrics["p50_ttft_s"]
+
+
+def test_workload_kinds_are_named_once_by_has_prefix_and_is_trace() -> None:
+    kinds = {name: (preset(name).has_prefix, preset(name).is_trace) for name in ("default", "mooncake", "multi_turn")}
+    assert kinds == {"default": (False, False), "mooncake": (True, True), "multi_turn": (True, False)}
+    assert preset("heterogeneous").describe() == (
+        "2 x h100 + 2 x a100; meta-llama/Llama-3-8B; qps 32.2; 512 requests per episode"
+    )
+    assert preset("mooncake").traffic == "trace time scale 0.7 from trace request 10000"

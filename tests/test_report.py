@@ -83,7 +83,7 @@ def test_report_writes_markdown_json_and_at_least_four_readable_plots(pipeline, 
         assert f"]({name})" in markdown
         height, width, _ = imread(pipe.report / name).shape
         assert height >= 400 and width >= 800, name
-    assert not (pipe.path / "report.tmp").exists()
+    assert not list(pipe.path.glob(".report.*.tmp"))
     assert report["versions"]["ray"] == "2.60.0" and "matplotlib" in report["versions"]
 
 
@@ -190,4 +190,4 @@ def test_a_corrupted_latency_file_is_refused_in_one_line_leaving_no_half_report(
     result = cli_in_process("report", "--pipeline", str(copy.path))
     assert result.returncode == 2 and "latencies.npz: unreadable" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert not copy.report.exists() and not (copy.path / "report.tmp").exists()
+    assert not copy.report.exists() and not list(copy.path.glob(".report.*.tmp"))

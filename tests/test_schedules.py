@@ -36,25 +36,25 @@ def test_constant_and_warmup() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "flag"),
+    ("kwargs", "field"),
     [
-        ({"kind": "linear", "initial": -1.0, "final": 0.0, "decay_steps": 10}, "--kl-ref-coef-initial"),
-        ({"kind": "linear", "initial": 1.0, "final": -0.1, "decay_steps": 10}, "--kl-ref-coef-final"),
+        ({"kind": "linear", "initial": -1.0, "final": 0.0, "decay_steps": 10}, "kl_ref_coef_initial"),
+        ({"kind": "linear", "initial": 1.0, "final": -0.1, "decay_steps": 10}, "kl_ref_coef_final"),
         ({"kind": "cosine", "initial": 0.1, "final": 0.5, "decay_steps": 10}, "must not exceed"),
-        ({"kind": "exponential", "initial": 1.0, "final": 0.1, "decay_steps": 0}, "--kl-ref-decay-steps"),
-        ({"kind": "step", "initial": 1.0, "final": 0.1, "decay_steps": 10}, "--kl-ref-schedule"),
-        ({"kind": "linear", "initial": float("nan"), "final": 0.0, "decay_steps": 10}, "--kl-ref-coef-initial"),
+        ({"kind": "exponential", "initial": 1.0, "final": 0.1, "decay_steps": 0}, "kl_ref_decay_steps"),
+        ({"kind": "step", "initial": 1.0, "final": 0.1, "decay_steps": 10}, "kl_ref_schedule"),
+        ({"kind": "linear", "initial": float("nan"), "final": 0.0, "decay_steps": 10}, "kl_ref_coef_initial"),
     ],
 )
-def test_invalid_kl_settings(kwargs: dict, flag: str) -> None:
-    with pytest.raises(WarmRouteError, match=flag):
+def test_invalid_kl_settings_name_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(WarmRouteError, match=field):
         make_kl_schedule(**kwargs)
 
 
 def test_invalid_warmup_settings() -> None:
-    with pytest.raises(WarmRouteError, match="--entropy-warmup-coef"):
+    with pytest.raises(WarmRouteError, match="entropy_warmup_coef"):
         WarmupCoef(0.0, -0.1, 10)
-    with pytest.raises(WarmRouteError, match="--warmup-steps"):
+    with pytest.raises(WarmRouteError, match="warmup_steps"):
         WarmupCoef(0.0, 0.1, -1)
 
 

@@ -55,7 +55,7 @@ def test_a_request_that_meets_ttft_but_misses_tbt_nets_zero() -> None:
 
 
 def test_slo_reward_without_an_slo_is_refused() -> None:
-    with pytest.raises(ValueError, match="--slo-ttft"):
+    with pytest.raises(ValueError, match="slo_ttft_s"):
         VidurEnvConfig(workload=preset("default"), reward="slo")
 
 

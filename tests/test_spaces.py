@@ -12,7 +12,17 @@ import pytest
 from ray import tune
 
 from rllib_ext.train_config import KLRefConfig, TrainConfig
-from tuning.spaces import SpaceError, apply_params, default_space, load_space, param_space, validate_space
+from tuning.spaces import (
+    SWEEPABLE,
+    WARM_START_ONLY,
+    SpaceError,
+    apply_params,
+    default_space,
+    load_space,
+    param_space,
+    validate_space,
+)
+from warmroute.cli.train import WARM_ONLY
 
 WARM = TrainConfig(kl=KLRefConfig(enable_warm_start=True, pretrained_actor_path="bc"))
 
@@ -61,15 +71,32 @@ def test_bad_space_is_refused_naming_the_key(raw: dict, needle: str) -> None:
 
 
 def test_warm_start_keys_are_refused_for_a_cold_start() -> None:
-    with pytest.raises(SpaceError, match="'kl_ref_decay_steps' has no effect without --enable-warm-start"):
+    with pytest.raises(SpaceError, match="'kl_ref_decay_steps' has no effect without enable_warm_start"):
         validate_space({"kl_ref_decay_steps": {"uniform": [10, 100]}}, TrainConfig())
+
+
+def test_train_and_sweep_agree_on_the_warm_only_settings() -> None:
+    # The union of the two hand-kept lists they replaced; both now read the KLRefConfig field marker.
+    union = {
+        "pretrained_actor_path",
+        "kl_ref_coef_initial",
+        "kl_ref_coef_final",
+        "kl_ref_decay_steps",
+        "kl_ref_schedule",
+        "critic_warmup_steps",
+        "adaptive_kl_speedup",
+    }
+    assert set(WARM_ONLY) == union
+    assert set(WARM_START_ONLY) == {key for key in SWEEPABLE if key in union}
+    with pytest.raises(SpaceError, match="'adaptive_kl_speedup' has no effect without enable_warm_start"):
+        validate_space({"adaptive_kl_speedup": {"uniform": [1.0, 4.0]}}, TrainConfig())
 
 
 def test_searchers_refuse_specs_they_cannot_run() -> None:
     space = validate_space({"lr": {"loguniform": [1e-5, 1e-3]}, "gamma": {"grid": [0.9, 0.99]}}, TrainConfig())
-    with pytest.raises(SpaceError, match="--search grid: lr is a range"):
+    with pytest.raises(SpaceError, match="search grid: lr is a range"):
         param_space(space, "grid")
-    with pytest.raises(SpaceError, match=r"--search optuna .*\(gamma\)"):
+    with pytest.raises(SpaceError, match=r"search optuna .*\(gamma\)"):
         param_space(space, "optuna")
     assert param_space(space, "random")["gamma"] == {"grid_search": [0.9, 0.99]}
 

@@ -14,6 +14,7 @@ from ray import tune
 from ray.tune import ResultGrid
 
 from rllib_ext import metrics as M
+from warmroute.artifacts.atomic import staged_dir
 
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
@@ -105,9 +106,6 @@ def export_best(rows: list[dict[str, Any]], output: Path) -> dict[str, Any] | No
     if not evaluated:
         return None
     best = min(evaluated, key=lambda r: r["held_out_s"])
-    staging = output / f".{BEST_DIR}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(Path(best["checkpoint"]) / POLICY_DIR, staging)
-    shutil.rmtree(output / BEST_DIR, ignore_errors=True)
-    staging.rename(output / BEST_DIR)
+    with staged_dir(output / BEST_DIR) as staging:
+        shutil.copytree(Path(best["checkpoint"]) / POLICY_DIR, staging, dirs_exist_ok=True)
     return best

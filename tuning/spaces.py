@@ -29,7 +29,7 @@ import yaml
 from ray import tune
 
 from envs.errors import WarmRouteError
-from rllib_ext.train_config import TrainConfig
+from rllib_ext.train_config import KLRefConfig, TrainConfig
 
 KINDS = ("uniform", "loguniform", "choice", "grid")
 # Flags a sweep may vary: space key -> (TrainConfig section, field). The batch size, network and fleet stay fixed:
@@ -56,8 +56,8 @@ SWEEPABLE: dict[str, tuple[str, str]] = {
         )
     },
 }
-WARM_START_ONLY = ("kl_ref_coef_initial", "kl_ref_coef_final", "kl_ref_decay_steps", "kl_ref_schedule", "critic_warmup_steps")
-"""Keys that change nothing in a cold start (no reference policy, no critic warm-up)."""
+WARM_START_ONLY = tuple(key for key, (section, name) in SWEEPABLE.items() if name in KLRefConfig.warm_only_fields())
+"""Keys that change nothing in a cold start (marked on their ``KLRefConfig`` fields)."""
 PBT_KEYS = ("lr", "kl_ref_coef_initial", "kl_ref_coef_final")
 """What PBT perturbs: the settings that can change mid-run without rebuilding the network or the schedules' shape."""
 MAX_CORNERS = 1 << 14
@@ -147,7 +147,7 @@ def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
     )
 
 
-def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Space:
+def validate_space(raw: Any, base: TrainConfig, source: str = "{flag:space}") -> Space:
     """Normalised ``raw`` (a mapping read from a file or :func:`default_space`); raise :class:`SpaceError` if bad."""
     if not isinstance(raw, dict) or not raw:
         raise SpaceError(f"{source}: expected a non-empty mapping of train flags to specs")
@@ -157,7 +157,7 @@ def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Spac
         if name is None:
             raise SpaceError(f"{source}: unknown key '{key}'; sweepable train flags: {', '.join(SWEEPABLE)}")
         if name in WARM_START_ONLY and not base.kl.enable_warm_start:
-            raise SpaceError(f"{source}: '{key}' has no effect without --enable-warm-start; remove it or warm-start")
+            raise SpaceError(f"{source}: '{key}' has no effect without {{flag:enable_warm_start}}; remove it or warm-start")
         space[name] = _check_spec(name, spec, source)
     candidates = [[(key, v) for v in next(iter(spec.values()))] for key, spec in space.items()]
     combos = (
@@ -170,13 +170,13 @@ def validate_space(raw: Any, base: TrainConfig, source: str = "--space") -> Spac
             apply_params(base, dict(combo))
         except ValueError as exc:
             setting = ", ".join(f"{k}={v}" for k, v in combo)
-            raise SpaceError(f"{source}: {setting} is refused ({exc})") from None
+            raise SpaceError(f"{source}: {setting} is refused ({getattr(exc, 'template', exc)})") from None
     return space
 
 
 def load_space(path: str | Path, base: TrainConfig) -> Space:
     """Read and validate a YAML or JSON space file."""
-    source = f"--space {path}"
+    source = f"{{flag:space}} {path}"
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -207,14 +207,14 @@ def param_space(space: Space, search: str) -> dict[str, Any]:
         ranged = [k for k, spec in space.items() if next(iter(spec)) in ("uniform", "loguniform")]
         if ranged:
             raise SpaceError(
-                f"--search grid: {', '.join(ranged)} {'is a range' if len(ranged) == 1 else 'are ranges'}; "
-                "give grid or choice values, or use --search random/optuna"
+                f"{{flag:search}} grid: {', '.join(ranged)} {'is a range' if len(ranged) == 1 else 'are ranges'}; "
+                "give grid or choice values, or use {flag:search} random/optuna"
             )
         return {key: tune.grid_search(next(iter(spec.values()))) for key, spec in space.items()}
     if search == "optuna":
         gridded = [k for k, spec in space.items() if "grid" in spec]
         if gridded:
             raise SpaceError(
-                f"--search optuna samples, it cannot run a grid ({', '.join(gridded)}); use choice, or --search random/grid"
+                f"{{flag:search}} optuna samples, it cannot run a grid ({', '.join(gridded)}); use choice, or {{flag:search}} random/grid"
             )
     return {key: domain(key, spec) for key, spec in space.items()}

@@ -71,35 +71,35 @@ class SweepConfig:
     def _validate(self) -> None:
         """Every check that needs no Ray: bad values raise a one-line WarmRouteError naming the flag."""
         validate_space(self.space, self.train)
-        for flag, value in (
-            ("--num-samples", self.num_samples),
-            ("--max-concurrent", self.max_concurrent),
-            ("--grace-period", self.grace_period),
-            ("--perturbation-interval", self.perturbation_interval),
-            ("--eval-episodes", self.eval_episodes),
+        for name, value in (
+            ("num_samples", self.num_samples),
+            ("max_concurrent", self.max_concurrent),
+            ("grace_period", self.grace_period),
+            ("perturbation_interval", self.perturbation_interval),
+            ("eval_episodes", self.eval_episodes),
         ):
             if value < 1:
-                raise WarmRouteError(f"{flag} must be >= 1 (got {value})")
+                raise WarmRouteError(f"{{flag}} must be >= 1 (got {value})", field=name)
         if self.max_failures < 0:
-            raise WarmRouteError(f"--max-failures must be >= 0 (got {self.max_failures})")
+            raise WarmRouteError(f"{{flag:max_failures}} must be >= 0 (got {self.max_failures})")
         if self.search not in SEARCHERS:
-            raise WarmRouteError(f"--search must be one of {', '.join(SEARCHERS)} (got '{self.search}')")
+            raise WarmRouteError(f"{{flag:search}} must be one of {', '.join(SEARCHERS)} (got '{self.search}')")
         if self.scheduler not in SCHEDULERS:
-            raise WarmRouteError(f"--scheduler must be one of {', '.join(SCHEDULERS)} (got '{self.scheduler}')")
+            raise WarmRouteError(f"{{flag:scheduler}} must be one of {', '.join(SCHEDULERS)} (got '{self.scheduler}')")
         if self.scheduler == "asha" and self.grace_period > self.train.iterations:
-            raise WarmRouteError(f"--grace-period {self.grace_period} exceeds --iterations {self.train.iterations}")
+            raise WarmRouteError(f"{{flag:grace_period}} {self.grace_period} exceeds {{flag:iterations}} {self.train.iterations}")
         if self.scheduler == "pbt":
             if self.search == "optuna":
-                raise WarmRouteError("--scheduler pbt replaces trials' settings itself; use --search random or grid")
+                raise WarmRouteError("{flag:scheduler} pbt replaces trials' settings itself; use {flag:search} random or grid")
             if not any(key in self.space for key in PBT_KEYS):
-                raise WarmRouteError(f"--scheduler pbt perturbs {', '.join(PBT_KEYS)}: put at least one in --space")
+                raise WarmRouteError(f"{{flag:scheduler}} pbt perturbs {', '.join(PBT_KEYS)}: put at least one in {{flag:space}}")
         per_runner = self.train.ppo.train_batch_size // max(1, self.train.num_env_runners)
         requests = self.train.env.workload.num_requests
         if per_runner < requests:
             raise WarmRouteError(
-                f"--train-batch-size {self.train.ppo.train_batch_size} gives each env runner {per_runner} steps "
-                f"per iteration, fewer than --num-requests {requests}: no episode would finish and the "
-                "score needs one; raise --train-batch-size or lower --num-requests"
+                f"{{flag:train_batch_size}} {self.train.ppo.train_batch_size} gives each env runner {per_runner} steps "
+                f"per iteration, fewer than {{flag:num_requests}} {requests}: no episode would finish and the "
+                "score needs one; raise {flag:train_batch_size} or lower {flag:num_requests}"
             )
         param_space(self.space, self.search)
 
@@ -147,9 +147,9 @@ def check_fits(sweep: SweepConfig) -> None:
     have = machine_cpus()
     if have is not None and sweep.max_concurrent * need > have:
         raise WarmRouteError(
-            f"--max-concurrent {sweep.max_concurrent}: each trial needs {need:g} CPUs (1 + {sweep.train.num_env_runners} "
+            f"{{flag:max_concurrent}} {sweep.max_concurrent}: each trial needs {need:g} CPUs (1 + {sweep.train.num_env_runners} "
             f"env runners x {sweep.train.cpus_per_env_runner:g}), {have:g} are available, so at most "
-            f"{int(have // need)} can run at once; lower --max-concurrent, --num-env-runners or --cpus-per-env-runner"
+            f"{int(have // need)} can run at once; lower {{flag:max_concurrent}}, {{flag:num_env_runners}} or {{flag:cpus_per_env_runner}}"
         )
 
 
@@ -253,13 +253,17 @@ def run_sweep(
     """
     out = Path(output)
     if resume:
-        saved = read_metadata(out, SWEEP_KIND, "--resume")
+        saved = read_metadata(out, SWEEP_KIND, "{flag:resume}")
         if not tune.Tuner.can_restore(str((out / EXPERIMENT_DIR).absolute())):
-            raise ArtifactError(f"--resume {out}: no Tune experiment state under {EXPERIMENT_DIR}/; start a new sweep instead")
+            raise ArtifactError(
+                f"{{flag:resume}} {out}: no Tune experiment state under {EXPERIMENT_DIR}/; start a new sweep instead"
+            )
         try:
             sweep = SweepConfig.from_dict(saved["sweep"])
         except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"--resume {out}: metadata.json does not hold a sweep config of this version ({exc})") from exc
+            raise ArtifactError(
+                f"{{flag:resume}} {out}: metadata.json does not hold a sweep config of this version ({exc})"
+            ) from exc
     else:
         require_fresh_output(out)
         sweep = dataclasses.replace(sweep, train=absolute_inputs(sweep.train))

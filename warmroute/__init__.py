@@ -1,1 +1,2 @@
-"""The ``warmroute`` command-line interface."""
+"""The application: artefact directories (``artifacts``), the resumable pipeline (``pipeline``), reports and plots
+(``report``), deployment (``deploy``) and the ``warmroute`` command (``cli``). docs/architecture.md draws the layers."""

@@ -42,9 +42,9 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         if not self.policies:
-            raise WarmRouteError("--policy: give at least one router name or saved policy directory")
+            raise WarmRouteError("{flag:policies}: give at least one router name or saved policy directory")
         if self.episodes < 1:
-            raise WarmRouteError(f"--episodes must be >= 1 (got {self.episodes})")
+            raise WarmRouteError(f"{{flag:episodes}} must be >= 1 (got {self.episodes})")
 
     @property
     def seeds(self) -> list[int]:

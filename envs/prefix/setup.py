@@ -1,6 +1,6 @@
 """From a prefix-sharing ``WorkloadConfig`` to vidur parts, and the trace lead-in that warms the caches.
 
-Called by ``envs.sim.simulation`` only when ``workload.prefix_workload != "none"``, so every other workload builds
+Called by ``envs.sim.simulation`` only when ``workload.has_prefix``, so every other workload builds
 exactly the simulation it built before.
 
 **Long prompts.** vidur sizes KV memory in slots of the request generator's ``max_tokens``

@@ -110,11 +110,11 @@ def parse_cache_router(name: str) -> tuple[CacheRouter, dict[str, float]] | None
     for setting in settings:
         key, sep, value = setting.partition("=")
         if not sep or key not in params:
-            raise WarmRouteError(f"--policy {name}: '{setting}' is not key=value with key one of {', '.join(params)}")
+            raise WarmRouteError(f"{{flag:policies}} {name}: '{setting}' is not key=value with key one of {', '.join(params)}")
         try:
             params[key] = float(value)
         except ValueError as exc:
-            raise WarmRouteError(f"--policy {name}: {key} must be a number (got '{value}')") from exc
+            raise WarmRouteError(f"{{flag:policies}} {name}: {key} must be a number (got '{value}')") from exc
     return router, params
 
 

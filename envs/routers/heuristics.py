@@ -58,7 +58,7 @@ def make_router(name: str, layout: ObservationLayout) -> Router:
         route, params = cache_router
         return lambda obs, rng: route(*layout.split(np.asarray(obs, dtype=np.float64)), params)
     if name not in ROUTERS:
-        raise WarmRouteError(f"--policy: unknown router '{name}'; choose one of: {router_names()} or a checkpoint path")
+        raise WarmRouteError(f"{{flag:policies}}: unknown router '{name}'; choose one of: {router_names()} or a checkpoint path")
     router = ROUTERS[name]
     if name in REQUEST_AWARE:  # these also read the waiting request's features
         return lambda obs, rng: router(*layout.split(np.asarray(obs, dtype=np.float64)), rng)

@@ -11,19 +11,6 @@ import numpy as np
 from envs.sim.slo import slo_summary
 from envs.sim.vidur_patches import emitted_decode_tokens
 
-LATENCY_KEYS = (
-    "mean_e2e_s",
-    "p50_e2e_s",
-    "p99_e2e_s",
-    "mean_ttft_s",
-    "p50_ttft_s",
-    "p90_ttft_s",
-    "p99_ttft_s",
-    "mean_tbt_s",
-    "throughput_rps",
-    "cache_hit_rate",
-)
-
 
 def request_latencies(requests: Sequence[Any]) -> dict[str, np.ndarray]:
     """Arrays of e2e latency, time to first token, mean time between tokens and restarts, one entry per request.

@@ -139,7 +139,7 @@ def _predictor_config(w: WorkloadConfig):
         return RooflinePredictorConfig(replica_devices=w.devices)
     if w.replica_devices and len(set(w.replica_devices)) > 1:
         raise WorkloadError(
-            f"--predictor {w.predictor} times every replica as --device; heterogeneous --replica-devices need --predictor roofline"
+            f"{{flag:predictor}} {w.predictor} times every replica as {{flag:device}}; heterogeneous {{flag:replica_devices}} need {{flag:predictor}} roofline"
         )
     cls = (
         RandomForrestExecutionTimePredictorConfig
@@ -167,7 +167,7 @@ def build_simulation_config(
     """
     replica = replica_config(w, w.devices[0])  # per-replica KV memory is set by size_replicas() after the build
     prefix = {}
-    if w.prefix_workload != "none":
+    if w.has_prefix:
         if scored is None:
             scored = prefix_streams(w, seed)[1]
         prefix = prefix_parts(w, scored, replica, w.chunk_size, seed)
@@ -204,19 +204,19 @@ def new_simulator(w: WorkloadConfig, seed: int, global_scheduler: str = "round_r
     """A fresh vidur ``Simulator`` for one episode, with counters reset and errors made readable."""
     quiet_vidur_logging()
     reset_vidur_counters()
-    lead_in, scored = prefix_streams(w, seed) if w.prefix_workload != "none" else ([], None)
+    lead_in, scored = prefix_streams(w, seed) if w.has_prefix else ([], None)
     config = build_simulation_config(w, seed, global_scheduler, scored)
     try:
         simulator = Simulator(config)
     except Exception as exc:  # vidur's predictors raise hub/HTTP/OS errors of many types when offline
         if w.predictor != "roofline" and _is_download_error(exc):
             raise PredictorDataUnavailable(
-                f"--predictor {w.predictor}: vidur could not fetch its profiling data from the model hub "
-                f"({type(exc).__name__}); use --predictor roofline (offline) or make the hub reachable"
+                f"{{flag:predictor}} {w.predictor}: vidur could not fetch its profiling data from the model hub "
+                f"({type(exc).__name__}); use {{flag:predictor}} roofline (offline) or make the hub reachable"
             ) from exc
         raise
-    size_replicas(simulator, w, paged=w.prefix_workload != "none")
-    if w.prefix_workload != "none":
+    size_replicas(simulator, w, paged=w.has_prefix)
+    if w.has_prefix:
         attach_prefix(simulator, w, seed, lead_in)
     return simulator
 

@@ -47,7 +47,9 @@ class SloReward:
 
     def __init__(self, slo_ttft_s: float | None, slo_tbt_s: float | None) -> None:
         if slo_ttft_s is None and slo_tbt_s is None:
-            raise WarmRouteError("--reward slo needs --slo-ttft and/or --slo-tbt (or a workload preset that sets them)")
+            raise WarmRouteError(
+                "{flag:reward} slo needs {flag:slo_ttft_s} and/or {flag:slo_tbt_s} (or a workload preset that sets them)"
+            )
         self.slo_ttft_s, self.slo_tbt_s = slo_ttft_s, slo_tbt_s
 
     def on_first_token(self, request: Any) -> float:

@@ -135,6 +135,41 @@ class WorkloadConfig:
         return self.trace_start + (seed % self.trace_windows) * self.num_requests
 
     @property
+    def has_prefix(self) -> bool:
+        """Requests share prompt prefixes (a ``prefix_workload`` is set), so replicas keep a prefix cache."""
+        return self.prefix_workload != "none"
+
+    @property
+    def is_trace(self) -> bool:
+        """Requests replay a trace (``mooncake`` or ``jsonl:PATH``) with its own arrival times, so ``qps`` is unused
+        and an episode is a window of the trace."""
+        return self.prefix_workload.split(":", 1)[0] in ("mooncake", "jsonl")
+
+    @property
+    def fleet(self) -> str:
+        """The replicas by device, e.g. ``2 x h100 + 2 x a100``."""
+        return " + ".join(f"{self.devices.count(d)} x {d}" for d in dict.fromkeys(self.devices))
+
+    @property
+    def traffic(self) -> str:
+        """How requests arrive: the rate, or for a trace its time scale and window."""
+        traffic = (
+            f"trace time scale {self.trace_time_scale:g} from trace request {self.trace_start}"
+            if self.is_trace
+            else f"qps {self.qps:g}"
+        )
+        if self.trace_windows > 1:
+            traffic += (
+                f" ({self.trace_windows} windows of {self.num_requests} requests, after a {self.trace_lead_in}-request lead-in)"
+            )
+        return traffic
+
+    def describe(self) -> str:
+        """Fleet, model, traffic and episode length in one line (the report's; ``warmroute evaluate`` prints the
+        fleet and traffic)."""
+        return f"{self.fleet}; {self.model}; {self.traffic}; {self.num_requests} requests per episode"
+
+    @property
     def trace_path(self) -> str | None:
         return self.lengths.split(":", 1)[1] if self.lengths.startswith("trace:") else None
 
@@ -164,26 +199,28 @@ def _choices(values: tuple[str, ...]) -> str:
 def validate(w: WorkloadConfig) -> None:
     """Raise :class:`WorkloadError` with a one-line message naming the offending flag."""
     if w.num_replicas < 1:
-        raise WorkloadError(f"--replicas must be >= 1 (got {w.num_replicas})")
+        raise WorkloadError(f"{{flag:num_replicas}} must be >= 1 (got {w.num_replicas})")
     if w.model not in MODEL_NAMES:
-        raise WorkloadError(f"--model: unknown model '{w.model}'; choose one of: {_choices(MODEL_NAMES)}")
+        raise WorkloadError(f"{{flag:model}}: unknown model '{w.model}'; choose one of: {_choices(MODEL_NAMES)}")
     for device in (w.device, *w.replica_devices):
         if device not in DEVICE_NAMES:
-            raise WorkloadError(f"--device/--replica-devices: unknown device '{device}'; choose one of: {_choices(DEVICE_NAMES)}")
+            raise WorkloadError(
+                f"{{flag:device}}/{{flag:replica_devices}}: unknown device '{device}'; choose one of: {_choices(DEVICE_NAMES)}"
+            )
     if w.replica_devices and len(w.replica_devices) != w.num_replicas:
         raise WorkloadError(
-            f"--replica-devices lists {len(w.replica_devices)} devices but --replicas is {w.num_replicas}; give one device per replica"
+            f"{{flag:replica_devices}} lists {len(w.replica_devices)} devices but {{flag:num_replicas}} is {w.num_replicas}; give one device per replica"
         )
     if w.tensor_parallel_size < 1:
-        raise WorkloadError(f"--tensor-parallel-size must be >= 1 (got {w.tensor_parallel_size})")
+        raise WorkloadError(f"{{flag:tensor_parallel_size}} must be >= 1 (got {w.tensor_parallel_size})")
     if w.replica_scheduler not in REPLICA_SCHEDULERS:
         raise WorkloadError(
-            f"--replica-scheduler: unknown '{w.replica_scheduler}'; choose one of: {_choices(REPLICA_SCHEDULERS)}"
+            f"{{flag:replica_scheduler}}: unknown '{w.replica_scheduler}'; choose one of: {_choices(REPLICA_SCHEDULERS)}"
         )
     if w.chunk_size < 1:
-        raise WorkloadError(f"--chunk-size must be >= 1 (got {w.chunk_size})")
+        raise WorkloadError(f"{{flag:chunk_size}} must be >= 1 (got {w.chunk_size})")
     if not w.qps > 0:
-        raise WorkloadError(f"--qps must be > 0 (got {w.qps})")
+        raise WorkloadError(f"{{flag:qps}} must be > 0 (got {w.qps})")
     if w.arrival != "poisson":
         cv = w.arrival.split(":", 1)[1] if w.arrival.startswith("gamma:") else None
         try:
@@ -191,46 +228,46 @@ def validate(w: WorkloadConfig) -> None:
         except ValueError:
             ok = False
         if not ok:
-            raise WorkloadError(f"--arrival must be 'poisson' or 'gamma:CV' with CV > 0 (got '{w.arrival}')")
+            raise WorkloadError(f"{{flag:arrival}} must be 'poisson' or 'gamma:CV' with CV > 0 (got '{w.arrival}')")
     kind = w.lengths.split(":", 1)[0]
     if kind not in LENGTH_KINDS or (kind == "trace") != (":" in w.lengths):
-        raise WorkloadError(f"--lengths must be one of fixed, uniform, zipf, trace:PATH (got '{w.lengths}')")
+        raise WorkloadError(f"{{flag:lengths}} must be one of fixed, uniform, zipf, trace:PATH (got '{w.lengths}')")
     if w.trace_path is not None:
         _validate_trace(w.trace_path, w.num_requests)
     if not 2 <= w.min_tokens <= w.max_tokens:
-        raise WorkloadError(f"--min-tokens/--max-tokens need 2 <= min <= max (got {w.min_tokens}, {w.max_tokens})")
+        raise WorkloadError(f"{{flag:min_tokens}}/{{flag:max_tokens}} need 2 <= min <= max (got {w.min_tokens}, {w.max_tokens})")
     if not w.prefill_to_decode_ratio > 0:
-        raise WorkloadError(f"--prefill-to-decode-ratio must be > 0 (got {w.prefill_to_decode_ratio})")
+        raise WorkloadError(f"{{flag:prefill_to_decode_ratio}} must be > 0 (got {w.prefill_to_decode_ratio})")
     if not 0 < w.zipf_theta < 1:
-        raise WorkloadError(f"--zipf-theta must be in (0, 1) (got {w.zipf_theta})")
+        raise WorkloadError(f"{{flag:zipf_theta}} must be in (0, 1) (got {w.zipf_theta})")
     if w.num_requests < 1:
-        raise WorkloadError(f"--num-requests must be >= 1 (got {w.num_requests})")
+        raise WorkloadError(f"{{flag:num_requests}} must be >= 1 (got {w.num_requests})")
     if not 0 <= w.seed <= MAX_SEED:
-        raise WorkloadError(f"--seed must be in 0..{MAX_SEED} (got {w.seed})")
+        raise WorkloadError(f"{{flag:seed}} must be in 0..{MAX_SEED} (got {w.seed})")
     if w.predictor not in PREDICTORS:
-        raise WorkloadError(f"--predictor: unknown '{w.predictor}'; choose one of: {_choices(PREDICTORS)}")
+        raise WorkloadError(f"{{flag:predictor}}: unknown '{w.predictor}'; choose one of: {_choices(PREDICTORS)}")
     _validate_slo_and_memory(w)
 
 
 def _validate_slo_and_memory(w: WorkloadConfig) -> None:
     """SLOs must be positive; every replica's KV cache must hold one max-length request (see envs.sim.memory)."""
-    for flag, value in (("--slo-ttft", w.slo_ttft_s), ("--slo-tbt", w.slo_tbt_s)):
+    for name, value in (("slo_ttft_s", w.slo_ttft_s), ("slo_tbt_s", w.slo_tbt_s)):
         if value is not None and not value > 0:
-            raise WorkloadError(f"{flag} must be > 0 seconds (got {value})")
+            raise WorkloadError(f"{{flag}} must be > 0 seconds (got {value})", field=name)
     if not 0 < w.gpu_memory_utilization <= 1:
-        raise WorkloadError(f"--gpu-memory-utilization must be in (0, 1] (got {w.gpu_memory_utilization})")
+        raise WorkloadError(f"{{flag:gpu_memory_utilization}} must be in (0, 1] (got {w.gpu_memory_utilization})")
     for device in dict.fromkeys(w.devices):
         try:
             capacity = kv_capacity_tokens(w, device)
         except AssertionError:  # vidur's ReplicaConfig asserts that TP divides the heads and the hidden size
             raise WorkloadError(
-                f"--tensor-parallel-size {w.tensor_parallel_size} does not divide the attention heads of {w.model}; pick a divisor"
+                f"{{flag:tensor_parallel_size}} {w.tensor_parallel_size} does not divide the attention heads of {w.model}; pick a divisor"
             ) from None
         if capacity < w.max_tokens:
             raise WorkloadError(
-                f"--gpu-memory-utilization {w.gpu_memory_utilization:g}: a {device} replica of {w.model} at TP "
-                f"{w.tensor_parallel_size} holds {max(capacity, 0)} KV tokens, less than one --max-tokens "
-                f"{w.max_tokens} request; raise --gpu-memory-utilization or --tensor-parallel-size, or lower --max-tokens"
+                f"{{flag:gpu_memory_utilization}} {w.gpu_memory_utilization:g}: a {device} replica of {w.model} at TP "
+                f"{w.tensor_parallel_size} holds {max(capacity, 0)} KV tokens, less than one {{flag:max_tokens}} "
+                f"{w.max_tokens} request; raise {{flag:gpu_memory_utilization}} or {{flag:tensor_parallel_size}}, or lower {{flag:max_tokens}}"
             )
     _validate_prefix(w)
 
@@ -243,64 +280,66 @@ def _validate_prefix(w: WorkloadConfig) -> None:
     kind = w.prefix_workload.split(":", 1)[0]
     if kind not in PREFIX_WORKLOADS + ("jsonl",) or (kind == "jsonl") != (":" in w.prefix_workload):
         raise WorkloadError(
-            f"--prefix-workload must be one of {_choices(PREFIX_WORKLOADS)} or jsonl:PATH (got '{w.prefix_workload}')"
+            f"{{flag:prefix_workload}} must be one of {_choices(PREFIX_WORKLOADS)} or jsonl:PATH (got '{w.prefix_workload}')"
         )
     if not isinstance(w.prefix_caching, bool):
-        raise WorkloadError(f"--prefix-caching must be on or off (got '{w.prefix_caching}')")
+        raise WorkloadError(f"{{flag:prefix_caching}} must be on or off (got '{w.prefix_caching}')")
     if not w.host_cache_gb >= 0:
-        raise WorkloadError(f"--host-cache-gb must be >= 0 (got {w.host_cache_gb})")
-    if kind == "none":
+        raise WorkloadError(f"{{flag:host_cache_gb}} must be >= 0 (got {w.host_cache_gb})")
+    if not w.has_prefix:
         return
     if w.replica_scheduler != "sarathi" or w.predictor != "roofline":
         raise WorkloadError(
-            "--prefix-workload needs --replica-scheduler sarathi and --predictor roofline (the cache hooks into both)"
+            "{flag:prefix_workload} needs {flag:replica_scheduler} sarathi and {flag:predictor} roofline (the cache hooks into both)"
         )
-    if kind in ("mooncake", "jsonl"):
+    if w.is_trace:
         _validate_trace_window(w)
     elif kind == "shared_prefix":
         if w.prefix_groups < 1:
-            raise WorkloadError(f"--prefix-groups must be >= 1 (got {w.prefix_groups})")
+            raise WorkloadError(f"{{flag:prefix_groups}} must be >= 1 (got {w.prefix_groups})")
         if w.prefix_tokens < 1:
-            raise WorkloadError(f"--prefix-tokens must be >= 1 (got {w.prefix_tokens})")
+            raise WorkloadError(f"{{flag:prefix_tokens}} must be >= 1 (got {w.prefix_tokens})")
         if w.question_tokens < 1:
             raise WorkloadError(
-                f"--question-tokens must be >= 1 (got {w.question_tokens}): the shared prefix (--prefix-tokens "
+                f"{{flag:question_tokens}} must be >= 1 (got {w.question_tokens}): the shared prefix ({{flag:prefix_tokens}} "
                 f"{w.prefix_tokens}) must be shorter than the prompt"
             )
         if w.group_zipf_theta < 0:
-            raise WorkloadError(f"--group-zipf-theta must be >= 0 (got {w.group_zipf_theta})")
+            raise WorkloadError(f"{{flag:group_zipf_theta}} must be >= 0 (got {w.group_zipf_theta})")
     else:
         if not 1 <= w.sessions <= w.num_requests:
-            raise WorkloadError(f"--sessions must be in 1..--num-requests ({w.num_requests}) (got {w.sessions})")
+            raise WorkloadError(f"{{flag:sessions}} must be in 1..{{flag:num_requests}} ({w.num_requests}) (got {w.sessions})")
         if w.question_tokens < 1:
-            raise WorkloadError(f"--question-tokens must be >= 1 (got {w.question_tokens})")
+            raise WorkloadError(f"{{flag:question_tokens}} must be >= 1 (got {w.question_tokens})")
         if not w.think_time_s >= 0:
-            raise WorkloadError(f"--think-time-s must be >= 0 (got {w.think_time_s})")
+            raise WorkloadError(f"{{flag:think_time_s}} must be >= 0 (got {w.think_time_s})")
     if kind in ("shared_prefix", "multi_turn") and w.output_tokens < 1:
-        raise WorkloadError(f"--output-tokens must be >= 1 (got {w.output_tokens})")
+        raise WorkloadError(f"{{flag:output_tokens}} must be >= 1 (got {w.output_tokens})")
 
 
 def _validate_trace_window(w: WorkloadConfig) -> None:
     from envs.prefix.workloads import TraceFormatError, load_trace, trace_file
 
     if not w.trace_time_scale > 0:
-        raise WorkloadError(f"--trace-time-scale must be > 0 (got {w.trace_time_scale})")
+        raise WorkloadError(f"{{flag:trace_time_scale}} must be > 0 (got {w.trace_time_scale})")
     if w.trace_start < 0 or w.trace_lead_in < 0:
-        raise WorkloadError(f"--trace-start and --trace-lead-in must be >= 0 (got {w.trace_start}, {w.trace_lead_in})")
+        raise WorkloadError(
+            f"{{flag:trace_start}} and {{flag:trace_lead_in}} must be >= 0 (got {w.trace_start}, {w.trace_lead_in})"
+        )
     if w.trace_lead_in > w.trace_start:
         raise WorkloadError(
-            f"--trace-lead-in ({w.trace_lead_in}) must be <= --trace-start ({w.trace_start}): the lead-in precedes the window"
+            f"{{flag:trace_lead_in}} ({w.trace_lead_in}) must be <= {{flag:trace_start}} ({w.trace_start}): the lead-in precedes the window"
         )
     path = trace_file(w.prefix_workload)
     try:
         rows = load_trace(path)
     except TraceFormatError as exc:
-        raise WorkloadError(f"--prefix-workload: {exc}") from exc
+        raise WorkloadError(f"{{flag:prefix_workload}}: {exc.template}") from exc
     if w.trace_windows < 1:
-        raise WorkloadError(f"--trace-windows must be >= 1 (got {w.trace_windows})")
+        raise WorkloadError(f"{{flag:trace_windows}} must be >= 1 (got {w.trace_windows})")
     if w.trace_start + w.trace_windows * w.num_requests > len(rows):
         raise WorkloadError(
-            f"--trace-start {w.trace_start} + --trace-windows {w.trace_windows} x --num-requests {w.num_requests} "
+            f"{{flag:trace_start}} {w.trace_start} + {{flag:trace_windows}} {w.trace_windows} x {{flag:num_requests}} {w.num_requests} "
             f"runs past the end of {path} ({len(rows)} requests); lower one of them"
         )
 
@@ -309,7 +348,7 @@ def _validate_trace(path: str, num_requests: int) -> None:
     """A trace CSV must exist, have the two length columns and at least ``num_requests`` rows."""
     if not os.path.isfile(path):
         raise WorkloadError(
-            f"--lengths: trace file '{path}' does not exist; give a CSV with num_prefill_tokens,num_decode_tokens"
+            f"{{flag:lengths}}: trace file '{path}' does not exist; give a CSV with num_prefill_tokens,num_decode_tokens"
         )
     try:
         with open(path, newline="") as handle:
@@ -317,15 +356,15 @@ def _validate_trace(path: str, num_requests: int) -> None:
             header = [name.strip() for name in next(reader, [])]
             rows = sum(1 for row in reader if row)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise WorkloadError(f"--lengths: cannot read trace file '{path}' ({exc})") from exc
+        raise WorkloadError(f"{{flag:lengths}}: cannot read trace file '{path}' ({exc})") from exc
     missing = [c for c in ("num_prefill_tokens", "num_decode_tokens") if c not in header]
     if missing:
         raise WorkloadError(
-            f"--lengths: trace file '{path}' lacks column(s) {', '.join(missing)} (header: {', '.join(header) or 'empty'})"
+            f"{{flag:lengths}}: trace file '{path}' lacks column(s) {', '.join(missing)} (header: {', '.join(header) or 'empty'})"
         )
     if rows < num_requests:
         raise WorkloadError(
-            f"--lengths: trace file '{path}' has {rows} requests but --num-requests is {num_requests}; lower --num-requests"
+            f"{{flag:lengths}}: trace file '{path}' has {rows} requests but {{flag:num_requests}} is {num_requests}; lower {{flag:num_requests}}"
         )
 
 
@@ -389,5 +428,5 @@ PRESETS["shared_prefix_mixed"] = PRESETS["shared_prefix"].replace(
 def preset(name: str) -> WorkloadConfig:
     """Return the named preset, or raise a one-line error listing the presets."""
     if name not in PRESETS:
-        raise WorkloadError(f"--workload: unknown preset '{name}'; choose one of: {_choices(tuple(PRESETS))}")
+        raise WorkloadError(f"{{flag:workload}}: unknown preset '{name}'; choose one of: {_choices(tuple(PRESETS))}")
     return PRESETS[name]

@@ -16,8 +16,9 @@ from typing import Any
 from envs.errors import WarmRouteError
 from warmroute.artifacts.run_dir import LOCK_FILE, METADATA_FILE
 
-FORMAT_VERSION = 1
-"""Format of every artefact kind not listed in :data:`KIND_FORMAT_VERSIONS`."""
+METADATA_FORMAT_VERSION = 1
+"""Layout version of every ``metadata.json`` and of ``pipeline.json`` whose kind is not in :data:`KIND_FORMAT_VERSIONS`:
+a reader refuses any other version."""
 KIND_FORMAT_VERSIONS = {"policy": 2}
 """Kinds whose format moved on. policy 2: weights as safetensors and the architecture as JSON (1 was RLlib's
 pickled module checkpoint, which runs code when loaded)."""
@@ -25,7 +26,7 @@ _OLD_FORMATS = {("policy", 1): " holds pickled RLlib weights, which could run co
 
 
 def format_version(kind: str) -> int:
-    return KIND_FORMAT_VERSIONS.get(kind, FORMAT_VERSION)
+    return KIND_FORMAT_VERSIONS.get(kind, METADATA_FORMAT_VERSION)
 
 
 class ArtifactError(WarmRouteError):
@@ -49,7 +50,8 @@ def write_metadata(directory: Path, kind: str, **fields: Any) -> dict[str, Any]:
 
 
 def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]:
-    """Metadata of the ``kind`` artefact at ``directory``; ``flag`` is the CLI flag that named it (for errors)."""
+    """Metadata of the ``kind`` artefact at ``directory``. ``flag`` says where the path came from, for errors: a
+    ``{flag:field}`` placeholder (``"{flag:policy}"``, which the CLI spells ``--policy``) or plain words (``"run"``)."""
     path = Path(directory)
     if not path.is_dir():
         raise ArtifactError(f"{flag} {path}: no such directory")
@@ -71,7 +73,7 @@ def read_metadata(directory: str | Path, kind: str, flag: str) -> dict[str, Any]
     return data
 
 
-def require_fresh_output(directory: str | Path, flag: str = "--output") -> Path:
+def require_fresh_output(directory: str | Path, flag: str = "{flag:output}") -> Path:
     """Refuse to overwrite a non-empty directory (artefacts are immutable once written); the lock file of this
     run's own :class:`~warmroute.artifacts.lock.DirectoryLock` does not count."""
     path = Path(directory)

@@ -41,12 +41,8 @@ def run(args: argparse.Namespace) -> int:
         results = save_latencies(latencies, results)
         print(f"wrote per-request latencies to {latencies}")
     w = config.env.workload
-    fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
-    if w.prefix_workload in ("none", "shared_prefix", "multi_turn"):
-        traffic = f"qps {w.qps:g}, {w.num_requests} requests x {config.episodes} held-out seeds"
-    else:  # a trace replays its own arrivals: episodes are windows, not seeds
-        traffic = f"trace time scale {w.trace_time_scale:g}, {w.num_requests} requests from trace request {w.trace_start}"
-    print(f"workload {w.name}: {fleet}, {traffic}")
+    episodes = f"{config.episodes} {'trace windows' if w.is_trace else 'held-out seeds'}"
+    print(f"workload {w.name}: {w.fleet}, {w.traffic}, {w.num_requests} requests x {episodes}")
     print(format_table(results))
     if hasattr(args, "json"):
         path = Path(args.json)

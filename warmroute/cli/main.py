@@ -17,8 +17,9 @@ spelling accepted for every multi-word flag; every flag has help, and ``choices`
 Each subcommand parses into its config dataclass, which defines every default: ``--help`` shows them, and the CLI
 passes on only what was typed.
 
-Any bad input exits with status 2 and one line naming the flag or file and the fix (a ``WarmRouteError``); any
-other exception is a bug and keeps its traceback.
+Any bad input exits with status 2 and one line naming the flag or file and the fix (a ``WarmRouteError``, whose
+config field names this module spells as the subcommand's flags); any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from types import ModuleType
 
 from envs.errors import WarmRouteError
 from warmroute.cli import collect_demos, compare, evaluate, export, pipeline, pretrain, report, submit, sweep, train
-from warmroute.cli.flags import HelpFormatter, OneLineParser
+from warmroute.cli.flags import HelpFormatter, OneLineParser, flag_of
 
 SUBCOMMANDS: dict[str, ModuleType] = {
     "evaluate": evaluate,
@@ -64,12 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_speller(parser: argparse.ArgumentParser, command: str) -> Callable[[str], str]:
+    """Config field -> the flag that sets it on ``command`` (its own flags first: ``num_replicas`` is ``--replicas``
+    on ``export``), else the field's ``--kebab-case`` spelling."""
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    own = {a.dest: a.option_strings[0] for a in subcommands.choices[command]._actions if a.option_strings}
+    return lambda field: own.get(field) or flag_of(field)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except WarmRouteError as exc:
-        print(f"warmroute {args.command}: error: {exc}", file=sys.stderr)
+        print(f"warmroute {args.command}: error: {exc.render(flag_speller(parser, args.command))}", file=sys.stderr)
         return 2
 
 

@@ -22,18 +22,9 @@ from warmroute.cli.workload_args import add_workload_args, env_config_from_args
 HELP = "PPO, cold or warm-started (KL to the cloned policy)"
 
 
-# Flags that only matter for a warm start, and flags a warm start takes from the checkpoint instead.
-WARM_ONLY = (
-    "pretrained_actor_path",
-    "kl_ref_coef_initial",
-    "kl_ref_coef_final",
-    "kl_ref_decay_steps",
-    "kl_ref_schedule",
-    "critic_warmup_steps",
-    "adaptive_kl_speedup",
-)
-
-
+WARM_ONLY = KLRefConfig.warm_only_fields()
+"""Flags that only matter for a warm start (marked on their ``KLRefConfig`` fields)."""
+# Flags a warm start takes from the checkpoint instead.
 FROM_CHECKPOINT = ("architecture", "hidden")
 
 

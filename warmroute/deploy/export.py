@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
 from rllib_ext.models import RoutingModule
 from rllib_ext.policy_io import load_policy, probe_batch
+from warmroute.artifacts.atomic import staged_file
 from warmroute.artifacts.metadata import ArtifactError, library_versions, read_metadata
 from warmroute.artifacts.run_dir import PolicyDir
 from warmroute.deploy.router_file import ROUTER_METADATA, RawFeatureRouter, router_metadata
@@ -45,7 +45,7 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.num_replicas is not None and self.num_replicas < 1:
-            raise WarmRouteError(f"--replicas must be >= 1 (got {self.num_replicas})")
+            raise WarmRouteError(f"{{flag:num_replicas}} must be >= 1 (got {self.num_replicas})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.policy, "output": self.output, "num_replicas": self.num_replicas}
@@ -86,23 +86,16 @@ def check_router(router: torch.jit.ScriptModule, module: RoutingModule, obs: np.
     return gap
 
 
-def _temporary_file(output: Path) -> str:
-    """An empty file next to ``output`` (renamed onto it once written); refuses an output that exists or cannot be
-    written before any policy is loaded."""
+def _check_output(output: Path) -> None:
+    """Refuse an output that exists or whose directory is missing before any policy is loaded."""
     if output.exists():
-        raise ArtifactError(f"--output {output}: already exists; choose a new file name or remove it")
+        raise ArtifactError(f"{{flag:output}} {output}: already exists; choose a new file name or remove it")
     if not output.parent.is_dir():
-        raise ArtifactError(f"--output {output}: directory {output.parent} does not exist; create it first")
-    try:
-        handle, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ArtifactError(f"--output {output}: cannot write in {output.parent} ({exc.strerror}); choose another place") from exc
-    os.close(handle)
-    return temp
+        raise ArtifactError(f"{{flag:output}} {output}: directory {output.parent} does not exist; create it first")
 
 
 def router_from_policy(
-    policy: str | Path, num_replicas: int | None = None, flag: str = "--policy"
+    policy: str | Path, num_replicas: int | None = None, flag: str = "{flag:policy}"
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """The policy at ``policy`` as a checked, scripted router for ``num_replicas`` replicas (None: its own count),
     with the metadata router.pt would carry."""
@@ -128,13 +121,15 @@ def router_from_policy(
 def export_router(cfg: ExportConfig) -> dict[str, Any]:
     """Write ``cfg.output``; return its metadata (with the measured logit gap on the probe batch)."""
     output = Path(cfg.output)
-    temp = _temporary_file(output)
-    try:
+    _check_output(output)
+    with ExitStack() as stack:
+        try:
+            temp = stack.enter_context(staged_file(output))  # made first: an unwritable place fails before loading
+        except OSError as exc:
+            raise ArtifactError(
+                f"{{flag:output}} {output}: cannot write in {output.parent} ({exc.strerror}); choose another place"
+            ) from exc
         router, info = router_from_policy(cfg.policy, cfg.num_replicas)
         info["export"] = cfg.to_dict()
         torch.jit.save(router, temp, _extra_files={ROUTER_METADATA: json.dumps(info, indent=2)})
-        os.replace(temp, output)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
     return info

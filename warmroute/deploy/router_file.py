@@ -90,7 +90,9 @@ def router_metadata(layout: ObservationLayout, architecture: str, **fields: Any)
     }
 
 
-def load_router(path: str | Path, num_replicas: int | None = None, flag: str = "--router") -> tuple[torch.jit.ScriptModule, dict]:
+def load_router(
+    path: str | Path, num_replicas: int | None = None, flag: str = "{flag:router}"
+) -> tuple[torch.jit.ScriptModule, dict]:
     """Load router.pt and its metadata; refuse one made for other features, or for another fixed replica count."""
     path = Path(path)
     if not path.is_file():

@@ -1,15 +1,13 @@
 """What ``warmroute pipeline`` runs: named budgets and the frozen ``PipelineConfig``.
 
 ``PipelineConfig`` is the one object the CLI, a Ray Job or a Tune trial hands to ``warmroute.pipeline.run.run_pipeline``.
-It builds each stage's library config (``DemoConfig``, ``BCConfig``, the two ``TrainConfig``\\ s) and names the
-settings each stage depends on (:meth:`PipelineConfig.stage_settings`), which the pipeline stores with the stage's
-output so a re-run can tell a finished stage it may reuse from one made with other settings.
+It builds each stage's library config (``DemoConfig``, ``BCConfig``, the two ``TrainConfig``\\ s); the stages
+themselves, with the settings each depends on, are the ``Stage`` records of ``warmroute.pipeline.stages``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,6 @@ from rllib_ext.bc import BCConfig
 from rllib_ext.demos import DemoConfig
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 
-STAGES = ("teacher", "demos", "bc", "warm", "cold", "evaluation", "curves", "report")
-"""Stage names, in the order they run (and the names of their outputs under the pipeline directory)."""
 VALIDATION_OFFSET = 5_000
 """Validation seeds are the held-out seeds shifted by this much, so choosing the teacher never sees a test seed."""
 DEMO_EPSILON = 0.1
@@ -67,15 +63,17 @@ class Budget:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name != "name" and (not isinstance(value, int) or value < 1):
-                raise WarmRouteError(f"--{f.name.replace('_', '-')} must be an integer >= 1 (got {value})")
+                raise WarmRouteError(f"{{flag}} must be an integer >= 1 (got {value})", field=f.name)
         if self.minibatch_size > self.train_batch_size:
             raise WarmRouteError(
-                f"--minibatch-size ({self.minibatch_size}) must not exceed --train-batch-size ({self.train_batch_size})"
+                f"{{flag:minibatch_size}} ({self.minibatch_size}) must not exceed {{flag:train_batch_size}} ({self.train_batch_size})"
             )
         if self.curve_episodes > self.episodes:
-            raise WarmRouteError(f"--curve-episodes ({self.curve_episodes}) must not exceed --episodes ({self.episodes})")
+            raise WarmRouteError(
+                f"{{flag:curve_episodes}} ({self.curve_episodes}) must not exceed {{flag:episodes}} ({self.episodes})"
+            )
         if max(self.episodes, self.validation_episodes) > VALIDATION_OFFSET:
-            raise WarmRouteError(f"--episodes and --validation-episodes must be <= {VALIDATION_OFFSET}")
+            raise WarmRouteError(f"{{flag:episodes}} and {{flag:validation_episodes}} must be <= {VALIDATION_OFFSET}")
 
 
 BUDGETS: dict[str, Budget] = {
@@ -119,21 +117,23 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.teacher is not None and not is_router(self.teacher):
-            raise WarmRouteError(f"--teacher: unknown router '{self.teacher}'; choose one of: {router_names()}")
+            raise WarmRouteError(f"{{flag:teacher}}: unknown router '{self.teacher}'; choose one of: {router_names()}")
         if self.num_env_runners < 1:
-            raise WarmRouteError(f"--num-env-runners must be >= 1 (got {self.num_env_runners})")
+            raise WarmRouteError(f"{{flag:num_env_runners}} must be >= 1 (got {self.num_env_runners})")
         if self.held_out_trace_start is not None:
             w = self.env.workload
-            if not (w.prefix_workload == "mooncake" or w.prefix_workload.startswith("jsonl:")):
-                raise WarmRouteError("--held-out-trace-start needs a trace workload (--prefix-workload mooncake or jsonl:PATH)")
+            if not w.is_trace:
+                raise WarmRouteError(
+                    "{flag:held_out_trace_start} needs a trace workload ({flag:prefix_workload} mooncake or jsonl:PATH)"
+                )
             end = w.trace_start + w.trace_windows * w.num_requests
             if self.held_out_trace_start < end:
                 raise WarmRouteError(
-                    f"--held-out-trace-start {self.held_out_trace_start} overlaps the training windows (trace requests "
+                    f"{{flag:held_out_trace_start}} {self.held_out_trace_start} overlaps the training windows (trace requests "
                     f"{w.trace_start}-{end - 1}); start the held-out windows at {end} or later"
                 )
             if self.held_out_trace_windows < 1:
-                raise WarmRouteError(f"--held-out-trace-windows must be >= 1 (got {self.held_out_trace_windows})")
+                raise WarmRouteError(f"{{flag:held_out_trace_windows}} must be >= 1 (got {self.held_out_trace_windows})")
             _ = self.eval_env  # builds the held-out workload: a window past the trace's end is refused now
 
     @property
@@ -191,35 +191,6 @@ class PipelineConfig:
             checkpoint_every=b.checkpoint_every,
             seed=self.seed,
         )
-
-    def stage_settings(self, stage: str, teacher: str | None) -> dict[str, Any]:
-        """The settings ``stage``'s output depends on (besides the stages before it), as plain JSON values.
-
-        Names are the budget's fields (the CLI's flags); paths are left out, so a finished pipeline directory may be
-        moved. The env is the teacher stage's, and every stage depends on those before it. ``teacher`` is the one the
-        teacher stage chose."""
-        b, env = self.budget, self.env.to_dict()
-        training = {k: getattr(b, k) for k in ("iterations", "train_batch_size", "minibatch_size", "checkpoint_every")}
-        training.update(num_env_runners=self.num_env_runners, seed=self.seed)
-        held_out = {"held_out_trace_start": self.held_out_trace_start, "held_out_trace_windows": self.held_out_trace_windows}
-        settings: dict[str, dict[str, Any]] = {
-            "teacher": {
-                "env": env,
-                "teacher": self.teacher,
-                "validation_episodes": None if self.teacher else b.validation_episodes,
-            },
-            "demos": {"teacher": teacher, "demo_steps": b.demo_steps, "num_env_runners": self.num_env_runners, "seed": self.seed},
-            "bc": {"bc_epochs": b.bc_epochs, "seed": self.seed},
-            "warm": {
-                **training,
-                **{k: getattr(b, k) for k in ("kl_ref_decay_steps", "warmup_steps", "critic_warmup_steps")},
-            },
-            "cold": {**training, "warmup_steps": b.warmup_steps},
-            "evaluation": {"episodes": b.episodes, **held_out},
-            "curves": {"curve_episodes": b.curve_episodes, **held_out},
-            "report": {},
-        }
-        return json.loads(json.dumps(settings[stage]))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,8 +1,8 @@
 """``warmroute pipeline``: demonstrations -> BC -> warm and cold PPO -> held-out evaluation -> report, resumable.
 
-:func:`run_pipeline` runs the stages of ``warmroute.pipeline.stages`` in order, each into its own output under the
+:func:`run_pipeline` runs the ``Stage`` records of ``warmroute.pipeline.stages`` in order, each into its own output under the
 pipeline directory (:class:`~warmroute.artifacts.run_dir.PipelineDir`). ``pipeline.json`` records, per stage, the settings it
-ran with (:meth:`PipelineConfig.stage_settings`) and whether it finished; ``stages.jsonl`` logs what every
+ran with (``Stage.settings``) and whether it finished; ``stages.jsonl`` logs what every
 invocation did. A re-run
 
 * reuses a finished stage whose settings match (and whose output is still there);
@@ -15,18 +15,18 @@ invocation did. A re-run
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from warmroute.artifacts.atomic import write_json
 from warmroute.artifacts.lock import DirectoryLock
-from warmroute.artifacts.metadata import FORMAT_VERSION, ArtifactError, library_versions
+from warmroute.artifacts.metadata import METADATA_FORMAT_VERSION, ArtifactError, library_versions
 from warmroute.artifacts.run_dir import LOCK_FILE, PipelineDir
-from warmroute.pipeline.config import STAGES, PipelineConfig
-from warmroute.pipeline.stages import STAGE_FUNCTIONS, Context, output_present
+from warmroute.pipeline.config import PipelineConfig
+from warmroute.pipeline.stages import STAGES, Context
 
 
 def _print_now(line: str) -> None:
@@ -37,7 +37,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
+def load_state(pipeline: PipelineDir, flag: str = "{flag:output}") -> dict[str, Any]:
     """The directory's ``pipeline.json`` (empty for a new directory); refuse a directory that is something else."""
     if not pipeline.config.is_file():
         if pipeline.path.exists() and (not pipeline.path.is_dir() or any(p.name != LOCK_FILE for p in pipeline.path.iterdir())):
@@ -47,7 +47,11 @@ def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
         state = json.loads(pipeline.config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{flag} {pipeline.config}: corrupted JSON ({exc}); choose a new directory") from exc
-    if not isinstance(state, dict) or state.get("kind") != PipelineDir.KIND or state.get("format_version") != FORMAT_VERSION:
+    if (
+        not isinstance(state, dict)
+        or state.get("kind") != PipelineDir.KIND
+        or state.get("format_version") != METADATA_FORMAT_VERSION
+    ):
         raise ArtifactError(f"{flag} {pipeline.config}: not a pipeline state of this WarmRoute version; choose a new directory")
     return state
 
@@ -55,9 +59,7 @@ def load_state(pipeline: PipelineDir, flag: str = "--output") -> dict[str, Any]:
 def _save_state(pipeline: PipelineDir, state: dict[str, Any]) -> None:
     """Write ``pipeline.json`` atomically (a kill never leaves half a file)."""
     pipeline.path.mkdir(parents=True, exist_ok=True)
-    tmp = pipeline.config.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, pipeline.config)
+    write_json(pipeline.config, state)
 
 
 def _log_event(pipeline: PipelineDir, stage: str, event: str, **fields: Any) -> None:
@@ -88,18 +90,18 @@ def check_settings(config: PipelineConfig, pipeline: PipelineDir, state: dict[st
     stages = dict(state.get("stages", {}))
     teacher = _recorded_teacher(config, stages)
     for index, stage in enumerate(STAGES):
-        if stage not in stages:
+        if stage.name not in stages:
             continue
-        found = _difference(stages[stage]["settings"], config.stage_settings(stage, teacher))
+        found = _difference(stages[stage.name]["settings"], stage.settings_of(config, teacher))
         if found is None:
             continue
         key, old, new = found
         if not force:
             raise ArtifactError(
-                f"--output {pipeline.path}: its {stage} stage was made with {key}={json.dumps(old)}, this run asks "
-                f"{key}={json.dumps(new)}; use a new --output, or add --force to redo {stage} and the stages after it"
+                f"{{flag:output}} {pipeline.path}: its {stage.name} stage was made with {key}={json.dumps(old)}, this run asks "
+                f"{key}={json.dumps(new)}; use a new {{flag:output}}, or add {{flag:force}} to redo {stage.name} and the stages after it"
             )
-        return {s: stages[s] for s in STAGES[:index] if s in stages}
+        return {s.name: stages[s.name] for s in STAGES[:index] if s.name in stages}
     return stages
 
 
@@ -114,7 +116,7 @@ def run_pipeline(
     """Run (or resume) the pipeline in ``output``, holding its lock (a second writer is refused); return its
     ``pipeline.json`` state."""
     pipeline = PipelineDir(output)
-    with DirectoryLock(pipeline.path, "--output", log):
+    with DirectoryLock(pipeline.path, "{flag:output}", log):
         return _run_locked(config, pipeline, force, progress, log)
 
 
@@ -125,7 +127,7 @@ def _run_locked(
     stages = check_settings(config, pipeline, state, force)
     state = {
         "kind": PipelineDir.KIND,
-        "format_version": FORMAT_VERSION,
+        "format_version": METADATA_FORMAT_VERSION,
         "config": config.to_dict(),
         "stages": stages,
         **{k: state[k] for k, stage in (("teacher", "teacher"), ("policies", "evaluation")) if k in state and stage in stages},
@@ -137,27 +139,27 @@ def _run_locked(
     ctx = Context(config, pipeline, state, _recorded_teacher(config, stages), progress, log)
     ran_before = False  # once a stage runs, every later stage runs too: its inputs may have changed
     for number, stage in enumerate(STAGES, 1):
-        banner = f"[{number}/{len(STAGES)}] {stage}"
-        record = stages.get(stage)
-        if not ran_before and record and record["status"] == "done" and output_present(pipeline, stage):
+        banner = f"[{number}/{len(STAGES)}] {stage.name}"
+        record = stages.get(stage.name)
+        if not ran_before and record and record["status"] == "done" and stage.done(pipeline):
             log(f"{banner}: reused (finished {record['finished']})")
-            _log_event(pipeline, stage, "reused")
+            _log_event(pipeline, stage.name, "reused")
             continue
-        resume = not ran_before and record is not None and ctx.resumable(stage)
+        resume = not ran_before and record is not None and stage.can_resume(pipeline)
         ran_before = True
         if not resume:
-            ctx.remove_output(stage)
+            stage.remove_output(pipeline)
         for later in STAGES[number:]:  # their inputs are about to change: they are not finished any more
-            stages.pop(later, None)
-        stages[stage] = {"settings": config.stage_settings(stage, ctx.teacher), "status": "started", "started": _now()}
+            stages.pop(later.name, None)
+        stages[stage.name] = {"settings": stage.settings_of(config, ctx.teacher), "status": "started", "started": _now()}
         _save_state(pipeline, state)
         log(f"{banner}: {'resuming' if resume else 'running'}")
-        _log_event(pipeline, stage, "resumed" if resume else "started")
+        _log_event(pipeline, stage.name, "resumed" if resume else "started")
         start = time.perf_counter()
-        result = STAGE_FUNCTIONS[stage](ctx, resume)
+        result = stage.run(ctx, resume)
         seconds = time.perf_counter() - start
-        stages[stage].update(status="done", finished=_now(), seconds=round(seconds, 1), result=result)
+        stages[stage.name].update(status="done", finished=_now(), seconds=round(seconds, 1), result=result)
         _save_state(pipeline, state)
-        _log_event(pipeline, stage, "done", seconds=round(seconds, 1))
+        _log_event(pipeline, stage.name, "done", seconds=round(seconds, 1))
         log(f"{banner}: done in {seconds:.0f} s")
     return state

@@ -9,7 +9,6 @@ those commands' formats: ``demos/`` is a ``collect-demos`` dataset, ``bc/`` a ``
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from rllib_ext.demos import collect_demos
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.ray_runtime import ensure_ray
 from rllib_ext.train import train
+from warmroute.artifacts.atomic import write_json
 from warmroute.artifacts.run_dir import PipelineDir
 from warmroute.pipeline.config import OBJECTIVES, PipelineConfig
 from warmroute.report.build import checkpoint_curves as run_curves
@@ -49,53 +49,51 @@ class Context:
     progress: bool
     log: Callable[[str], None]
 
-    def resumable(self, stage: str) -> bool:
-        """A PPO run that stopped after its first complete checkpoint resumes from its latest one."""
-        if stage not in RUNS:
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: its work, its output, how to tell the output is complete, and what it depends on."""
+
+    name: str
+    """Shown in the banner and keyed in ``pipeline.json``."""
+    run: Callable[[Context, bool], dict[str, Any]]
+    """Does the work (``resume``: continue a stopped run); returns the JSON summary ``pipeline.json`` keeps."""
+    output: Callable[[PipelineDir], Path | None]
+    """Where the stage writes (None: the teacher stage only records its choice in ``pipeline.json``)."""
+    marker: Callable[[PipelineDir], Path]
+    """A file the stage writes last, so its presence means the output is complete."""
+    settings: Callable[[PipelineConfig, str | None], dict[str, Any]]
+    """The settings the output depends on besides the stages before it (given the chosen teacher). Names are the
+    budget's fields (the CLI's flags); paths are left out, so a finished pipeline directory may be moved."""
+    resumable: bool = False
+    """A PPO run: when stopped after its first complete checkpoint it resumes from its latest one."""
+
+    def settings_of(self, config: PipelineConfig, teacher: str | None) -> dict[str, Any]:
+        """:attr:`settings` as plain JSON values (what ``pipeline.json`` stores and a re-run compares)."""
+        return json.loads(json.dumps(self.settings(config, teacher)))
+
+    def done(self, pipeline: PipelineDir) -> bool:
+        """Whether the stage's output is still there."""
+        return self.marker(pipeline).exists()
+
+    def can_resume(self, pipeline: PipelineDir) -> bool:
+        if not self.resumable:
             return False
-        run = self.pipeline.run(stage)
+        run = pipeline.run(self.name)
         return run.metadata.is_file() and bool(run.complete_checkpoints())
 
-    def remove_output(self, stage: str) -> None:
-        """Delete what an unfinished or outdated run of ``stage`` left behind (the library calls refuse to overwrite)."""
-        path = output_path(self.pipeline, stage)
+    def remove_output(self, pipeline: PipelineDir) -> None:
+        """Delete what an unfinished or outdated run left behind (the library calls refuse to overwrite)."""
+        path = self.output(pipeline)
         if path is not None and path.is_dir():
             shutil.rmtree(path)
         elif path is not None and path.exists():
             path.unlink()
 
 
-def output_path(pipeline: PipelineDir, stage: str) -> Path | None:
-    """Where ``stage`` writes (None: the teacher stage only records its choice in ``pipeline.json``)."""
-    return {
-        "demos": pipeline.demos.path,
-        "bc": pipeline.bc.path,
-        "warm": pipeline.run("warm").path,
-        "cold": pipeline.run("cold").path,
-        "evaluation": pipeline.evaluation,
-        "curves": pipeline.curves,
-        "report": pipeline.report,
-    }.get(stage)
-
-
-def output_present(pipeline: PipelineDir, stage: str) -> bool:
-    """Whether ``stage``'s output is still there (each file named is written last by its stage)."""
-    marker = {
-        "teacher": pipeline.config,
-        "demos": pipeline.demos.metadata,
-        "bc": pipeline.bc.metadata,
-        "warm": pipeline.run("warm").policy.metadata,
-        "cold": pipeline.run("cold").policy.metadata,
-        "evaluation": pipeline.evaluation,
-        "curves": pipeline.curves,
-        "report": pipeline.report,
-    }[stage]
-    return marker.exists()
-
-
 def heuristic_names(config: PipelineConfig) -> list[str]:
     """Every heuristic router that applies: cache-aware ones on prefix workloads, plus an explicit ``--teacher``."""
-    names = list(ROUTERS) + (list(CACHE_ROUTERS) if config.env.workload.prefix_workload != "none" else [])
+    names = list(ROUTERS) + (list(CACHE_ROUTERS) if config.env.workload.has_prefix else [])
     return names + [config.teacher] if config.teacher and config.teacher not in names else names
 
 
@@ -131,12 +129,6 @@ def _evaluate_all(
             bar.set_postfix_str(name)
             bar.update(len(seeds))
     return dict(done[i] for i in range(len(done)))
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def choose_teacher(ctx: Context, resume: bool) -> dict[str, Any]:
@@ -192,7 +184,7 @@ def evaluation(ctx: Context, resume: bool) -> dict[str, Any]:
     policies = [*heuristics, *learned.values()]
     results = _evaluate_all(policies, config.eval_env, config.test_seeds, "evaluate", ctx.progress, per_request=True)
     results = save_latencies(pipeline.latencies, results)  # per-request latencies for the report's CDF
-    _write_json(pipeline.evaluation, {"env_config": config.eval_env.to_dict(), "policies": results})
+    write_json(pipeline.evaluation, {"env_config": config.eval_env.to_dict(), "policies": results})
     names = list(results)  # in the order asked: heuristics first, then the learned policies
     ctx.state["policies"] = {
         "teacher": ctx.teacher,
@@ -216,7 +208,7 @@ def checkpoint_curves(ctx: Context, resume: bool) -> dict[str, Any]:
             _, pending = ray.wait(pending, num_returns=1)
             bar.update(1)
     runs = {label: ray.get(ref) for label, ref in refs.items()}
-    _write_json(pipeline.curves, {"seeds": config.curve_seeds, "runs": runs})
+    write_json(pipeline.curves, {"seeds": config.curve_seeds, "runs": runs})
     return {"checkpoints": {label: len(rows) for label, rows in runs.items()}}
 
 
@@ -226,13 +218,77 @@ def report(ctx: Context, resume: bool) -> dict[str, Any]:
     return {"report": str(path)}
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[Context, bool], dict[str, Any]]] = {
-    "teacher": choose_teacher,
-    "demos": demonstrations,
-    "bc": behaviour_cloning,
-    "warm": _ppo("warm"),
-    "cold": _ppo("cold"),
-    "evaluation": evaluation,
-    "curves": checkpoint_curves,
-    "report": report,
-}
+def _training(config: PipelineConfig) -> dict[str, Any]:
+    b = config.budget
+    training = {k: getattr(b, k) for k in ("iterations", "train_batch_size", "minibatch_size", "checkpoint_every")}
+    return {**training, "num_env_runners": config.num_env_runners, "seed": config.seed}
+
+
+def _held_out(config: PipelineConfig) -> dict[str, Any]:
+    """Where the evaluation, the curves and the report are judged: the held-out trace windows, when set."""
+    return {"held_out_trace_start": config.held_out_trace_start, "held_out_trace_windows": config.held_out_trace_windows}
+
+
+def _teacher_settings(config: PipelineConfig, teacher: str | None) -> dict[str, Any]:
+    """The env is the teacher stage's: every later stage depends on it through this one."""
+    validation = None if config.teacher else config.budget.validation_episodes
+    return {"env": config.env.to_dict(), "teacher": config.teacher, "validation_episodes": validation}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("teacher", choose_teacher, output=lambda p: None, marker=lambda p: p.config, settings=_teacher_settings),
+    Stage(
+        "demos",
+        demonstrations,
+        output=lambda p: p.demos.path,
+        marker=lambda p: p.demos.metadata,
+        settings=lambda c, teacher: {
+            "teacher": teacher,
+            "demo_steps": c.budget.demo_steps,
+            "num_env_runners": c.num_env_runners,
+            "seed": c.seed,
+        },
+    ),
+    Stage(
+        "bc",
+        behaviour_cloning,
+        output=lambda p: p.bc.path,
+        marker=lambda p: p.bc.metadata,
+        settings=lambda c, _: {"bc_epochs": c.budget.bc_epochs, "seed": c.seed},
+    ),
+    Stage(
+        "warm",
+        _ppo("warm"),
+        output=lambda p: p.run("warm").path,
+        marker=lambda p: p.run("warm").policy.metadata,
+        settings=lambda c, _: {
+            **_training(c),
+            **{k: getattr(c.budget, k) for k in ("kl_ref_decay_steps", "warmup_steps", "critic_warmup_steps")},
+        },
+        resumable=True,
+    ),
+    Stage(
+        "cold",
+        _ppo("cold"),
+        output=lambda p: p.run("cold").path,
+        marker=lambda p: p.run("cold").policy.metadata,
+        settings=lambda c, _: {**_training(c), "warmup_steps": c.budget.warmup_steps},
+        resumable=True,
+    ),
+    Stage(
+        "evaluation",
+        evaluation,
+        output=lambda p: p.evaluation,
+        marker=lambda p: p.evaluation,
+        settings=lambda c, _: {"episodes": c.budget.episodes, **_held_out(c)},
+    ),
+    Stage(
+        "curves",
+        checkpoint_curves,
+        output=lambda p: p.curves,
+        marker=lambda p: p.curves,
+        settings=lambda c, _: {"curve_episodes": c.budget.curve_episodes, **_held_out(c)},
+    ),
+    Stage("report", report, output=lambda p: p.report, marker=lambda p: p.report, settings=lambda c, _: {}),
+)
+"""The stages in the order they run; each runs after, and depends on, all those before it."""

@@ -14,7 +14,6 @@ PNGs of :mod:`warmroute.report.plots`. docs/report.md explains every table and p
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from envs.vidur_env import VidurEnvConfig
 from rllib_ext import metrics as M
 from rllib_ext.policy_io import CheckpointPolicy
 from rllib_ext.train_config import TrainConfig
+from warmroute.artifacts.atomic import staged_dir
 from warmroute.artifacts.metadata import ArtifactError, library_versions, read_metadata
 from warmroute.artifacts.run_dir import PipelineDir, PolicyDir, RunDir, checkpoint_iteration, checkpoint_module
 from warmroute.report import plots
@@ -41,7 +41,8 @@ from warmroute.report.markdown import render_markdown
 RUN_LABELS = ("cold", "warm")
 REACH_TOLERANCE = 0.01
 """A run "reaches" the teacher once a checkpoint's mean e2e latency is within this fraction of the teacher's."""
-FORMAT_VERSION = 1
+REPORT_FORMAT_VERSION = 1
+"""Layout version of report.json (its keys), independent of the artefacts' ``METADATA_FORMAT_VERSION``."""
 # Comparison-table columns: result key, header, format ("%": a fraction shown as a percentage).
 COLUMNS = (
     ("mean_e2e_s", "mean e2e (s)", ".3f"),
@@ -111,11 +112,13 @@ def policy_label(name: str) -> str:
 
 def _read_json(pipe: PipelineDir, path: Path) -> Any:
     if not path.is_file():
-        raise ArtifactError(f"--pipeline {pipe.path}: no {path.name}; run `warmroute pipeline --output {pipe.path}` to finish it")
+        raise ArtifactError(
+            f"{{flag:pipeline}} {pipe.path}: no {path.name}; run `warmroute pipeline {{flag:output}} {pipe.path}` to finish it"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ArtifactError(f"--pipeline {path}: corrupted JSON (line {exc.lineno}); re-run its pipeline stage") from exc
+        raise ArtifactError(f"{{flag:pipeline}} {path}: corrupted JSON (line {exc.lineno}); re-run its pipeline stage") from exc
 
 
 def _read_latencies(pipe: PipelineDir) -> dict[str, dict[str, Any]]:
@@ -123,13 +126,13 @@ def _read_latencies(pipe: PipelineDir) -> dict[str, dict[str, Any]]:
         return load_latencies(pipe.latencies)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ArtifactError(
-            f"--pipeline {pipe.latencies}: unreadable ({type(exc).__name__}); re-run the evaluation stage"
+            f"{{flag:pipeline}} {pipe.latencies}: unreadable ({type(exc).__name__}); re-run the evaluation stage"
         ) from exc
 
 
 def _field(data: Any, key: str, path: Path, what: str) -> Any:
     if not isinstance(data, dict) or key not in data:
-        raise ArtifactError(f"--pipeline {path}: no '{key}'; not {what} (re-run its pipeline stage)")
+        raise ArtifactError(f"{{flag:pipeline}} {path}: no '{key}'; not {what} (re-run its pipeline stage)")
     return data[key]
 
 
@@ -139,7 +142,7 @@ def _teachers(config: dict[str, Any], warm: TrainConfig | None) -> list[str]:
     names = teacher.split(",") if isinstance(teacher, str) else list(teacher)
     clone = warm.kl.pretrained_actor_path if warm is not None else None
     if not names and clone and PolicyDir(clone).metadata.is_file():
-        names = list(read_metadata(clone, PolicyDir.KIND, "--pipeline").get("teachers", []))
+        names = list(read_metadata(clone, PolicyDir.KIND, "{flag:pipeline}").get("teachers", []))
     return [name for name in names if name]
 
 
@@ -173,7 +176,7 @@ def _headline(curves: dict[str, list[dict[str, Any]]], lines: dict[str, float], 
 
 def _columns(results: dict[str, dict[str, Any]], env: VidurEnvConfig) -> tuple[tuple[str, str, str], ...]:
     columns = COLUMNS
-    if env.workload.prefix_workload != "none" or any(r.get("cache_hit_rate", 0) > 0 for r in results.values()):
+    if env.workload.has_prefix or any(r.get("cache_hit_rate", 0) > 0 for r in results.values()):
         columns += CACHE_COLUMNS
     if all("slo_attainment" in r for r in results.values()):
         columns += SLO_COLUMNS
@@ -210,7 +213,7 @@ def write_report(pipeline_dir: Path) -> Path:
     """Write ``report/`` of a pipeline directory (replacing an old one only once the new one is complete)."""
     pipe = PipelineDir(pipeline_dir)
     if not pipe.path.is_dir():
-        raise ArtifactError(f"--pipeline {pipe.path}: no such directory")
+        raise ArtifactError(f"{{flag:pipeline}} {pipe.path}: no such directory")
     config = _read_json(pipe, pipe.config) if pipe.config.is_file() else {}
     evaluation, curves_file = _read_json(pipe, pipe.evaluation), _read_json(pipe, pipe.curves)
     evaluate_json, curves_json = "the output of `warmroute evaluate --json`", "written by checkpoint_curves"
@@ -220,9 +223,9 @@ def write_report(pipeline_dir: Path) -> Path:
     curves: dict[str, list[dict[str, Any]]] = {k: v for k, v in runs.items() if v}
     labels = [label for label in RUN_LABELS if pipe.run(label).path.is_dir()]
     progress = {label: load_progress(pipe.run(label).path) for label in labels}
-    train_configs = {label: TrainConfig.from_run(pipe.run(label).path, flag="--pipeline") for label in labels}
+    train_configs = {label: TrainConfig.from_run(pipe.run(label).path, flag="{flag:pipeline}") for label in labels}
     for label, cfg in train_configs.items():  # the runs must route the fleet the evaluation describes
-        env.layout.check_compatible(cfg.env.layout.to_dict(), source=f"--pipeline {pipe.run(label).path}")
+        env.layout.check_compatible(cfg.env.layout.to_dict(), source=f"{{flag:pipeline}} {pipe.run(label).path}")
     seeds = list(_field(curves_file, "seeds", pipe.curves, curves_json))
     lines = heuristic_lines(results, seeds, env)
     teachers = [t for t in _teachers(config, train_configs.get("warm")) if t in lines]
@@ -230,7 +233,7 @@ def write_report(pipeline_dir: Path) -> Path:
     with_slo = columns[-len(SLO_COLUMNS) :] == SLO_COLUMNS
     order = sorted(results, key=lambda n: -results[n]["slo_attainment"] if with_slo else results[n]["mean_e2e_s"])
     report: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": REPORT_FORMAT_VERSION,
         "workload": env.workload.to_dict(),
         "seeds": {"evaluation": next(iter(results.values()), {}).get("seeds", []), "curves": seeds},
         "headline": _headline(curves, lines, teachers[0] if teachers else None),
@@ -250,12 +253,9 @@ def write_report(pipeline_dir: Path) -> Path:
     best = report["headline"]["best_heuristic"]
     roles = {**({best: "best heuristic"} if best else {}), **{t: "teacher" for t in teachers}}
     latencies = _read_latencies(pipe) if pipe.latencies.is_file() else None
-    tmp = pipe.path / "report.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        panels = [p for p in timeline_panels(results, report["comparison"]["labels"]) if latencies and p[0] in latencies]
-        timeline_ok = len(panels) > 1 and all("cached_tokens" in latencies[name] for name, _ in panels)
+    panels = [p for p in timeline_panels(results, report["comparison"]["labels"]) if latencies and p[0] in latencies]
+    timeline_ok = len(panels) > 1 and all("cached_tokens" in latencies[name] for name, _ in panels)
+    with staged_dir(pipe.report) as tmp:
         made = [
             plots.ttft_timeline(latencies, panels, tmp / "ttft_timeline.png") if timeline_ok else None,
             plots.heldout_curves(curves, lines, roles, len(seeds), tmp / "learning_curves.png") if curves else None,
@@ -269,9 +269,4 @@ def write_report(pipeline_dir: Path) -> Path:
         report["plots"] = {p.name: PLOT_CAPTIONS[p.name] for p in made if p is not None}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         (tmp / "report.md").write_text(render_markdown(report, env))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(pipe.report, ignore_errors=True)
-    tmp.rename(pipe.report)
     return pipe.report / "report.md"

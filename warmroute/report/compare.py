@@ -22,13 +22,13 @@ from warmroute.artifacts.run_dir import RunDir
 def load_progress(run_dir: str | Path) -> list[dict[str, Any]]:
     path = RunDir(run_dir).progress
     if not path.is_file():
-        raise ArtifactError(f"--runs {run_dir}: no {path.name}; is this a `warmroute train` output directory?")
+        raise ArtifactError(f"{{flag:runs}} {run_dir}: no {path.name}; is this a `warmroute train` output directory?")
     try:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
-        raise ArtifactError(f"--runs {path}: corrupted line {exc.lineno}") from exc
+        raise ArtifactError(f"{{flag:runs}} {path}: corrupted line {exc.lineno}") from exc
     if not rows:
-        raise ArtifactError(f"--runs {run_dir}: {path.name} is empty (no finished iteration)")
+        raise ArtifactError(f"{{flag:runs}} {run_dir}: {path.name} is empty (no finished iteration)")
     return rows
 
 

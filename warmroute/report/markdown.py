@@ -69,19 +69,12 @@ def _policy_table(report: dict[str, Any], where: str) -> list[str]:
 def render_markdown(report: dict[str, Any], env: VidurEnvConfig) -> str:
     """report.md from the report.json dict: the same numbers, rounded for reading."""
     w, head = env.workload, report["headline"]
-    fleet = " + ".join(f"{w.devices.count(d)} x {d}" for d in dict.fromkeys(w.devices))
-    if w.prefix_workload in ("none", "shared_prefix", "multi_turn"):
-        traffic = f"qps {w.qps:g}"
-    else:  # a trace replays its own arrivals
-        traffic = f"trace time scale {w.trace_time_scale:g} from trace request {w.trace_start}"
-    if w.trace_windows > 1:
-        traffic += f" ({w.trace_windows} windows of {w.num_requests} requests, after a {w.trace_lead_in}-request lead-in)"
     out = [
         f"# WarmRoute report: workload `{w.name}`",
         "",
-        f"{fleet}; {w.model}; {traffic}; {w.num_requests} requests per episode. {_seeds(report['seeds'])}",
+        f"{w.describe()}. {_seeds(report['seeds'])}",
         "",
-        *_policy_table(report, "held-out trace windows" if w.prefix_workload != "none" else "held-out seeds"),
+        *_policy_table(report, "held-out trace windows" if w.is_trace else "held-out seeds"),
         "",
         "## At a glance (held-out seeds)",
         "",

@@ -170,7 +170,7 @@ def schedules(configs: dict[str, TrainConfig], progress: dict[str, list[dict[str
     """KL-to-reference and entropy coefficients vs env steps: lines from the schedule objects the learner builds
     (``KLRefPPOTorchLearner.build``), markers the values the learner logged each iteration. A cold start has no
     reference policy, so its learner uses a KL coefficient of 0 whatever the schedule says."""
-    from rllib_ext.schedules import ConstantCoef, WarmupCoef, make_kl_schedule
+    from rllib_ext.schedules import ConstantCoef, WarmupCoef
 
     end = max((rows[-1][M.ENV_STEPS] for rows in progress.values() if rows), default=1)
     fig = Figure(figsize=(13, 5))
@@ -179,8 +179,7 @@ def schedules(configs: dict[str, TrainConfig], progress: dict[str, list[dict[str
     for label in sorted(configs, key=lambda name: name != "warm"):
         cfg, k = configs[label], configs[label].kl
         color, title, (ls, lw, ms) = RUN_COLORS.get(label), RUN_TITLES.get(label, label), styles.get(label, ("-", 2, 6))
-        kl = make_kl_schedule(k.kl_ref_schedule, k.kl_ref_coef_initial, k.kl_ref_coef_final, k.kl_ref_decay_steps)
-        kl = kl if k.enable_warm_start else ConstantCoef(0.0)
+        kl = k.kl_schedule() if k.enable_warm_start else ConstantCoef(0.0)
         entropy = WarmupCoef(cfg.ppo.entropy_coeff, k.entropy_warmup_coef, k.warmup_steps)
         steps = np.unique(np.concatenate([np.linspace(0, end, 400), [k.warmup_steps, k.warmup_steps + 1]]))
         steps = steps[steps <= end]
