@@ -62,7 +62,9 @@ def load_latency_model(path: str, layout: ObservationLayout) -> xgboost.Booster:
     try:
         booster.load_model(path)
     except xgboost.core.XGBoostError as exc:
-        raise WarmRouteError(f"--policy {LATENCY_MODEL}:model={path}: not an XGBoost JSON model ({str(exc).splitlines()[0]}); {fix}") from None
+        raise WarmRouteError(
+            f"--policy {LATENCY_MODEL}:model={path}: not an XGBoost JSON model ({str(exc).splitlines()[0]}); {fix}"
+        ) from None
     meta = booster.attr(ATTRIBUTE)
     if meta is None:
         raise WarmRouteError(f"--policy {LATENCY_MODEL}:model={path}: no WarmRoute metadata in the model; {fix}")
