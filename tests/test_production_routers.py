@@ -181,3 +181,26 @@ def test_bad_production_router_settings_are_one_line_errors_with_exit_2(
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], result.stderr
     assert not out.exists()
+
+
+def test_demonstrations_and_the_pipeline_teacher_choice_offer_the_production_routers(fitted: Path) -> None:
+    import gymnasium as gym
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    from rllib_ext.teacher import TEACHER_ACTION, HeuristicTeacherModule
+    from warmroute.pipeline.config import PipelineConfig
+    from warmroute.pipeline.stages import heuristic_names
+
+    obs = _obs(8 * 512, cached_hbm_tokens=(0, 4096, 0, 0), active_kv_tokens=(4096, 12288, 0, 6144))
+    for name, expected in (("kv_cost", 2), ("kv_cost:overlap_score_weight=4", 1), (f"latency_model:model={fitted}", None)):
+        module = HeuristicTeacherModule(
+            observation_space=gym.spaces.Box(0.0, np.inf, (LAYOUT.dim,), np.float32),
+            action_space=gym.spaces.Discrete(4),
+            model_config={"router": name, "num_replicas": 4},
+        )
+        out = module.forward_inference({Columns.OBS: torch.as_tensor(obs[None])})
+        assert int(out[TEACHER_ACTION][0]) == (expected if expected is not None else _route(name, obs))
+    config = PipelineConfig(env=VidurEnvConfig(workload=preset("mooncake")), teacher=f"latency_model:model={fitted}")
+    names = heuristic_names(config)
+    assert {"kv_cost", "sticky_load", "least_ttft", f"latency_model:model={fitted}"} <= set(names)
