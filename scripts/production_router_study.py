@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -85,6 +86,9 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=3, help="held-out episodes per router (max 3)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="routers evaluated in parallel")
     parser.add_argument("--json", default=None, help="write tuning and evaluation results to this JSON file")
+    parser.add_argument(
+        "--tuned", default=None, help="comma-separated tuned router names from an earlier run's 'tuned' lines: skip tuning"
+    )
     args = parser.parse_args()
     try:
         env_config = env_config_from_args(args, VidurEnvConfig())
@@ -92,9 +96,12 @@ def main() -> None:
         raise SystemExit(f"production_router_study.py: {error}") from None
     if not (1 <= args.train_episodes <= 3 and 1 <= args.eval_episodes <= 3 and args.workers >= 1):
         raise SystemExit("production_router_study.py: --train-episodes and --eval-episodes must be in 1..3, --workers >= 1")
-    tuned = tune(env_config, args.train_episodes, args.workers)
+    if args.tuned:
+        tuned = {name.split(":")[0]: {"name": name} for name in args.tuned.split(",")}
+    else:
+        tuned = tune(env_config, args.train_episodes, args.workers)
     for family, row in tuned.items():
-        print(f"tuned {family}: {row['name']} (training mean e2e {row['mean_e2e_s']:.3f} s)", flush=True)
+        print(f"tuned {family}: {row['name']} (training mean e2e {row.get('mean_e2e_s', float('nan')):.3f} s)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.json).with_suffix(".latency_model.json") if args.json else Path(tmp) / "latency_model.json"
         fit = fit_latency_model(env_config, training_episodes(env_config.workload, LATENCY_MODEL_EPISODES), model)
@@ -102,7 +109,8 @@ def main() -> None:
         names = ["least_outstanding", *GRIDS, *dict.fromkeys(r["name"] for r in tuned.values() if r["name"] not in GRIDS)]
         names.append(f"latency_model:model={model}")
         eval_eps = episodes(env_config.workload, args.eval_episodes, held_out=True)
-        with ProcessPoolExecutor(args.workers) as pool:
+        # spawn: this process has run XGBoost, and its OpenMP state deadlocks forked children (envs/routers/latency_model.py)
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = dict(pool.map(_run, [(name, env_config, eval_eps) for name in names]))
     print(f"{env_config.workload.name}: {len(eval_eps)} held-out episodes of {env_config.workload.num_requests} requests")
     print(markdown(results))

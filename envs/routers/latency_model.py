@@ -41,6 +41,10 @@ LATENCY_MODEL = "latency_model"
 FIT_COMMAND = "scripts/fit_latency_model.py"
 ATTRIBUTE = "warmroute"
 """XGBoost model attribute holding the JSON metadata (layout, logging policy, fit statistics)."""
+NTHREAD = 1
+"""XGBoost threads (DMatrix, training, prediction): routing is one small batch at a time. Note: once XGBoost has
+run, a process that forks (a fork-context ProcessPoolExecutor, the lookahead) deadlocks in the child's first
+prediction (GNU OpenMP after fork) unless ``OMP_NUM_THREADS=1`` was set at start: use the spawn context."""
 MIN_TTFT_S = 1e-3
 """Floor of the regression target before the log (a TTFT is never 0, but a full hit computes one token)."""
 
@@ -65,6 +69,7 @@ def load_latency_model(path: str, layout: ObservationLayout) -> xgboost.Booster:
         raise WarmRouteError(
             f"--policy {LATENCY_MODEL}:model={path}: not an XGBoost JSON model ({str(exc).splitlines()[0]}); {fix}"
         ) from None
+    booster.set_param({"nthread": NTHREAD})
     meta = booster.attr(ATTRIBUTE)
     if meta is None:
         raise WarmRouteError(f"--policy {LATENCY_MODEL}:model={path}: no WarmRoute metadata in the model; {fix}")
@@ -84,7 +89,7 @@ def latency_model_router(name: str, layout: ObservationLayout) -> Callable[[np.n
     def route(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         replicas, request = layout.split(np.asarray(obs, dtype=np.float64))
         x = features(replicas, request)
-        predicted = booster.predict(xgboost.DMatrix(x.reshape(-1, x.shape[-1]))).reshape(x.shape[:-1])
+        predicted = booster.predict(xgboost.DMatrix(x.reshape(-1, x.shape[-1]), nthread=NTHREAD)).reshape(x.shape[:-1])
         return predicted.argmin(axis=-1)
 
     return route
@@ -141,11 +146,18 @@ def fit_latency_model(
     x, ttft = log_decisions(env_config, episodes, router, explore, seed)
     y = np.log(np.maximum(ttft, MIN_TTFT_S))
     cut = int(0.8 * len(y))
-    params = {"max_depth": max_depth, "eta": 0.05, "subsample": 0.8, "nthread": 1, "seed": seed, "objective": "reg:squarederror"}
-    check = xgboost.train(params, xgboost.DMatrix(x[:cut], label=y[:cut]), num_boost_round=rounds)
-    predicted = np.exp(check.predict(xgboost.DMatrix(x[cut:])))
+    params = {
+        "max_depth": max_depth,
+        "eta": 0.05,
+        "subsample": 0.8,
+        "nthread": NTHREAD,
+        "seed": seed,
+        "objective": "reg:squarederror",
+    }
+    check = xgboost.train(params, xgboost.DMatrix(x[:cut], label=y[:cut], nthread=NTHREAD), num_boost_round=rounds)
+    predicted = np.exp(check.predict(xgboost.DMatrix(x[cut:], nthread=NTHREAD)))
     mape = float(np.mean(np.abs(predicted - ttft[cut:]) / np.maximum(ttft[cut:], MIN_TTFT_S)))
-    booster = xgboost.train(params, xgboost.DMatrix(x, label=y), num_boost_round=rounds)
+    booster = xgboost.train(params, xgboost.DMatrix(x, label=y, nthread=NTHREAD), num_boost_round=rounds)
     meta = {
         "layout": env_config.layout.to_dict(),
         "workload": env_config.workload.name,
