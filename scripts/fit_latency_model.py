@@ -10,9 +10,9 @@ Run:
     PYTHONPATH=$PWD .venv/bin/python scripts/fit_latency_model.py --workload mooncake --episodes 6 \\
         --output results/latency_model_mooncake.json
 
-Expect (2-core x86 under load from other jobs): mooncake, 6 windows x 512 decisions, about 40 s (logging is
-simulation; the XGBoost fit itself takes about 2 s); the printed held-out MAPE of the TTFT is about 0.5 (the
-heavy-tailed trace TTFTs are hard to predict from a snapshot; llm-d reports 5% on its own traffic).
+Expect (2-core x86 shared with other jobs; the same fit run inside scripts/production_router_study.py): mooncake,
+6 windows x 512 decisions, 90-186 s depending on the load, held-out MAPE of the TTFT 0.09 (mooncake_mixed 0.11,
+shared_prefix 0.07, multi_turn 0.16; llm-d reports about 5% on its traffic).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Run:
     PYTHONPATH=$PWD .venv/bin/python scripts/production_router_study.py --workload mooncake --workers 2 \\
         --json results/production_mooncake.json
 
-Expect (2-core x86 under load from other jobs): 10-20 minutes per preset; docs/prefix_caching.md has the tables.
+Expect (2-core x86 shared with four other jobs): mooncake's tuning took about 30 minutes with 2 workers, a generated
+preset with --train-episodes 1 and 1 worker about 10 minutes in all; docs/prefix_caching.md has the tables.
 """
 
 from __future__ import annotations
