@@ -22,7 +22,7 @@ import numpy as np
 
 from envs.errors import WarmRouteError
 
-OBSERVATION_VERSION = 2
+OBSERVATION_VERSION = 3
 
 # (name, scale): the observation value is raw / scale.
 REPLICA_FEATURES: tuple[tuple[str, float], ...] = (
@@ -37,6 +37,11 @@ REPLICA_FEATURES: tuple[tuple[str, float], ...] = (
     ("cached_host_tokens", 16384.0),  # ... and, continuing that prefix, in its host-DRAM tier
     ("hbm_cache_fill", 1.0),  # fraction of the replica's KV memory holding cached prefix blocks
     ("host_cache_fill", 1.0),  # fraction of the host tier in use
+    # v3: what production routers price (envs/routers/production.py)
+    ("pending_uncached_prefill_tokens", 16384.0),  # pending prefill net of each queued request's hit seen at routing
+    ("active_kv_tokens", 262144.0),  # KV tokens allocated to the replica's running requests (Dynamo's active blocks)
+    ("prefill_s_per_token", 1e-4),  # device price: seconds per prefill token (roofline, 512-token chunk, 4k context)
+    ("host_load_s_per_token", 1e-5),  # device price: seconds to load one token's KV from the host tier
 )
 REQUEST_FEATURES: tuple[tuple[str, float], ...] = (
     ("prefill_tokens", 4096.0),
@@ -56,6 +61,10 @@ FEATURE_UNITS: dict[str, str] = {
     "cached_host_tokens": "tokens",
     "hbm_cache_fill": "fraction 0..1",
     "host_cache_fill": "fraction 0..1",
+    "pending_uncached_prefill_tokens": "tokens",
+    "active_kv_tokens": "tokens",
+    "prefill_s_per_token": "seconds per token",
+    "host_load_s_per_token": "seconds per token",
     "prefill_tokens": "tokens",
     "affinity_key": "hash in [0, 1)",
     "decode_tokens": "tokens",

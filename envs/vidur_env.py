@@ -22,6 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from vidur.config import CacheConfig, ReplicaConfig
 from vidur.events.batch_end_event import BatchEndEvent
 from vidur.events.global_schedule_event import GlobalScheduleEvent
 from vidur.events.replica_schedule_event import ReplicaScheduleEvent
@@ -29,7 +30,7 @@ from vidur.events.request_arrival_event import RequestArrivalEvent
 
 from envs.errors import WarmRouteError
 from envs.observation import REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX, ObservationLayout
-from envs.prefix.sim import prefix_observation
+from envs.prefix.sim import PrefixRooflineConfig, PrefixRooflinePredictor, prefix_observation
 from envs.sim.fast_forward import FAST_FORWARD_PREDICTORS, FastForward
 from envs.sim.memory import KVUsage
 from envs.sim.metrics import episode_metrics
@@ -127,9 +128,7 @@ class VidurRoutingEnv(gym.Env):
         num_replicas = self.workload.num_replicas
         self.action_space = gym.spaces.Discrete(num_replicas)
         self.observation_space = gym.spaces.Box(0.0, np.inf, shape=(self.layout.dim,), dtype=np.float32)
-        self._speeds = np.asarray(
-            relative_device_speeds(self.workload.model, self.workload.devices, self.workload.tensor_parallel_size)
-        )
+        self._device = device_features(self.workload.model, self.workload.devices, self.workload.tensor_parallel_size)
         self._worker, self._vector = worker, vector
         self._seed_stream = np.random.default_rng([self.workload.seed, worker, vector])
         self._sim = None
@@ -200,6 +199,8 @@ class VidurRoutingEnv(gym.Env):
         self._current_event._request_mapping.append((replica_id, request))
         self._outstanding[index][request.id] = request
         self._replica_of[request.id] = index
+        # the hit the router saw on this replica (taken at admission): counted off its pending prefill meanwhile
+        request.routed_hit_tokens = int(self._replica_raw[index, _HBM] + self._replica_raw[index, _HOST])
         self._routed.append(request)
         self._actions[index] += 1
         self._last_action = index
@@ -293,7 +294,7 @@ class VidurRoutingEnv(gym.Env):
     def _observation(self) -> np.ndarray:
         layout = self.layout
         replica_raw = load_features(
-            self._replica_schedulers, self._outstanding, self._num_blocks, self._speeds, self._last_action
+            self._replica_schedulers, self._outstanding, self._num_blocks, self._device, self._last_action
         )
         queue = self._sim.scheduler._request_queue
         request_raw = np.zeros(layout.num_request_features)
@@ -303,14 +304,32 @@ class VidurRoutingEnv(gym.Env):
                 request_raw[_ORACLE] = queue[0].num_decode_tokens
             if hasattr(queue[0], "prefix"):
                 request_raw[_AFFINITY] = prefix_observation(self._replica_schedulers, queue[0].prefix, replica_raw[:, _CACHE])
+        self._replica_raw = replica_raw
         return layout.build(replica_raw, request_raw)
+
+
+def device_features(model: str, devices: tuple[str, ...], tensor_parallel_size: int = 1) -> np.ndarray:
+    """Per replica ``(relative_speed, prefill_s_per_token, host_load_s_per_token)``, priced by the roofline.
+
+    The prefill price is one 512-token chunk at 4k tokens of context (the trace's typical suffix on a cached
+    prefix) divided by 512; the host price is the host-tier load of one token's KV over the device's host link.
+    """
+    replica = ReplicaConfig(model_name=model, device=devices[0], tensor_parallel_size=tensor_parallel_size, num_pipeline_stages=1)
+    predictor = PrefixRooflinePredictor(PrefixRooflineConfig(), replica, CacheConfig())
+    prefill = [predictor.stage_time_ms(d, (PRICE_CHUNK,), (PRICE_CONTEXT,)) / 1000 / PRICE_CHUNK for d in devices]
+    host = [predictor.host_load_ms(d, 1) / 1000 for d in devices]
+    speeds = relative_device_speeds(model, devices, tensor_parallel_size)
+    return np.column_stack([speeds, prefill, host])
+
+
+PRICE_CHUNK, PRICE_CONTEXT = 512, 4096
 
 
 def load_features(
     schedulers: list[Any],
     outstanding: list[dict[int, Any]],
     num_blocks: list[int],
-    speeds: np.ndarray,
+    device: np.ndarray,
     last_routed: int,
     queued_extra: list[int] | None = None,
 ) -> np.ndarray:
@@ -318,16 +337,26 @@ def load_features(
 
     Shared by the env and the deployable vidur global scheduler (``warmroute.deploy.vidur_scheduler``), so both observe
     exactly the same numbers. ``outstanding[i]``: requests routed to replica ``i`` and not finished;
-    ``queued_extra[i]``: requests routed to it that vidur has not yet put in its queue.
+    ``device``: :func:`device_features`; ``queued_extra[i]``: requests routed to it that vidur has not yet put in
+    its queue. A request not yet admitted counts its prompt minus the hit the router saw when routing it
+    (``routed_hit_tokens``, set by the env) as uncached prefill.
     """
     replica_raw = np.zeros((len(schedulers), len(REPLICA_FEATURE_INDEX)))
     for i, rs in enumerate(schedulers):
         replica_raw[i, _OUT] = len(outstanding[i])
         replica_raw[i, _QUEUED] = rs.num_pending_requests + (queued_extra[i] if queued_extra else 0)
         replica_raw[i, _RUNNING] = len(rs._allocation_map)
-        replica_raw[i, _PREFILL] = sum(max(r._num_prefill_tokens - r._num_processed_tokens, 0) for r in outstanding[i].values())
+        pending = uncached = 0
+        for r in outstanding[i].values():
+            left = r._num_prefill_tokens - r._num_processed_tokens
+            if left > 0:
+                pending += left
+                uncached += r._num_prefill_tokens - max(r._num_processed_tokens, getattr(r, "routed_hit_tokens", 0))
+        replica_raw[i, _PREFILL] = pending
+        replica_raw[i, _UNCACHED] = uncached
         replica_raw[i, _KV] = rs.num_allocated_blocks / num_blocks[i]
-    replica_raw[:, _SPEED] = speeds
+        replica_raw[i, _ACTIVE] = rs.num_allocated_blocks * rs._cache_config.block_size
+    replica_raw[:, [_SPEED, _PRICE, _HOST_PRICE]] = device
     if last_routed >= 0:
         replica_raw[last_routed, _LAST] = 1.0
     return replica_raw
@@ -340,7 +369,13 @@ _PREFILL = REPLICA_FEATURE_INDEX["pending_prefill_tokens"]
 _KV = REPLICA_FEATURE_INDEX["kv_cache_usage"]
 _SPEED = REPLICA_FEATURE_INDEX["relative_speed"]
 _LAST = REPLICA_FEATURE_INDEX["last_routed"]
-_CACHE = slice(REPLICA_FEATURE_INDEX["cached_hbm_tokens"], REPLICA_FEATURE_INDEX["host_cache_fill"] + 1)
+_UNCACHED = REPLICA_FEATURE_INDEX["pending_uncached_prefill_tokens"]
+_ACTIVE = REPLICA_FEATURE_INDEX["active_kv_tokens"]
+_PRICE = REPLICA_FEATURE_INDEX["prefill_s_per_token"]
+_HOST_PRICE = REPLICA_FEATURE_INDEX["host_load_s_per_token"]
+_HBM = REPLICA_FEATURE_INDEX["cached_hbm_tokens"]
+_HOST = REPLICA_FEATURE_INDEX["cached_host_tokens"]
+_CACHE = slice(_HBM, REPLICA_FEATURE_INDEX["host_cache_fill"] + 1)
 _AFFINITY = REQUEST_FEATURE_INDEX["affinity_key"]
 _ORACLE = len(REQUEST_FEATURE_INDEX)
 

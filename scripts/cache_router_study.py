@@ -96,14 +96,14 @@ def tune(env_config: VidurEnvConfig, count: int, workers: int) -> dict[str, dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_workload_args(parser)
+    add_workload_args(parser, VidurEnvConfig())
     parser.add_argument("--train-episodes", type=int, default=2, help="training episodes per grid point (max 3)")
     parser.add_argument("--eval-episodes", type=int, default=3, help="held-out episodes per router (max 3)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="routers evaluated in parallel")
     parser.add_argument("--json", default=None, help="write tuning and evaluation results to this JSON file")
     args = parser.parse_args()
     try:
-        env_config = env_config_from_args(args)
+        env_config = env_config_from_args(args, VidurEnvConfig())
     except WorkloadError as error:
         raise SystemExit(f"cache_router_study.py: {error.render(flag_of)}") from None
     if not (1 <= args.train_episodes <= 3 and 1 <= args.eval_episodes <= 3 and args.workers >= 1):

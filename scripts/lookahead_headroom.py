@@ -28,19 +28,20 @@ from envs.evaluation.evaluate import evaluation_seeds
 from envs.evaluation.lookahead import lookahead_episode
 from envs.routers.heuristics import is_router, router_names
 from envs.sim.workload import WorkloadError
+from envs.vidur_env import VidurEnvConfig
 from warmroute.cli.flags import flag_of
 from warmroute.cli.workload_args import add_workload_args, env_config_from_args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_workload_args(parser)  # --workload PRESET plus overrides such as --qps
+    add_workload_args(parser, VidurEnvConfig())  # --workload PRESET plus overrides such as --qps
     parser.add_argument("--base", default="speed_aware", help="heuristic router the lookahead improves on")
     parser.add_argument("--episodes", type=int, default=2, help="held-out test seeds, one process each")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="episodes run in parallel")
     args = parser.parse_args()
     try:
-        env_config = env_config_from_args(args)
+        env_config = env_config_from_args(args, VidurEnvConfig())
     except WorkloadError as error:
         raise SystemExit(f"lookahead_headroom.py: {error.render(flag_of)}") from None
     if not is_router(args.base):

@@ -8,7 +8,7 @@ docs/workloads.md records the table.
 
 Prefix-sharing presets (``prefix_workload`` set) are measured differently, because their capacity depends on the
 router: the cache hits that cut prefill work come from routing requests to replicas that hold their prefix. The
-whole fleet is flooded through each cache-aware router (and ``least_outstanding``) and the best throughput is the
+whole fleet is flooded through each cache-aware router (cache-aware and production families with their defaults, and ``least_outstanding``) and the best throughput is the
 capacity. A trace is flooded by shrinking its time scale. Multi-turn chats are a closed loop whose concurrency is
 the number of sessions (128 sessions never saturate the fleet), so their flood uses 2-turn sessions, zero think
 time: an approximation that keeps the reuse of one earlier turn.
@@ -18,6 +18,7 @@ Run:
     .venv/bin/python scripts/measure_capacity.py --presets heterogeneous --num-requests 1000
     .venv/bin/python scripts/measure_capacity.py --presets mooncake,shared_prefix,shared_prefix_mixed,multi_turn \
         --num-requests 1000 --seeds 1
+    .venv/bin/python scripts/measure_capacity.py --presets mooncake_mixed --num-requests 800 --seeds 1   # 4.41 (least_ttft)
 
 Expect (2-core x86 machine, roofline predictor, under a minute): see the table in docs/workloads.md.
 """
@@ -50,7 +51,15 @@ def replica_capacity(workload: WorkloadConfig, device: str, seeds: list[int]) ->
     return float(np.mean([evaluate_policy(policy, flood, [seed])["throughput_rps"] for seed in seeds]))
 
 
-FLEET_ROUTERS = ("least_outstanding", "prefix_affinity", "weighted_scorer", "session_hash")
+FLEET_ROUTERS = (
+    "least_outstanding",
+    "prefix_affinity",
+    "weighted_scorer",
+    "session_hash",
+    "kv_cost",
+    "sticky_load",
+    "least_ttft",
+)
 
 
 def _flooded(workload: WorkloadConfig) -> WorkloadConfig:

@@ -35,7 +35,7 @@ def test_check_env_passes(small_workload) -> None:
 def test_registered_with_gymnasium(small_workload) -> None:
     env = gym.make(ENV_ID, config=VidurEnvConfig(workload=small_workload))
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (4 * 11 + 2,)  # 11 features per replica, prompt tokens and affinity key
+    assert obs.shape == (4 * 15 + 2,)  # 15 features per replica, prompt tokens and affinity key
     assert env.action_space == gym.spaces.Discrete(4)
 
 

@@ -144,7 +144,7 @@ def test_vidur_scheduler_also_takes_a_policy_directory(scorer_dir, router_path) 
 def test_router_and_scheduler_need_torch_but_not_ray(router_path) -> None:
     code = (
         "import sys, torch; import warmroute.deploy.vidur_scheduler; "
-        f"r = torch.jit.load({str(router_path)!r}); print(int(r(torch.zeros(5, 11), torch.zeros(2)))); "
+        f"r = torch.jit.load({str(router_path)!r}); print(int(r(torch.zeros(5, 15), torch.zeros(2)))); "
         "print('ray' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -181,9 +181,9 @@ def test_mlp_router_keeps_its_replica_count(mlp_dir, tmp_path: Path) -> None:
     with pytest.raises(WarmRouteError, match="tied to 4 replicas"):
         load_router(path, 6)
     router, meta = load_router(path, 4)
-    assert meta["replicas"] == 4 and 0 <= int(router(torch.ones(4, 11), torch.ones(2))) < 4
+    assert meta["replicas"] == 4 and 0 <= int(router(torch.ones(4, 15), torch.ones(2))) < 4
     with pytest.raises(torch.jit.Error, match="fixed replica count"):
-        router(torch.ones(6, 11), torch.ones(2))
+        router(torch.ones(6, 15), torch.ones(2))
 
 
 def test_cli_export_writes_a_router_for_any_replica_count(scorer_dir, tmp_path: Path, cli_in_process) -> None:

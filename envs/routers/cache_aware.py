@@ -1,7 +1,8 @@
 """Cache-aware routers of production LLM gateways, on observations only, with their parameters exposed.
 
 A router is named ``family`` (its published defaults) or ``family:key=value:key=value`` (tuned), e.g.
-``prefix_affinity:cache_threshold=0.5:balance_abs=16``. Each reads the per-replica cache features of
+``prefix_affinity:cache_threshold=0.5:balance_abs=16``. This module also parses the names of today's production
+routers (``envs.routers.production``) and of the fitted ``latency_model`` (``envs.routers.latency_model``). Each reads the per-replica cache features of
 ``envs.observation`` (prompt tokens of the pending request cached in HBM / host, KV usage) and the load features,
 so the same code routes in the env, teaches demonstrations, and is what behaviour cloning imitates.
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 from envs.errors import WarmRouteError
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, REQUEST_FEATURE_INDEX, REQUEST_FEATURES
+from envs.routers.production import PARAMETER_RANGES, PRODUCTION_ROUTERS
 
 _OUT = REPLICA_FEATURE_INDEX["outstanding_requests"]
 _QUEUED = REPLICA_FEATURE_INDEX["queued_requests"]
@@ -26,7 +28,8 @@ _KEY = REQUEST_FEATURE_INDEX["affinity_key"]
 _SCALE = dict(REPLICA_FEATURES)
 _PROMPT_SCALE = dict(REQUEST_FEATURES)["prefill_tokens"]
 
-CacheRouter = Callable[[np.ndarray, np.ndarray, dict[str, float]], np.ndarray]
+CacheRouter = Callable[[np.ndarray, np.ndarray, dict[str, float], np.random.Generator], np.ndarray]
+"""``(replicas (B, R, F), request (B, G), parameters, rng) -> (B,)`` replica indices; only sampling routers use ``rng``."""
 
 
 def _match_ratio(replicas: np.ndarray, request: np.ndarray) -> np.ndarray:
@@ -36,7 +39,7 @@ def _match_ratio(replicas: np.ndarray, request: np.ndarray) -> np.ndarray:
     return cached / prompt[..., None]
 
 
-def prefix_affinity(replicas: np.ndarray, request: np.ndarray, p: dict[str, float]) -> np.ndarray:
+def prefix_affinity(replicas: np.ndarray, request: np.ndarray, p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
     """SGLang model gateway's ``cache_aware`` policy (sgl-router; defaults cache_threshold 0.3, balance_abs 64,
     balance_rel 1.5).
 
@@ -54,7 +57,7 @@ def prefix_affinity(replicas: np.ndarray, request: np.ndarray, p: dict[str, floa
     return np.where(imbalanced, load.argmin(axis=-1), np.where(use_cache, best, emptiest))
 
 
-def weighted_scorer(replicas: np.ndarray, request: np.ndarray, p: dict[str, float]) -> np.ndarray:
+def weighted_scorer(replicas: np.ndarray, request: np.ndarray, p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
     """llm-d inference scheduler's weighted scorers (default profile: prefix-cache 3, queue 2, KV utilisation 2).
 
     Prefix score = cached fraction of the prompt; queue score = min-max normalised waiting requests (1 for the
@@ -71,7 +74,7 @@ def weighted_scorer(replicas: np.ndarray, request: np.ndarray, p: dict[str, floa
     return score.argmax(axis=-1)
 
 
-def session_hash(replicas: np.ndarray, request: np.ndarray, p: dict[str, float]) -> np.ndarray:
+def session_hash(replicas: np.ndarray, request: np.ndarray, p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
     """Sticky sessions by consistent hashing of the session (or, in a trace, its first prompt block), as an ingress
     does; with ``load_factor`` > 0 it bounds load (Mirrokni et al., "Consistent hashing with bounded loads",
     2018): walk the ring from the hashed replica to the first one whose load is at most
@@ -97,6 +100,7 @@ CACHE_ROUTERS: dict[str, tuple[CacheRouter, dict[str, float]]] = {
     "prefix_affinity": (prefix_affinity, {"cache_threshold": 0.3, "balance_abs": 64.0, "balance_rel": 1.5}),
     "weighted_scorer": (weighted_scorer, {"prefix_weight": 3.0, "queue_weight": 2.0, "kv_weight": 2.0}),
     "session_hash": (session_hash, {"load_factor": 0.0}),
+    **PRODUCTION_ROUTERS,
 }
 
 
@@ -115,6 +119,9 @@ def parse_cache_router(name: str) -> tuple[CacheRouter, dict[str, float]] | None
             params[key] = float(value)
         except ValueError as exc:
             raise WarmRouteError(f"{{flag:policies}} {name}: {key} must be a number (got '{value}')") from exc
+        low, high = PARAMETER_RANGES.get(family, {}).get(key, (-np.inf, np.inf))
+        if not low <= params[key] <= high:
+            raise WarmRouteError(f"{{flag:policies}} {name}: {key} must be in [{low:g}, {high:g}] (got {value})")
     return router, params
 
 

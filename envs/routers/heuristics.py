@@ -15,6 +15,7 @@ import numpy as np
 from envs.errors import WarmRouteError
 from envs.observation import REPLICA_FEATURE_INDEX, REPLICA_FEATURES, REQUEST_FEATURES, ObservationLayout
 from envs.routers.cache_aware import CACHE_ROUTERS, parse_cache_router
+from envs.routers.latency_model import LATENCY_MODEL, latency_model_router
 
 Router = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -43,20 +44,23 @@ def _tied_best(*keys: np.ndarray) -> np.ndarray:
 
 
 def is_router(name: str) -> bool:
-    """A plain router name, or a cache-aware family with optional ``:key=value`` settings (envs.routers.cache_aware)."""
-    return name in ROUTERS or name.split(":", 1)[0] in CACHE_ROUTERS
+    """A plain router name, a cache-aware or production family with optional ``:key=value`` settings
+    (envs.routers.cache_aware, envs.routers.production), or ``latency_model:model=PATH``."""
+    return name in ROUTERS or name.split(":", 1)[0] in (*CACHE_ROUTERS, LATENCY_MODEL)
 
 
 def router_names() -> str:
-    return ", ".join([*ROUTERS, *CACHE_ROUTERS])
+    return ", ".join([*ROUTERS, *CACHE_ROUTERS, f"{LATENCY_MODEL}:model=PATH"])
 
 
 def make_router(name: str, layout: ObservationLayout) -> Router:
     """Return the router called ``name`` for observations of ``layout``."""
+    if name.split(":", 1)[0] == LATENCY_MODEL:
+        return latency_model_router(name, layout)
     cache_router = parse_cache_router(name)
     if cache_router is not None:
         route, params = cache_router
-        return lambda obs, rng: route(*layout.split(np.asarray(obs, dtype=np.float64)), params)
+        return lambda obs, rng: route(*layout.split(np.asarray(obs, dtype=np.float64)), params, rng)
     if name not in ROUTERS:
         raise WarmRouteError(f"{{flag:policies}}: unknown router '{name}'; choose one of: {router_names()} or a checkpoint path")
     router = ROUTERS[name]

@@ -375,6 +375,9 @@ DEFAULT_PRESET = "default"
 # mooncake: capacity 6.24 req/s (session_hash); the held-out tail of the trace (requests 9000+) arrives at
 # 3.70 req/s, so a time scale of 3.70 / (0.85 * 6.24) = 0.70 replays it at 85% of capacity.
 MOONCAKE_TIME_SCALE = 0.70
+# mooncake_mixed (2 x H100 + 2 x A100): capacity 4.41 req/s (least_ttft; the best of the four older routers,
+# weighted_scorer, reaches 3.18), so 3.70 / (0.85 * 4.41) = 0.99.
+MOONCAKE_MIXED_TIME_SCALE = 0.99
 SHARED_PREFIX_QPS = 30.1  # 0.85 x 35.41 (session_hash)
 SHARED_PREFIX_MIXED_QPS = 15.2  # 0.85 x 17.93 (session_hash)
 MULTI_TURN_QPS = 106.0  # 0.85 x 124.7 (weighted_scorer, 2-turn flood; see scripts/measure_capacity.py)
@@ -422,6 +425,9 @@ PRESETS: dict[str, WorkloadConfig] = {
 }
 PRESETS["shared_prefix_mixed"] = PRESETS["shared_prefix"].replace(
     name="shared_prefix_mixed", replica_devices=("h100", "h100", "a100", "a100"), qps=SHARED_PREFIX_MIXED_QPS
+)
+PRESETS["mooncake_mixed"] = PRESETS["mooncake"].replace(
+    name="mooncake_mixed", replica_devices=("h100", "h100", "a100", "a100"), trace_time_scale=MOONCAKE_MIXED_TIME_SCALE
 )
 
 

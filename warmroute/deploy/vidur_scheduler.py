@@ -37,8 +37,8 @@ from vidur.types.replica_id import ReplicaId
 
 from envs.errors import WarmRouteError
 from envs.observation import REQUEST_FEATURE_INDEX
-from envs.sim.predictor import RooflinePredictorConfig, relative_device_speeds
-from envs.vidur_env import load_features
+from envs.sim.predictor import RooflinePredictorConfig
+from envs.vidur_env import device_features, load_features
 from warmroute.deploy.router_file import load_router
 
 WARMROUTE_SCHEDULER = "warmroute_router"
@@ -70,12 +70,11 @@ def load_any(path: str | Path, num_replicas: int) -> tuple[torch.jit.ScriptModul
 
 
 def fleet_speeds(config: SimulationConfig, num_replicas: int) -> np.ndarray:
-    """Each replica's throughput relative to the fastest, as the env observes it (1.0 for a one-device fleet)."""
+    """Each replica's device features (relative speed, prices) as the env observes them (``envs.vidur_env.device_features``)."""
     predictor = config.execution_time_predictor_config
-    if isinstance(predictor, RooflinePredictorConfig) and predictor.replica_devices:
-        replica = config.cluster_config.replica_config
-        return np.asarray(relative_device_speeds(replica.model_name, predictor.replica_devices, replica.tensor_parallel_size))
-    return np.ones(num_replicas)
+    replica = config.cluster_config.replica_config
+    devices = predictor.replica_devices if isinstance(predictor, RooflinePredictorConfig) and predictor.replica_devices else ()
+    return device_features(replica.model_name, tuple(devices) or (replica.device,) * num_replicas, replica.tensor_parallel_size)
 
 
 class WarmRouteGlobalScheduler(BaseGlobalScheduler):
