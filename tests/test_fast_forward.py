@@ -92,7 +92,7 @@ def test_fast_forward_reproduces_preemptions_step_by_step() -> None:
 
 def test_fast_forward_is_refused_for_vidurs_profiled_predictors() -> None:
     workload = preset("default").replace(predictor="linear_regression")
-    with pytest.raises(WarmRouteError, match="--fast-forward on needs --predictor roofline"):
+    with pytest.raises(WarmRouteError, match="fast_forward on needs predictor roofline"):
         VidurEnvConfig(workload=workload, fast_forward=True)
     assert not VidurEnvConfig(workload=workload).uses_fast_forward
     assert VidurEnvConfig().uses_fast_forward

@@ -260,7 +260,8 @@ def test_held_out_trace_windows_move_only_the_evaluation_and_refuse_overlap(cli_
     held_out = config.eval_env.workload
     assert (held_out.trace_start, held_out.trace_windows, held_out.trace_lead_in) == (9000, 3, 2000)
     assert sorted(held_out.trace_window_start(s) for s in config.test_seeds) == [9000, 9512, 10024]  # each window once
-    assert config.stage_settings("evaluation", "size_aware")["held_out_trace_start"] == 9000
+    evaluation = next(stage for stage in STAGES if stage.name == "evaluation")
+    assert evaluation.settings_of(config, "size_aware")["held_out_trace_start"] == 9000
     assert PipelineConfig.from_dict(config.to_dict()) == config
     result = cli_in_process("pipeline", *trace, "--held-out-trace-start", "8000", "--output", str(tmp_path / "p"))
     assert result.returncode == 2 and "--held-out-trace-start 8000 overlaps the training windows" in result.stderr
