@@ -1,6 +1,6 @@
 """Fit the ``latency_model`` router: log a router with exploration on training episodes, regress TTFT, save JSON.
 
-The library function is ``envs.routers.latency_model.fit_latency_model``; this script picks the training episodes
+The library function is ``envs.evaluation.latency_fit.fit_latency_model``; this script picks the training episodes
 (never the held-out ones) and prints the fit's statistics. On a trace the episodes are the 512-request windows
 starting at request 2000, 2512, ... (each after a 2000-request lead-in), all before the held-out windows from 9000;
 on a generated workload they are seeds 1, 2, ... (held-out seeds are >= 2^31). Route with the fitted file as
@@ -21,7 +21,7 @@ import argparse
 import json
 
 from envs.errors import WarmRouteError
-from envs.routers.latency_model import fit_latency_model
+from envs.evaluation.latency_fit import fit_latency_model
 from envs.sim.workload import WorkloadConfig, WorkloadError
 from envs.vidur_env import VidurEnvConfig
 from warmroute.cli.workload_args import add_workload_args, env_config_from_args

@@ -31,8 +31,8 @@ from pathlib import Path
 from cache_router_study import _run, episodes
 from fit_latency_model import training_episodes
 
+from envs.evaluation.latency_fit import fit_latency_model
 from envs.routers.cache_aware import CACHE_ROUTERS, router_name
-from envs.routers.latency_model import fit_latency_model
 from envs.sim.workload import WorkloadError
 from envs.vidur_env import VidurEnvConfig
 from warmroute.cli.workload_args import add_workload_args, env_config_from_args

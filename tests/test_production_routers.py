@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from envs.evaluation.latency_fit import fit_latency_model
 from envs.observation import REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX, ObservationLayout
 from envs.routers.heuristics import is_router, make_router
-from envs.routers.latency_model import ATTRIBUTE, fit_latency_model
+from envs.routers.latency_model import ATTRIBUTE
 from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
 

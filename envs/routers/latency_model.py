@@ -4,7 +4,7 @@ The supervised baseline a systems engineer asks about before reinforcement learn
 predicted-latency scorer (llm-d blog, 2026-03-13: XGBoost trained on observed TTFT per candidate pod, with a little
 exploration so that it sees the replicas the scorer would not pick). Here:
 
-* **Logging.** Episodes of a logging router (``least_ttft`` by default) with epsilon-random exploration on the
+* **Logging** (``envs.evaluation.latency_fit``, which runs the env). Episodes of a logging router (``least_ttft`` by default) with epsilon-random exploration on the
   training windows or seeds; each decision logs the chosen replica's observation row, the request's features and
   the request's observed TTFT once the episode ends.
 * **Fit.** XGBoost (``xgboost-cpu``) regresses log TTFT on ``[replica features, request features]`` (one row per
@@ -19,12 +19,9 @@ layout, so a file made for another layout is refused in one line. Named ``latenc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,9 +30,6 @@ from envs.observation import ObservationLayout
 
 if TYPE_CHECKING:
     import xgboost
-
-    from envs.sim.workload import WorkloadConfig
-    from envs.vidur_env import VidurEnvConfig
 
 LATENCY_MODEL = "latency_model"
 FIT_COMMAND = "scripts/fit_latency_model.py"
@@ -81,7 +75,9 @@ def latency_model_router(name: str, layout: ObservationLayout) -> Callable[[np.n
     """Router for ``latency_model:model=PATH`` over observations of ``layout``."""
     settings = dict(s.partition("=")[::2] for s in name.split(":")[1:])
     if set(settings) != {"model"} or not settings["model"]:
-        raise WarmRouteError(f"{{flag:policies}} {name}: give the fitted file as {LATENCY_MODEL}:model=PATH ({FIT_COMMAND} fits one)")
+        raise WarmRouteError(
+            f"{{flag:policies}} {name}: give the fitted file as {LATENCY_MODEL}:model=PATH ({FIT_COMMAND} fits one)"
+        )
     import xgboost
 
     booster = load_latency_model(settings["model"], layout)
@@ -93,91 +89,3 @@ def latency_model_router(name: str, layout: ObservationLayout) -> Callable[[np.n
         return predicted.argmin(axis=-1)
 
     return route
-
-
-def log_decisions(
-    env_config: VidurEnvConfig, episodes: Sequence[tuple[WorkloadConfig, int]], router: str, explore: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(inputs (N, F + G), ttft_s (N,))`` of every decision of ``router`` with ``explore`` random choices."""
-    from envs.evaluation.evaluate import HeuristicPolicy
-    from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
-
-    rng = np.random.default_rng(seed)
-    rows, targets = [], []
-    for workload, episode_seed in episodes:
-        config = VidurEnvConfig(workload=workload, reward=env_config.reward)
-        env = VidurRoutingEnv(config)
-        policy = HeuristicPolicy(router, config.layout)
-        policy.reset(episode_seed)
-        obs, _ = env.reset(seed=episode_seed)
-        done = False
-        while not done:
-            action = policy.act(obs)
-            if rng.random() < explore:
-                action = int(rng.integers(workload.num_replicas))
-            replicas, request = config.layout.split(obs.astype(np.float64))
-            rows.append(features(replicas, request)[action])
-            obs, _, done, _, _ = env.step(action)
-        targets.extend(r.prefill_completed_at - r.arrived_at for r in env.routed_requests)
-    return np.asarray(rows), np.asarray(targets)
-
-
-def fit_latency_model(
-    env_config: VidurEnvConfig,
-    episodes: Sequence[tuple[WorkloadConfig, int]],
-    output: str | Path,
-    *,
-    router: str = "least_ttft",
-    explore: float = 0.2,
-    seed: int = 0,
-    rounds: int = 300,
-    max_depth: int = 6,
-) -> dict[str, Any]:
-    """Log, fit and write the model to ``output`` (renamed into place when done); returns its metadata.
-
-    The last fifth of the logged decisions is held out to report the mean absolute percentage error of the
-    predicted TTFT (llm-d reports about 5% for its online model).
-    """
-    import xgboost
-
-    if not 0.0 <= explore <= 1.0:
-        raise WarmRouteError(f"--explore must be in [0, 1] (got {explore})")
-    start = time.perf_counter()
-    x, ttft = log_decisions(env_config, episodes, router, explore, seed)
-    y = np.log(np.maximum(ttft, MIN_TTFT_S))
-    cut = int(0.8 * len(y))
-    params = {
-        "max_depth": max_depth,
-        "eta": 0.05,
-        "subsample": 0.8,
-        "nthread": NTHREAD,
-        "seed": seed,
-        "objective": "reg:squarederror",
-    }
-    check = xgboost.train(params, xgboost.DMatrix(x[:cut], label=y[:cut], nthread=NTHREAD), num_boost_round=rounds)
-    predicted = np.exp(check.predict(xgboost.DMatrix(x[cut:], nthread=NTHREAD)))
-    mape = float(np.mean(np.abs(predicted - ttft[cut:]) / np.maximum(ttft[cut:], MIN_TTFT_S)))
-    booster = xgboost.train(params, xgboost.DMatrix(x, label=y, nthread=NTHREAD), num_boost_round=rounds)
-    meta = {
-        "layout": env_config.layout.to_dict(),
-        "workload": env_config.workload.name,
-        "logging_router": router,
-        "explore": explore,
-        "episodes": [[w.trace_start, s] for w, s in episodes],
-        "decisions": len(y),
-        "holdout_mape": mape,
-        "xgboost": {**params, "rounds": rounds, "version": xgboost.__version__},
-        "fit_seconds": time.perf_counter() - start,
-    }
-    booster.set_attr(**{ATTRIBUTE: json.dumps(meta)})
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(suffix=".json", dir=output.parent)
-    os.close(handle)
-    try:
-        booster.save_model(tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return meta
