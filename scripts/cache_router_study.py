@@ -76,18 +76,20 @@ def _run(args: tuple[str, VidurEnvConfig, list[tuple[WorkloadConfig, int]]]) -> 
     return name, result
 
 
-def tune(env_config: VidurEnvConfig, count: int, workers: int) -> dict[str, dict]:
-    """Best setting of each family on training episodes: ``{family: {"name", "mean_e2e_s", "grid"}}``."""
+def tune(
+    env_config: VidurEnvConfig, count: int, workers: int, grids: dict[str, dict[str, tuple[float, ...]]] = GRIDS
+) -> dict[str, dict]:
+    """Best setting of each family of ``grids`` by training mean e2e: ``{family: {"name", "mean_e2e_s", "grid"}}``."""
     eps = episodes(env_config.workload, count, held_out=False)
     jobs = []
-    for family, grid in GRIDS.items():
+    for family, grid in grids.items():
         defaults = CACHE_ROUTERS[family][1]
         for values in itertools.product(*grid.values()):
             jobs.append((router_name(family, {**defaults, **dict(zip(grid, values))}), env_config, eps))
     with ProcessPoolExecutor(workers) as pool:
         scores = dict(pool.map(_run, jobs))
     best = {}
-    for family in GRIDS:
+    for family in grids:
         tried = {name: r["mean_e2e_s"] for name, r in scores.items() if name.split(":")[0] == family}
         winner = min(tried, key=tried.get)
         best[family] = {"name": winner, "mean_e2e_s": tried[winner], "grid": tried}

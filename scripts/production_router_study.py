@@ -20,7 +20,6 @@ preset with --train-episodes 1 and 1 worker about 10 minutes in all; docs/prefix
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import multiprocessing
 import os
@@ -28,11 +27,10 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from cache_router_study import _run, episodes
+from cache_router_study import _run, episodes, tune
 from fit_latency_model import training_episodes
 
 from envs.evaluation.latency_fit import fit_latency_model
-from envs.routers.cache_aware import CACHE_ROUTERS, router_name
 from envs.sim.workload import WorkloadError
 from envs.vidur_env import VidurEnvConfig
 from warmroute.cli.workload_args import add_workload_args, env_config_from_args
@@ -46,24 +44,6 @@ GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "least_ttft": {"queue_weight": (0.5, 1.0, 2.0)},
 }
 LATENCY_MODEL_EPISODES = 6
-
-
-def tune(env_config: VidurEnvConfig, count: int, workers: int) -> dict[str, dict]:
-    """Best setting of each family by training mean e2e: ``{family: {"name", "mean_e2e_s", "grid"}}``."""
-    eps = episodes(env_config.workload, count, held_out=False)
-    jobs = []
-    for family, grid in GRIDS.items():
-        defaults = CACHE_ROUTERS[family][1]
-        for values in itertools.product(*grid.values()):
-            jobs.append((router_name(family, {**defaults, **dict(zip(grid, values))}), env_config, eps))
-    with ProcessPoolExecutor(workers) as pool:
-        scores = dict(pool.map(_run, jobs))
-    best = {}
-    for family in GRIDS:
-        tried = {name: r["mean_e2e_s"] for name, r in scores.items() if name.split(":")[0] == family}
-        winner = min(tried, key=tried.get)
-        best[family] = {"name": winner, "mean_e2e_s": tried[winner], "grid": tried}
-    return best
 
 
 def markdown(results: dict[str, dict]) -> str:
@@ -100,7 +80,7 @@ def main() -> None:
     if args.tuned:
         tuned = {name.split(":")[0]: {"name": name} for name in args.tuned.split(",")}
     else:
-        tuned = tune(env_config, args.train_episodes, args.workers)
+        tuned = tune(env_config, args.train_episodes, args.workers, GRIDS)
     for family, row in tuned.items():
         print(f"tuned {family}: {row['name']} (training mean e2e {row.get('mean_e2e_s', float('nan')):.3f} s)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
