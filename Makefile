@@ -14,7 +14,9 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt $(DEV_TOOLS)
-	$(PY) -m pip install --quiet --no-deps -e .
+	# setuptools warns on every editable install that a folder named like a package may shadow it (the checkout is
+	# that folder, on purpose): keep the first run's console free of Warning lines.
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The warm-start pipeline on real traffic, in under 10 minutes on 2 cores with the install (README, docs/pipeline.md):
