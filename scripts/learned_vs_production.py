@@ -1,0 +1,153 @@
+"""Does a warm-started learned router beat today's best production router on `mooncake`'s held-out windows, over
+training seeds? (issue 19, parts 4-5)
+
+The recipe of docs/prefix_caching.md ("Learning from the cache-aware routers"), with the teacher replaced by the
+best tuned production router: demonstrations of the teacher on the 13 training windows from trace request 2000,
+behaviour cloning, then warm PPO on the TTFT reward once per training seed (``--seed S``; the demos and the clone are
+shared, so the spread is PPO's). Each learned policy is run greedy on each held-out window W in 9000/10000/11000
+(``warmroute evaluate --trace-start W --episodes 1``, 2000-request lead-in) and its per-request latencies are pooled
+over the three windows, as scripts/production_router_study.py pools them (its ``_run`` evaluates the production
+routers here, so the figures are the study's). Finished steps in ``--output`` are reused (a ``<step>.done`` marker
+is written after each succeeds), so a killed run picks up where it stopped.
+
+Run:
+    .venv/bin/python scripts/learned_vs_production.py --seeds 1,2,3 --iterations 75 --output runs/lvp
+
+Expect (2-core x86 shared with a test suite): one 75-iteration PPO run (153,600 env steps, 2 env runners) took
+about TODO min; docs/prefix_caching.md ("Learned router vs production routers, over seeds") has the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from cache_router_study import _run, episodes
+
+from envs.sim.workload import preset
+from envs.vidur_env import VidurEnvConfig
+
+PRODUCTION = (
+    "least_ttft:queue_weight=0.5",
+    "kv_cost:overlap_score_weight=16:pending_weight=1",
+    "sticky_load:theta=0.5:tau=65536",
+    "weighted_scorer:prefix_weight=12:queue_weight=1",
+)
+"""The study's tuned settings on `mooncake` (docs/prefix_caching.md, "Production routers: study and headroom")."""
+WINDOWS = (9000, 10000, 11000)
+TRAIN = ["--workload", "mooncake", "--trace-start", "2000", "--trace-lead-in", "2000", "--trace-windows", "13"]
+PPO = [
+    "--reward", "ttft", "--enable-warm-start", "--train-batch-size", "2048", "--minibatch-size", "256",
+    "--num-env-runners", "2", "--critic-warmup-steps", "4096", "--warmup-steps", "4096",
+    "--kl-ref-decay-steps", "60000", "--gamma", "0.995",
+]  # fmt: skip
+
+
+def step(out: Path, name: str, args: list[str]) -> float:
+    """Run ``warmroute ARGS`` unless ``out/<name>.done`` exists; return its wall time in seconds (as recorded)."""
+    done = out / f"{name}.done"
+    if done.exists():
+        return json.loads(done.read_text())["seconds"]
+    print(f"[{time.strftime('%H:%M:%S')}] warmroute {' '.join(args)}", flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "warmroute.cli", *args], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    done.write_text(json.dumps({"seconds": seconds, "args": args}))
+    print(f"    {name}: {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def pooled_greedy(out: Path, policy: Path, tag: str) -> dict:
+    """``policy`` greedy on each held-out window, per-request latencies pooled over the windows."""
+    ttft, e2e, per_window = [], [], []
+    for w in WINDOWS:
+        stem = out / "eval" / f"{tag}_{w}"
+        args = ["evaluate", "--workload", "mooncake", "--trace-start", str(w), "--policy", str(policy), "--greedy"]
+        step(
+            out, f"eval_{tag}_{w}", [*args, "--episodes", "1", "--json", f"{stem}.json", "--latencies", f"{stem}.npz", "--quiet"]
+        )
+        with np.load(f"{stem}.npz", allow_pickle=False) as data:
+            ttft.append(data["0_ttft_s"])
+            e2e.append(data["0_e2e_s"])
+        (result,) = json.loads(Path(f"{stem}.json").read_text())["policies"].values()
+        per_window.append({"mean_e2e_s": result["mean_e2e_s"], "p90_ttft_s": result["p90_ttft_s"]})
+    return {
+        "mean_e2e_s": float(np.mean(np.concatenate(e2e))),
+        "p90_ttft_s": float(np.percentile(np.concatenate(ttft), 90)),
+        "windows": per_window,
+    }
+
+
+def table(production: dict[str, dict], learned: dict[str, dict], best: str) -> str:
+    """Markdown: production routers, then each learned row as mean over seeds (min-max), with ratios vs ``best``."""
+    b = production[best]
+    rows = ["| router | mean e2e | p90 TTFT | e2e / best | p90 TTFT / best |", "|---|---|---|---|---|"]
+    for name, r in sorted(production.items(), key=lambda item: item[1]["mean_e2e_s"]):
+        rows.append(
+            f"| `{name}` | {r['mean_e2e_s']:.3f} s | {r['p90_ttft_s']:.3f} s | "
+            f"{r['mean_e2e_s'] / b['mean_e2e_s']:.3f} | {r['p90_ttft_s'] / b['p90_ttft_s']:.3f} |"
+        )
+    for label, runs in learned.items():
+        cells = []
+        for key in ("mean_e2e_s", "p90_ttft_s"):
+            v = np.array([r[key] for r in runs.values()])
+            cells.append(f"{v.mean():.3f} s ({v.min():.3f}-{v.max():.3f})")
+        for key in ("mean_e2e_s", "p90_ttft_s"):
+            v = np.array([r[key] for r in runs.values()]) / b[key]
+            cells.append(f"{v.mean():.3f} ({v.min():.3f}-{v.max():.3f})")
+        rows.append(f"| {label}, {len(runs)} seed(s) | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated PPO training seeds")
+    parser.add_argument("--iterations", type=int, default=75, help="PPO iterations per seed (75 = 153,600 env steps)")
+    parser.add_argument("--teacher", default=PRODUCTION[0], help="router whose demonstrations the clone learns")
+    parser.add_argument("--demo-steps", type=int, default=6144, help="demonstration decisions")
+    parser.add_argument("--output", default="runs/learned_vs_production", help="run directory (finished steps reused)")
+    args = parser.parse_args()
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"learned_vs_production.py: --seeds {args.seeds}: give comma-separated integers") from None
+    if args.iterations < 1 or args.demo_steps < 1:
+        raise SystemExit("learned_vs_production.py: --iterations and --demo-steps must be >= 1")
+    out = Path(args.output)
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    walls = {}
+    walls["demos"] = step(out, "demos", ["collect-demos", *TRAIN, "--policy", args.teacher, "--steps", str(args.demo_steps),
+                                          "--num-env-runners", "2", "--output", str(out / "demos")])  # fmt: skip
+    walls["bc"] = step(out, "bc", ["pretrain", "--demo", str(out / "demos"), "--output", str(out / "bc"), "--epochs", "60"])
+    learned: dict[str, dict] = {"BC clone (greedy)": {"-": pooled_greedy(out, out / "bc", "bc")}}
+    ppo = learned.setdefault(f"warm PPO, {args.iterations} iterations (greedy)", {})
+    for seed in seeds:
+        run = out / f"ppo_s{seed}_it{args.iterations}"
+        train = ["train", *TRAIN, *PPO, "--pretrained-actor-path", str(out / "bc"), "--iterations", str(args.iterations)]
+        walls[run.name] = step(out, run.name, [*train, "--seed", str(seed), "--output", str(run)])
+        ppo[str(seed)] = pooled_greedy(out, run / "policy", run.name)
+    env_config = VidurEnvConfig(workload=preset("mooncake"))
+    production_file = out / "production.json"
+    if production_file.exists():
+        production = json.loads(production_file.read_text())
+    else:
+        eps = episodes(env_config.workload, len(WINDOWS), held_out=True)
+        production = {name: _run((name, env_config, eps))[1] for name in PRODUCTION}
+        production_file.write_text(json.dumps(production, indent=2))
+    best = min(PRODUCTION, key=lambda name: production[name]["mean_e2e_s"])
+    markdown = table(production, learned, best)
+    print(f"mooncake, held-out windows {WINDOWS}, 512 requests each, per-request latencies pooled; best: {best}")
+    print(markdown)
+    (out / "table.md").write_text(markdown + "\n")
+    payload = {"teacher": args.teacher, "best": best, "production": production, "learned": learned, "wall_s": walls}
+    (out / "table.json").write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out / 'table.md'} and {out / 'table.json'}")
+
+
+if __name__ == "__main__":
+    main()
