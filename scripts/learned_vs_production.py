@@ -13,8 +13,10 @@ is written after each succeeds), so a killed run picks up where it stopped.
 Run:
     .venv/bin/python scripts/learned_vs_production.py --seeds 1,2,3 --iterations 75 --output runs/lvp
 
-Expect (2-core x86 shared with a test suite): one 75-iteration PPO run (153,600 env steps, 2 env runners) took
-about TODO min; docs/prefix_caching.md ("Learned router vs production routers, over seeds") has the table.
+Expect (2-core x86, partly shared with a test suite): demos 38 s, clone 26 s, each 75-iteration PPO run (153,600 env
+steps, 2 env runners) 157-196 s, each held-out window 6-14 s: about 12 minutes for 3 seeds. Greedy PPO, mean of
+seeds 1-3: 6.793 s mean e2e (1.030x the best, `least_ttft:queue_weight=0.5`) and 2.171 s p90 TTFT
+(1.093x); the table is in docs/prefix_caching.md ("Learned router vs production routers, over seeds").
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ PRODUCTION = (
 WINDOWS = (9000, 10000, 11000)
 TRAIN = ["--workload", "mooncake", "--trace-start", "2000", "--trace-lead-in", "2000", "--trace-windows", "13"]
 PPO = [
-    "--reward", "ttft", "--enable-warm-start", "--train-batch-size", "2048", "--minibatch-size", "256",
+    "--enable-warm-start", "--train-batch-size", "2048", "--minibatch-size", "256",
     "--num-env-runners", "2", "--critic-warmup-steps", "4096", "--warmup-steps", "4096",
-    "--kl-ref-decay-steps", "60000", "--gamma", "0.995",
+    "--gamma", "0.995",
 ]  # fmt: skip
+KL_DECAY = {"ttft": 60000, "e2e": 80000}
+"""KL-to-clone decay (env steps) per reward, as in the docs' two mooncake runs."""
 
 
 def step(out: Path, name: str, args: list[str]) -> float:
@@ -108,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated PPO training seeds")
     parser.add_argument("--iterations", type=int, default=75, help="PPO iterations per seed (75 = 153,600 env steps)")
+    parser.add_argument("--reward", default="ttft", choices=tuple(KL_DECAY), help="PPO reward (the docs' recipe: ttft)")
     parser.add_argument("--teacher", default=PRODUCTION[0], help="router whose demonstrations the clone learns")
     parser.add_argument("--demo-steps", type=int, default=6144, help="demonstration decisions")
     parser.add_argument("--output", default="runs/learned_vs_production", help="run directory (finished steps reused)")
@@ -125,10 +130,12 @@ def main() -> None:
                                           "--num-env-runners", "2", "--output", str(out / "demos")])  # fmt: skip
     walls["bc"] = step(out, "bc", ["pretrain", "--demo", str(out / "demos"), "--output", str(out / "bc"), "--epochs", "60"])
     learned: dict[str, dict] = {"BC clone (greedy)": {"-": pooled_greedy(out, out / "bc", "bc")}}
-    ppo = learned.setdefault(f"warm PPO, {args.iterations} iterations (greedy)", {})
+    suffix = "" if args.reward == "ttft" else f"_{args.reward}"
+    ppo = learned.setdefault(f"warm PPO, reward {args.reward}, {args.iterations} iterations (greedy)", {})
     for seed in seeds:
-        run = out / f"ppo_s{seed}_it{args.iterations}"
-        train = ["train", *TRAIN, *PPO, "--pretrained-actor-path", str(out / "bc"), "--iterations", str(args.iterations)]
+        run = out / f"ppo_s{seed}_it{args.iterations}{suffix}"
+        train = ["train", *TRAIN, *PPO, "--reward", args.reward, "--kl-ref-decay-steps", str(KL_DECAY[args.reward])]
+        train += ["--pretrained-actor-path", str(out / "bc"), "--iterations", str(args.iterations)]
         walls[run.name] = step(out, run.name, [*train, "--seed", str(seed), "--output", str(run)])
         ppo[str(seed)] = pooled_greedy(out, run / "policy", run.name)
     env_config = VidurEnvConfig(workload=preset("mooncake"))
@@ -143,10 +150,18 @@ def main() -> None:
     markdown = table(production, learned, best)
     print(f"mooncake, held-out windows {WINDOWS}, 512 requests each, per-request latencies pooled; best: {best}")
     print(markdown)
-    (out / "table.md").write_text(markdown + "\n")
-    payload = {"teacher": args.teacher, "best": best, "production": production, "learned": learned, "wall_s": walls}
-    (out / "table.json").write_text(json.dumps(payload, indent=2))
-    print(f"wrote {out / 'table.md'} and {out / 'table.json'}")
+    stem = out / f"table_it{args.iterations}{suffix}"
+    stem.with_suffix(".md").write_text(markdown + "\n")
+    payload = {
+        "teacher": args.teacher,
+        "reward": args.reward,
+        "best": best,
+        "production": production,
+        "learned": learned,
+        "wall_s": walls,
+    }
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    print(f"wrote {stem}.md and {stem}.json")
 
 
 if __name__ == "__main__":
