@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated PPO training seeds")
     parser.add_argument("--iterations", type=int, default=75, help="PPO iterations per seed (75 = 153,600 env steps)")
     parser.add_argument("--reward", default="ttft", choices=tuple(KL_DECAY), help="PPO reward (the docs' recipe: ttft)")
+    parser.add_argument("--train-args", default="", help="extra 'warmroute train' flags (a variant; override the recipe's)")
+    parser.add_argument("--tag", default="", help="run-name suffix for a --train-args variant, so its runs are not reused")
     parser.add_argument("--teacher", default=PRODUCTION[0], help="router whose demonstrations the clone learns")
     parser.add_argument("--demo-steps", type=int, default=6144, help="demonstration decisions")
     parser.add_argument("--output", default="runs/learned_vs_production", help="run directory (finished steps reused)")
@@ -130,12 +132,15 @@ def main() -> None:
                                           "--num-env-runners", "2", "--output", str(out / "demos")])  # fmt: skip
     walls["bc"] = step(out, "bc", ["pretrain", "--demo", str(out / "demos"), "--output", str(out / "bc"), "--epochs", "60"])
     learned: dict[str, dict] = {"BC clone (greedy)": {"-": pooled_greedy(out, out / "bc", "bc")}}
-    suffix = "" if args.reward == "ttft" else f"_{args.reward}"
-    ppo = learned.setdefault(f"warm PPO, reward {args.reward}, {args.iterations} iterations (greedy)", {})
+    if args.train_args and not args.tag:
+        raise SystemExit("learned_vs_production.py: --train-args needs a --tag naming the variant")
+    suffix = ("" if args.reward == "ttft" else f"_{args.reward}") + (f"_{args.tag}" if args.tag else "")
+    label = f"warm PPO, reward {args.reward}, {args.iterations} iterations{' ' + args.train_args if args.train_args else ''}"
+    ppo = learned.setdefault(f"{label} (greedy)", {})
     for seed in seeds:
         run = out / f"ppo_s{seed}_it{args.iterations}{suffix}"
         train = ["train", *TRAIN, *PPO, "--reward", args.reward, "--kl-ref-decay-steps", str(KL_DECAY[args.reward])]
-        train += ["--pretrained-actor-path", str(out / "bc"), "--iterations", str(args.iterations)]
+        train += ["--pretrained-actor-path", str(out / "bc"), "--iterations", str(args.iterations), *args.train_args.split()]
         walls[run.name] = step(out, run.name, [*train, "--seed", str(seed), "--output", str(run)])
         ppo[str(seed)] = pooled_greedy(out, run / "policy", run.name)
     env_config = VidurEnvConfig(workload=preset("mooncake"))
