@@ -117,30 +117,54 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="run-name suffix for a --train-args variant, so its runs are not reused")
     parser.add_argument("--teacher", default=PRODUCTION[0], help="router whose demonstrations the clone learns")
     parser.add_argument("--demo-steps", type=int, default=6144, help="demonstration decisions")
+    parser.add_argument(
+        "--demo-dir",
+        default=None,
+        help="clone these demonstrations (e.g. scripts/lookahead_demos.py's) instead of collecting --teacher's; needs --tag",
+    )
+    parser.add_argument(
+        "--clone-per-seed",
+        action="store_true",
+        help="behaviour-clone once per seed (pretrain --seed S), so the clone's spread over seeds is measured too",
+    )
     parser.add_argument("--output", default="runs/learned_vs_production", help="run directory (finished steps reused)")
     args = parser.parse_args()
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise SystemExit(f"learned_vs_production.py: --seeds {args.seeds}: give comma-separated integers") from None
-    if args.iterations < 1 or args.demo_steps < 1:
-        raise SystemExit("learned_vs_production.py: --iterations and --demo-steps must be >= 1")
+    if args.iterations < 0 or args.demo_steps < 1:
+        raise SystemExit("learned_vs_production.py: --iterations must be >= 0 (0: clone only) and --demo-steps >= 1")
+    if args.demo_dir and not args.tag:
+        raise SystemExit("learned_vs_production.py: --demo-dir needs a --tag naming the variant")
     out = Path(args.output)
     (out / "eval").mkdir(parents=True, exist_ok=True)
     walls = {}
-    walls["demos"] = step(out, "demos", ["collect-demos", *TRAIN, "--policy", args.teacher, "--steps", str(args.demo_steps),
-                                          "--num-env-runners", "2", "--output", str(out / "demos")])  # fmt: skip
-    walls["bc"] = step(out, "bc", ["pretrain", "--demo", str(out / "demos"), "--output", str(out / "bc"), "--epochs", "60"])
-    learned: dict[str, dict] = {"BC clone (greedy)": {"-": pooled_greedy(out, out / "bc", "bc")}}
+    if args.demo_dir:
+        demos = Path(args.demo_dir)
+    else:
+        demos = out / "demos"
+        walls["demos"] = step(out, "demos", ["collect-demos", *TRAIN, "--policy", args.teacher, "--steps", str(args.demo_steps),
+                                              "--num-env-runners", "2", "--output", str(demos)])  # fmt: skip
     if args.train_args and not args.tag:
         raise SystemExit("learned_vs_production.py: --train-args needs a --tag naming the variant")
     suffix = ("" if args.reward == "ttft" else f"_{args.reward}") + (f"_{args.tag}" if args.tag else "")
+    clones: dict[int, Path] = {}
+    clone_rows: dict[str, dict] = {}
+    for seed in seeds if args.clone_per_seed else [0]:
+        name = f"bc_s{seed}{suffix}" if args.clone_per_seed else ("bc" + (f"_{args.tag}" if args.demo_dir else ""))
+        bc = ["pretrain", "--demo", str(demos), "--output", str(out / name), "--epochs", "60", "--seed", str(seed)]
+        walls[name] = step(out, name, bc)
+        clones[seed] = out / name
+        clone_rows[str(seed) if args.clone_per_seed else "-"] = pooled_greedy(out, out / name, name)
+    learned: dict[str, dict] = {"BC clone (greedy)": clone_rows}
     label = f"warm PPO, reward {args.reward}, {args.iterations} iterations{' ' + args.train_args if args.train_args else ''}"
-    ppo = learned.setdefault(f"{label} (greedy)", {})
-    for seed in seeds:
+    ppo = learned.setdefault(f"{label} (greedy)", {}) if args.iterations else {}
+    for seed in seeds if args.iterations else []:
         run = out / f"ppo_s{seed}_it{args.iterations}{suffix}"
+        clone = clones[seed if args.clone_per_seed else 0]
         train = ["train", *TRAIN, *PPO, "--reward", args.reward, "--kl-ref-decay-steps", str(KL_DECAY[args.reward])]
-        train += ["--pretrained-actor-path", str(out / "bc"), "--iterations", str(args.iterations), *args.train_args.split()]
+        train += ["--pretrained-actor-path", str(clone), "--iterations", str(args.iterations), *args.train_args.split()]
         walls[run.name] = step(out, run.name, [*train, "--seed", str(seed), "--output", str(run)])
         ppo[str(seed)] = pooled_greedy(out, run / "policy", run.name)
     env_config = VidurEnvConfig(workload=preset("mooncake"))
@@ -158,7 +182,7 @@ def main() -> None:
     stem = out / f"table_it{args.iterations}{suffix}"
     stem.with_suffix(".md").write_text(markdown + "\n")
     payload = {
-        "teacher": args.teacher,
+        "teacher": args.teacher if not args.demo_dir else str(demos),
         "reward": args.reward,
         "best": best,
         "production": production,

@@ -38,6 +38,9 @@ def main() -> None:
     add_workload_args(parser, VidurEnvConfig())  # --workload PRESET plus overrides such as --qps
     parser.add_argument("--base", default="speed_aware", help="heuristic router the lookahead improves on")
     parser.add_argument("--episodes", type=int, default=2, help="held-out test seeds, one process each")
+    parser.add_argument(
+        "--horizon", type=int, default=None, help="decisions each rollout plays before it is cut (default: to the end)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="episodes run in parallel")
     args = parser.parse_args()
     try:
@@ -46,8 +49,8 @@ def main() -> None:
         raise SystemExit(f"lookahead_headroom.py: {error.render(flag_of)}") from None
     if not is_router(args.base):
         raise SystemExit(f"lookahead_headroom.py: --base: unknown router '{args.base}'; choose one of: {router_names()}")
-    if args.episodes < 1 or args.workers < 1:
-        raise SystemExit("lookahead_headroom.py: --episodes and --workers must be >= 1")
+    if args.episodes < 1 or args.workers < 1 or (args.horizon is not None and args.horizon < 1):
+        raise SystemExit("lookahead_headroom.py: --episodes, --workers and --horizon must be >= 1")
     seeds = evaluation_seeds(0, args.episodes)
     print(
         f"{env_config.workload.name} (qps {env_config.workload.qps:g}): clairvoyant one-step lookahead over {args.base} on {len(seeds)} test seed(s); "
@@ -55,17 +58,25 @@ def main() -> None:
         flush=True,
     )
     with ProcessPoolExecutor(min(args.workers, len(seeds))) as pool:
-        rows = list(pool.map(lookahead_episode, [env_config] * len(seeds), [args.base] * len(seeds), seeds))
+        n = len(seeds)
+        rows = list(pool.map(lookahead_episode, [env_config] * n, [args.base] * n, seeds, [args.horizon] * n))
     for row in rows:
         print(
             f"seed {row.seed}: {args.base} {row.base_mean_e2e_s:.3f} s (waiting for a first batch "
             f"{row.base_scheduling_delay_s:.3f} s), lookahead {row.lookahead_mean_e2e_s:.3f} s "
-            f"({row.lookahead_mean_e2e_s / row.base_mean_e2e_s - 1:+.2%}), decisions changed {row.changed_fraction:.1%}, "
+            f"({row.lookahead_mean_e2e_s / row.base_mean_e2e_s - 1:+.2%}); p90 TTFT {row.base_p90_ttft_s:.3f} s -> "
+            f"{row.lookahead_p90_ttft_s:.3f} s ({row.lookahead_p90_ttft_s / row.base_p90_ttft_s - 1:+.2%}); "
+            f"decisions changed {row.changed_fraction:.1%}, "
             f"{row.seconds:.0f} s"
         )
     base = np.mean([r.base_mean_e2e_s for r in rows])
     ahead = np.mean([r.lookahead_mean_e2e_s for r in rows])
     print(f"mean over episodes: {args.base} {base:.3f} s, lookahead {ahead:.3f} s ({ahead / base - 1:+.2%})")
+    base_p90 = np.mean([r.base_p90_ttft_s for r in rows])
+    ahead_p90 = np.mean([r.lookahead_p90_ttft_s for r in rows])
+    print(
+        f"p90 TTFT, mean over episodes: {args.base} {base_p90:.3f} s, lookahead {ahead_p90:.3f} s ({ahead_p90 / base_p90 - 1:+.2%})"
+    )
     if rows[0].base_slo_attainment is not None:
         base_slo = np.mean([r.base_slo_attainment for r in rows])
         ahead_slo = np.mean([r.lookahead_slo_attainment for r in rows])

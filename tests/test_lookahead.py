@@ -36,3 +36,20 @@ def test_a_lookahead_child_that_raises_exits_instead_of_running_on(small_workloa
         _return_after(env, HeuristicPolicy("round_robin", env.layout), action=99)  # step(99) raises in the child
     assert os.getpid() == parent  # only the parent gets here
     assert env.step(0)[0] is not None  # and its own episode is untouched
+
+
+def test_a_truncated_lookahead_records_one_label_per_decision_with_its_tied_best_replicas(small_workload) -> None:
+    config = VidurEnvConfig(workload=small_workload.replace(num_requests=12))
+    result = lookahead_episode(config, "round_robin", seed=2, horizon=3, record=True)
+    labels = result.labels
+    assert labels is not None
+    decisions = len(labels.action)
+    assert decisions == config.workload.num_requests
+    assert labels.obs.shape == (decisions, config.layout.dim)
+    assert labels.best.shape == (decisions, config.workload.num_replicas)
+    # The label is always among the best replicas, and overriding the base is what changed_fraction counts.
+    assert labels.best[range(decisions), labels.action].all()
+    assert result.changed_fraction == pytest.approx(float((labels.action != labels.base_action).mean()))
+    assert result.lookahead_p90_ttft_s > 0 and result.base_p90_ttft_s > 0
+    with pytest.raises(ValueError, match="horizon"):
+        lookahead_episode(config, "round_robin", seed=2, horizon=0)

@@ -38,13 +38,33 @@ class LookaheadResult:
     changed_fraction: float
     """Fraction of decisions where the lookahead overrides the base router."""
     seconds: float
+    base_p90_ttft_s: float = float("nan")
+    lookahead_p90_ttft_s: float = float("nan")
     base_slo_attainment: float | None = None
     """Share of the base router's requests that met the workload's SLOs (None without SLOs)."""
     lookahead_slo_attainment: float | None = None
+    labels: LookaheadLabels | None = None
+    """Every decision of the lookahead episode (``record=True`` only)."""
 
 
-def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int) -> float:
-    """Episode return from here if ``action`` is taken now and ``policy`` afterwards, computed in a forked child."""
+@dataclass(frozen=True)
+class LookaheadLabels:
+    """The lookahead's decisions on one episode, in order: the states it saw and what it and the base chose."""
+
+    obs: np.ndarray
+    """(decisions, obs dim) float32 observations."""
+    action: np.ndarray
+    """The lookahead's choice (the label)."""
+    base_action: np.ndarray
+    best: np.ndarray
+    """(decisions, replicas) bool: the replicas whose return equals the best (all of them are right answers)."""
+    reward: np.ndarray
+    """Env reward of each step actually taken."""
+
+
+def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int, horizon: int | None = None) -> float:
+    """Return from here if ``action`` is taken now and ``policy`` afterwards, to the end of the episode or over
+    ``horizon`` decisions in all, computed in a forked child."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: play the episode out and send the return; it must never return into the parent's code
@@ -52,9 +72,11 @@ def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int) ->
         try:
             os.close(read_end)
             obs, total, done, *_ = env.step(action)
-            while not done:
+            steps = 1
+            while not done and (horizon is None or steps < horizon):
                 obs, reward, done, *_ = env.step(policy.act(obs))
                 total += reward
+                steps += 1
             os.write(write_end, struct.pack("d", total))
             status = 0
         except BaseException:
@@ -81,40 +103,56 @@ def _run_base(env: VidurRoutingEnv, policy: HeuristicPolicy, seed: int) -> list:
     return env.routed_requests
 
 
-def lookahead_episode(env_config: VidurEnvConfig, base: str, seed: int) -> LookaheadResult:
-    """Mean e2e latency (and SLO attainment, when the workload sets SLOs) of router ``base`` and of its clairvoyant
-    one-step lookahead on the episode ``seed``; the lookahead maximises the env's reward (``--reward slo``: SLOs met)."""
+def lookahead_episode(
+    env_config: VidurEnvConfig, base: str, seed: int, horizon: int | None = None, record: bool = False
+) -> LookaheadResult:
+    """Mean e2e latency, p90 TTFT (and SLO attainment, when the workload sets SLOs) of router ``base`` and of its
+    clairvoyant one-step lookahead on the episode ``seed``; the lookahead maximises the env's reward (``--reward
+    slo``: SLOs met; ``ttft``: time to first token), over ``horizon`` decisions or to the end (None)."""
     if not hasattr(os, "fork"):
         raise OSError("the lookahead forks the simulator: it needs a POSIX system (Linux or macOS)")
+    if horizon is not None and horizon < 1:
+        raise ValueError(f"horizon must be >= 1 decision or None (got {horizon})")
     start = time.perf_counter()
     env = VidurRoutingEnv(env_config)
     policy = HeuristicPolicy(base, env_config.layout)
     base_requests = _run_base(env, policy, seed)
     w = env_config.workload
     base_lat = request_latencies(base_requests)
-    base_latency = float(base_lat["e2e"].mean())
     base_slo = slo_summary(base_lat, w.slo_ttft_s, w.slo_tbt_s).get("slo_attainment")
     waiting = float(np.mean([r.scheduling_delay for r in base_requests]))
     policy.reset(seed)
     obs, _ = env.reset(seed=seed)
-    done, changed, decisions = False, 0, 0
+    done = False
+    seen, chosen, bases, bests, rewards = [], [], [], [], []
     while not done:
         base_action = policy.act(obs)
-        returns = [_return_after(env, policy, a) for a in range(env_config.workload.num_replicas)]
+        returns = np.array([_return_after(env, policy, a, horizon) for a in range(w.num_replicas)])
         best = int(np.argmax(returns))
         if returns[best] <= returns[base_action]:  # ties keep the base action
             best = base_action
-        changed += best != base_action
-        obs, _, done, _, _ = env.step(best)
-        decisions += 1
+        if record:
+            seen.append(np.asarray(obs, dtype=np.float32))
+            bests.append(returns >= returns[best])
+        chosen.append(best)
+        bases.append(base_action)
+        obs, reward, done, _, _ = env.step(best)
+        rewards.append(reward)
     lat = request_latencies(env.routed_requests)
+    chosen_a, bases_a = np.array(chosen), np.array(bases)
+    labels = None
+    if record:
+        labels = LookaheadLabels(np.stack(seen), chosen_a, bases_a, np.stack(bests), np.array(rewards))
     return LookaheadResult(
         seed=seed,
-        base_mean_e2e_s=base_latency,
+        base_mean_e2e_s=float(base_lat["e2e"].mean()),
         base_scheduling_delay_s=waiting,
         lookahead_mean_e2e_s=float(lat["e2e"].mean()),
-        changed_fraction=changed / decisions,
+        changed_fraction=float(np.mean(chosen_a != bases_a)),
         seconds=time.perf_counter() - start,
+        base_p90_ttft_s=float(np.percentile(base_lat["ttft"], 90)),
+        lookahead_p90_ttft_s=float(np.percentile(lat["ttft"], 90)),
         base_slo_attainment=base_slo,
         lookahead_slo_attainment=slo_summary(lat, w.slo_ttft_s, w.slo_tbt_s).get("slo_attainment"),
+        labels=labels,
     )
