@@ -6,6 +6,8 @@ arrivals, and the replica with the best return is the label (envs/evaluation/loo
 on with that choice, so the states are the lookahead's own. The output is a demonstrations directory in the format
 of ``warmroute collect-demos`` (teacher ``lookahead``), so ``warmroute pretrain --demo DIR`` clones it as it is.
 Each finished episode is kept in ``<output>.episodes/`` (npz), so a killed run resumes where it stopped.
+With ``--driver POLICY_DIR`` the episodes follow that (cloned) policy, greedy, and the lookahead only labels the
+states it visits: one DAgger round. Merge the rounds' directories with ``--also DIR`` before cloning again.
 
 Run (the 13 training windows of `mooncake`, 512 requests each, two processes):
     PYTHONPATH=$PWD .venv/bin/python scripts/lookahead_demos.py --workload mooncake --trace-start 2000 \\
@@ -26,11 +28,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from envs.evaluation.lookahead import LookaheadResult, lookahead_episode
 from envs.routers.heuristics import is_router, router_names
 from envs.sim.workload import WorkloadError
 from envs.vidur_env import VidurEnvConfig
+from rllib_ext.demos import load_demos
+from rllib_ext.policy_io import CheckpointPolicy
 from warmroute.artifacts.atomic import staged_dir
 from warmroute.artifacts.metadata import require_fresh_output, write_metadata
 from warmroute.artifacts.run_dir import DemoDir
@@ -40,11 +45,13 @@ from warmroute.cli.workload_args import add_workload_args, env_config_from_args
 TEACHER = "lookahead"
 
 
-def _episode(env_config: VidurEnvConfig, base: str, seed: int, horizon: int, cache: Path) -> dict:
+def _episode(env_config: VidurEnvConfig, base: str, seed: int, horizon: int, cache: Path, driver: str | None) -> dict:
     """One labelled episode, read from ``cache`` if an earlier run finished it."""
     path = cache / f"seed{seed}.npz"
     if not path.exists():
-        result = lookahead_episode(env_config, base, seed, horizon=horizon, record=True)
+        torch.set_num_threads(1)
+        policy = CheckpointPolicy(driver, env_config.layout, greedy=True) if driver else None
+        result = lookahead_episode(env_config, base, seed, horizon=horizon, record=True, driver=policy)
         labels = result.labels
         stats = {k: v for k, v in vars(result).items() if k != "labels"}
         tmp = path.with_suffix(".tmp.npz")
@@ -62,12 +69,12 @@ def _episode(env_config: VidurEnvConfig, base: str, seed: int, horizon: int, cac
         return {key: data[key] for key in data.files}
 
 
-def _table(episode: dict, seed: int) -> pa.Table:
+def _table(episode: dict, seed: int, tag: str) -> pa.Table:
     n, dim = episode["obs"].shape
     replicas = episode["best"].shape[1]
     return pa.table(
         {
-            "episode_id": pa.array([f"seed{seed}"] * n, pa.string()),
+            "episode_id": pa.array([f"{tag}seed{seed}"] * n, pa.string()),
             "step": pa.array(np.arange(n), pa.int64()),
             "obs": pa.FixedSizeListArray.from_arrays(pa.array(episode["obs"].reshape(-1), pa.float32()), dim),
             "action": pa.array(episode["action"], pa.int64()),
@@ -88,6 +95,8 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=64, help="decisions each rollout plays before it is cut")
     parser.add_argument("--episodes", type=int, default=13, help="training episodes (seeds 0..N-1; seed picks the window)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="episodes run in parallel")
+    parser.add_argument("--driver", default=None, help="policy directory whose greedy choices the episodes follow (DAgger)")
+    parser.add_argument("--also", action="append", default=[], help="earlier lookahead demonstrations to merge in")
     parser.add_argument("--output", required=True, help="new demonstrations directory")
     args = parser.parse_args()
     try:
@@ -108,7 +117,7 @@ def main() -> None:
     )
     episodes: dict[int, dict] = {}
     with ProcessPoolExecutor(min(args.workers, len(seeds))) as pool:
-        futures = {pool.submit(_episode, env_config, args.base, s, args.horizon, cache): s for s in seeds}
+        futures = {pool.submit(_episode, env_config, args.base, s, args.horizon, cache, args.driver): s for s in seeds}
         for future in as_completed(futures):
             seed = futures[future]
             episodes[seed] = future.result()
@@ -120,17 +129,25 @@ def main() -> None:
                 flush=True,
             )
     stats = [json.loads(str(episodes[s]["stats"])) for s in seeds]
-    rows = sum(len(episodes[s]["action"]) for s in seeds)
+    tables = [_table(episodes[seed], seed, "") for seed in seeds]
+    for round_number, earlier in enumerate(args.also, start=1):
+        table, meta = load_demos(earlier, "--also")
+        meta_layout = meta["layout"]
+        if meta_layout != env_config.layout.to_dict():
+            raise SystemExit(f"lookahead_demos.py: --also {earlier}: made for another observation layout")
+        renamed = pa.array([f"r{round_number}-{e}" for e in table.column("episode_id").to_pylist()], pa.string())
+        tables.append(table.set_column(table.schema.get_field_index("episode_id"), "episode_id", renamed))
+    rows = sum(t.num_rows for t in tables)
     with staged_dir(final) as staging:
-        for seed in seeds:
-            pq.write_table(_table(episodes[seed], seed), DemoDir(staging).shard(TEACHER, seed, 0))
+        for index, table in enumerate(tables):
+            pq.write_table(table, DemoDir(staging).shard(TEACHER, index, 0))
         write_metadata(
             staging,
             DemoDir.KIND,
             layout=env_config.layout.to_dict(),
             env_config=env_config.to_dict(),
             teachers=[TEACHER],
-            lookahead={"base": args.base, "horizon": args.horizon, "episodes": stats},
+            lookahead={"base": args.base, "horizon": args.horizon, "driver": args.driver, "also": args.also, "episodes": stats},
             num_rows=rows,
             seed=0,
         )

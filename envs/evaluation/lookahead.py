@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.evaluation.evaluate import HeuristicPolicy
+from envs.evaluation.evaluate import HeuristicPolicy, Policy
 from envs.sim.metrics import request_latencies
 from envs.sim.slo import slo_summary
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
@@ -104,11 +104,19 @@ def _run_base(env: VidurRoutingEnv, policy: HeuristicPolicy, seed: int) -> list:
 
 
 def lookahead_episode(
-    env_config: VidurEnvConfig, base: str, seed: int, horizon: int | None = None, record: bool = False
+    env_config: VidurEnvConfig,
+    base: str,
+    seed: int,
+    horizon: int | None = None,
+    record: bool = False,
+    driver: Policy | None = None,
 ) -> LookaheadResult:
     """Mean e2e latency, p90 TTFT (and SLO attainment, when the workload sets SLOs) of router ``base`` and of its
     clairvoyant one-step lookahead on the episode ``seed``; the lookahead maximises the env's reward (``--reward
-    slo``: SLOs met; ``ttft``: time to first token), over ``horizon`` decisions or to the end (None)."""
+    slo``: SLOs met; ``ttft``: time to first token), over ``horizon`` decisions or to the end (None).
+
+    With a ``driver`` the episode follows the driver's choices while the lookahead's are recorded as labels: the
+    states are the driver's own, as DAgger needs; the "lookahead" figures are then the driver's episode."""
     if not hasattr(os, "fork"):
         raise OSError("the lookahead forks the simulator: it needs a POSIX system (Linux or macOS)")
     if horizon is not None and horizon < 1:
@@ -122,6 +130,8 @@ def lookahead_episode(
     base_slo = slo_summary(base_lat, w.slo_ttft_s, w.slo_tbt_s).get("slo_attainment")
     waiting = float(np.mean([r.scheduling_delay for r in base_requests]))
     policy.reset(seed)
+    if driver is not None:
+        driver.reset(seed)
     obs, _ = env.reset(seed=seed)
     done = False
     seen, chosen, bases, bests, rewards = [], [], [], [], []
@@ -136,7 +146,7 @@ def lookahead_episode(
             bests.append(returns >= returns[best])
         chosen.append(best)
         bases.append(base_action)
-        obs, reward, done, _, _ = env.step(best)
+        obs, reward, done, _, _ = env.step(best if driver is None else driver.act(obs))
         rewards.append(reward)
     lat = request_latencies(env.routed_requests)
     chosen_a, bases_a = np.array(chosen), np.array(bases)
