@@ -34,15 +34,24 @@ from cache_router_study import _run, episodes
 from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
 
-PRODUCTION = (
-    "least_ttft:queue_weight=0.5",
-    "kv_cost:overlap_score_weight=16:pending_weight=1",
-    "sticky_load:theta=0.5:tau=65536",
-    "weighted_scorer:prefix_weight=12:queue_weight=1",
-)
-"""The study's tuned settings on `mooncake` (docs/prefix_caching.md, "Production routers: study and headroom")."""
+PRODUCTION = {
+    "mooncake": (
+        "least_ttft:queue_weight=0.5",
+        "kv_cost:overlap_score_weight=16:pending_weight=1",
+        "sticky_load:theta=0.5:tau=65536",
+        "weighted_scorer:prefix_weight=12:queue_weight=1",
+    ),
+    "mooncake_mixed": (
+        "least_ttft",
+        "kv_cost:overlap_score_weight=4:pending_weight=1",
+        "sticky_load",
+        "weighted_scorer",
+    ),
+}
+"""The study's tuned settings per trace preset (docs/prefix_caching.md, "Production routers: study and headroom");
+the first is the best on the held-out windows."""
 WINDOWS = (9000, 10000, 11000)
-TRAIN = ["--workload", "mooncake", "--trace-start", "2000", "--trace-lead-in", "2000", "--trace-windows", "13"]
+TRAIN = ["--trace-start", "2000", "--trace-lead-in", "2000", "--trace-windows", "13"]
 PPO = [
     "--enable-warm-start", "--train-batch-size", "2048", "--minibatch-size", "256",
     "--num-env-runners", "2", "--critic-warmup-steps", "4096", "--warmup-steps", "4096",
@@ -66,12 +75,12 @@ def step(out: Path, name: str, args: list[str]) -> float:
     return seconds
 
 
-def pooled_greedy(out: Path, policy: Path, tag: str) -> dict:
+def pooled_greedy(out: Path, policy: Path, tag: str, workload: str) -> dict:
     """``policy`` greedy on each held-out window, per-request latencies pooled over the windows."""
     ttft, e2e, per_window = [], [], []
     for w in WINDOWS:
         stem = out / "eval" / f"{tag}_{w}"
-        args = ["evaluate", "--workload", "mooncake", "--trace-start", str(w), "--policy", str(policy), "--greedy"]
+        args = ["evaluate", "--workload", workload, "--trace-start", str(w), "--policy", str(policy), "--greedy"]
         step(
             out, f"eval_{tag}_{w}", [*args, "--episodes", "1", "--json", f"{stem}.json", "--latencies", f"{stem}.npz", "--quiet"]
         )
@@ -115,7 +124,8 @@ def main() -> None:
     parser.add_argument("--reward", default="ttft", choices=tuple(KL_DECAY), help="PPO reward (the docs' recipe: ttft)")
     parser.add_argument("--train-args", default="", help="extra 'warmroute train' flags (a variant; override the recipe's)")
     parser.add_argument("--tag", default="", help="run-name suffix for a --train-args variant, so its runs are not reused")
-    parser.add_argument("--teacher", default=PRODUCTION[0], help="router whose demonstrations the clone learns")
+    parser.add_argument("--workload", default="mooncake", choices=tuple(PRODUCTION), help="trace preset")
+    parser.add_argument("--teacher", default=None, help="router whose demonstrations the clone learns (default: the best)")
     parser.add_argument("--demo-steps", type=int, default=6144, help="demonstration decisions")
     parser.add_argument(
         "--demo-dir",
@@ -127,7 +137,9 @@ def main() -> None:
         action="store_true",
         help="behaviour-clone once per seed (pretrain --seed S), so the clone's spread over seeds is measured too",
     )
-    parser.add_argument("--output", default="runs/learned_vs_production", help="run directory (finished steps reused)")
+    parser.add_argument(
+        "--output", default=None, help="run directory, one per workload (default runs/learned_vs_production_<workload>)"
+    )
     args = parser.parse_args()
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -137,14 +149,17 @@ def main() -> None:
         raise SystemExit("learned_vs_production.py: --iterations must be >= 0 (0: clone only) and --demo-steps >= 1")
     if args.demo_dir and not args.tag:
         raise SystemExit("learned_vs_production.py: --demo-dir needs a --tag naming the variant")
-    out = Path(args.output)
+    out = Path(args.output or f"runs/learned_vs_production_{args.workload}")
+    production_routers = PRODUCTION[args.workload]
+    teacher = args.teacher or production_routers[0]
+    train_set = ["--workload", args.workload, *TRAIN]
     (out / "eval").mkdir(parents=True, exist_ok=True)
     walls = {}
     if args.demo_dir:
         demos = Path(args.demo_dir)
     else:
         demos = out / "demos"
-        walls["demos"] = step(out, "demos", ["collect-demos", *TRAIN, "--policy", args.teacher, "--steps", str(args.demo_steps),
+        walls["demos"] = step(out, "demos", ["collect-demos", *train_set, "--policy", teacher, "--steps", str(args.demo_steps),
                                               "--num-env-runners", "2", "--output", str(demos)])  # fmt: skip
     if args.train_args and not args.tag:
         raise SystemExit("learned_vs_production.py: --train-args needs a --tag naming the variant")
@@ -156,33 +171,34 @@ def main() -> None:
         bc = ["pretrain", "--demo", str(demos), "--output", str(out / name), "--epochs", "60", "--seed", str(seed)]
         walls[name] = step(out, name, bc)
         clones[seed] = out / name
-        clone_rows[str(seed) if args.clone_per_seed else "-"] = pooled_greedy(out, out / name, name)
+        clone_rows[str(seed) if args.clone_per_seed else "-"] = pooled_greedy(out, out / name, name, args.workload)
     learned: dict[str, dict] = {"BC clone (greedy)": clone_rows}
     label = f"warm PPO, reward {args.reward}, {args.iterations} iterations{' ' + args.train_args if args.train_args else ''}"
     ppo = learned.setdefault(f"{label} (greedy)", {}) if args.iterations else {}
     for seed in seeds if args.iterations else []:
         run = out / f"ppo_s{seed}_it{args.iterations}{suffix}"
         clone = clones[seed if args.clone_per_seed else 0]
-        train = ["train", *TRAIN, *PPO, "--reward", args.reward, "--kl-ref-decay-steps", str(KL_DECAY[args.reward])]
+        train = ["train", *train_set, *PPO, "--reward", args.reward, "--kl-ref-decay-steps", str(KL_DECAY[args.reward])]
         train += ["--pretrained-actor-path", str(clone), "--iterations", str(args.iterations), *args.train_args.split()]
         walls[run.name] = step(out, run.name, [*train, "--seed", str(seed), "--output", str(run)])
-        ppo[str(seed)] = pooled_greedy(out, run / "policy", run.name)
-    env_config = VidurEnvConfig(workload=preset("mooncake"))
-    production_file = out / "production.json"
+        ppo[str(seed)] = pooled_greedy(out, run / "policy", run.name, args.workload)
+    env_config = VidurEnvConfig(workload=preset(args.workload))
+    production_file = out / f"production_{args.workload}.json"
     if production_file.exists():
         production = json.loads(production_file.read_text())
     else:
         eps = episodes(env_config.workload, len(WINDOWS), held_out=True)
-        production = {name: _run((name, env_config, eps))[1] for name in PRODUCTION}
+        production = {name: _run((name, env_config, eps))[1] for name in production_routers}
         production_file.write_text(json.dumps(production, indent=2))
-    best = min(PRODUCTION, key=lambda name: production[name]["mean_e2e_s"])
+    best = min(production_routers, key=lambda name: production[name]["mean_e2e_s"])
     markdown = table(production, learned, best)
-    print(f"mooncake, held-out windows {WINDOWS}, 512 requests each, per-request latencies pooled; best: {best}")
+    print(f"{args.workload}, held-out windows {WINDOWS}, 512 requests each, per-request latencies pooled; best: {best}")
     print(markdown)
     stem = out / f"table_it{args.iterations}{suffix}"
     stem.with_suffix(".md").write_text(markdown + "\n")
     payload = {
-        "teacher": args.teacher if not args.demo_dir else str(demos),
+        "workload": args.workload,
+        "teacher": teacher if not args.demo_dir else str(demos),
         "reward": args.reward,
         "best": best,
         "production": production,
