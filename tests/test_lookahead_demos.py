@@ -1,0 +1,50 @@
+"""Lookahead demonstrations (scripts/lookahead_demos.py): labelled by forked rollouts, cloned by `warmroute pretrain`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rllib_ext.demos import load_demos
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "lookahead_demos.py"
+TINY = ["--workload", "mooncake", "--trace-start", "2000", "--trace-lead-in", "2000", "--trace-windows", "13"]
+TINY += ["--num-requests", "12", "--episodes", "2", "--horizon", "3", "--workers", "2"]
+
+
+def _script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_lookahead_demonstrations_clone_and_a_dagger_round_merges_them(tmp_path: Path, run_cli) -> None:
+    first = _script(*TINY, "--output", str(tmp_path / "round0"))
+    assert first.returncode == 0, first.stderr
+    table, meta = load_demos(tmp_path / "round0")
+    assert table.num_rows == 24 and meta["teachers"] == ["lookahead"]
+    assert len(meta["lookahead"]["episodes"]) == 2 and meta["lookahead"]["horizon"] == 3
+    clone = run_cli("pretrain", "--demo", str(tmp_path / "round0"), "--output", str(tmp_path / "bc"), "--epochs", "2", "--quiet")
+    assert clone.returncode == 0, clone.stderr
+    dagger = _script(
+        *TINY, "--driver", str(tmp_path / "bc"), "--also", str(tmp_path / "round0"), "--output", str(tmp_path / "round1")
+    )
+    assert dagger.returncode == 0, dagger.stderr
+    merged, meta = load_demos(tmp_path / "round1")
+    assert merged.num_rows == 48
+    episodes = set(merged.column("episode_id").to_pylist())
+    assert {"seed0", "seed1", "r1-seed0", "r1-seed1"} == episodes
+    assert meta["lookahead"]["driver"] == str(tmp_path / "bc")
+    # Finished episodes are cached next to the output, so a killed run resumes instead of starting over.
+    assert sorted(p.name for p in (tmp_path / "round1.episodes").iterdir()) == ["seed0.npz", "seed1.npz"]
+    assert json.loads((tmp_path / "round1" / "metadata.json").read_text())["num_rows"] == 48
+
+
+def test_lookahead_demonstrations_refuse_a_zero_horizon_in_one_line(tmp_path: Path) -> None:
+    result = _script(*TINY[:-6], "--horizon", "0", "--output", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "lookahead_demos.py: --horizon, --episodes and --workers must be >= 1"
+    assert not (tmp_path / "out").exists()
