@@ -10,11 +10,13 @@ With ``--driver POLICY_DIR`` the episodes follow that (cloned) policy, greedy, a
 states it visits: one DAgger round. Merge the rounds' directories with ``--also DIR`` before cloning again.
 
 Run (the 13 training windows of `mooncake`, 512 requests each, two processes):
-    PYTHONPATH=$PWD .venv/bin/python scripts/lookahead_demos.py --workload mooncake --trace-start 2000 \\
-        --trace-lead-in 2000 --trace-windows 13 --episodes 13 --horizon 64 --output runs/lookahead_demos
+    PYTHONPATH=$PWD .venv/bin/python scripts/lookahead_demos.py --workload mooncake --trace-start 2000 \
+        --trace-lead-in 2000 --trace-windows 13 --episodes 13 --horizon 256 --output runs/lookahead_demos
 
-Expect (2-core x86): about 3 decisions per second and core; 7,000 labelled decisions in about 20 minutes; the
-lookahead changes about 1 decision in 6 of the base router's and its per-episode gains are printed.
+Expect (2-core x86): the cost per decision grows with the horizon (4 forks x horizon env steps). The horizon must
+cover a request's life: with `--horizon 64` (about 1.5 simulated seconds of arrivals against a 6 s mean e2e) the
+labelled episodes of windows 2000 and 2512 were 4.9% and 7.2% *slower* than `least_ttft:queue_weight=0.5` alone
+(473-494 s per episode on a heavily shared machine), so those labels teach a myopic router (docs/prefix_caching.md).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_args(parser, VidurEnvConfig())
     parser.add_argument("--base", default="least_ttft:queue_weight=0.5", help="router the rollouts follow")
-    parser.add_argument("--horizon", type=int, default=64, help="decisions each rollout plays before it is cut")
+    parser.add_argument("--horizon", type=int, default=256, help="decisions each rollout plays before it is cut")
     parser.add_argument("--episodes", type=int, default=13, help="training episodes (seeds 0..N-1; seed picks the window)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="episodes run in parallel")
     parser.add_argument("--driver", default=None, help="policy directory whose greedy choices the episodes follow (DAgger)")
