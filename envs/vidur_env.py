@@ -31,6 +31,7 @@ from vidur.events.request_arrival_event import RequestArrivalEvent
 from envs.errors import WarmRouteError
 from envs.observation import REPLICA_FEATURE_INDEX, REQUEST_FEATURE_INDEX, ObservationLayout
 from envs.prefix.sim import PrefixRooflineConfig, PrefixRooflinePredictor, prefix_observation
+from envs.sim.distribution import fleet_spec
 from envs.sim.fast_forward import FAST_FORWARD_PREDICTORS, FastForward
 from envs.sim.memory import KVUsage
 from envs.sim.metrics import episode_metrics
@@ -128,7 +129,8 @@ class VidurRoutingEnv(gym.Env):
         num_replicas = self.workload.num_replicas
         self.action_space = gym.spaces.Discrete(num_replicas)
         self.observation_space = gym.spaces.Box(0.0, np.inf, shape=(self.layout.dim,), dtype=np.float32)
-        self._device = device_features(self.workload.model, self.workload.devices, self.workload.tensor_parallel_size)
+        self._fleet_devices: dict[tuple[str, ...], np.ndarray] = {}
+        self._device = self._fleet_features(self.workload.devices)
         self._worker, self._vector = worker, vector
         self._seed_stream = np.random.default_rng([self.workload.seed, worker, vector])
         self._sim = None
@@ -141,7 +143,13 @@ class VidurRoutingEnv(gym.Env):
             self.episode_seed = int(seed)
         else:
             self.episode_seed = int(self._seed_stream.integers(HELD_OUT_SEED_BASE))
-        self._sim = new_simulator(self.workload, self.episode_seed)
+        episode = self.workload.episode_workload(self.episode_seed)
+        load, _ = self.workload.episode_setting(self.episode_seed)
+        self._setting: dict[str, Any] = {"episode_fleet": fleet_spec(episode.devices)}
+        if load is not None:  # drawn from the workload's load_range (else the workload's own rate)
+            self._setting["episode_load"] = load
+        self._device = self._fleet_features(episode.devices)
+        self._sim = new_simulator(episode, self.episode_seed)
         scheduler = self._sim.scheduler
         self._replica_ids = sorted(scheduler._replica_schedulers, key=lambda rid: rid.id)
         self._replica_schedulers = [scheduler.get_replica_scheduler(rid) for rid in self._replica_ids]
@@ -163,7 +171,14 @@ class VidurRoutingEnv(gym.Env):
         self._slo = SloReward(self.workload.slo_ttft_s, self.workload.slo_tbt_s) if self.config.reward == "slo" else None
         self._done = False
         self._advance_to_decision()
-        return self._observation(), {"episode_seed": self.episode_seed}
+        return self._observation(), {"episode_seed": self.episode_seed, **self._setting}
+
+    def _fleet_features(self, devices: tuple[str, ...]) -> np.ndarray:
+        """:func:`device_features` of ``devices``, computed once per fleet (episodes may draw their fleet)."""
+        if devices not in self._fleet_devices:
+            w = self.workload
+            self._fleet_devices[devices] = device_features(w.model, devices, w.tensor_parallel_size)
+        return self._fleet_devices[devices]
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._sim is None or self._done:
@@ -177,7 +192,7 @@ class VidurRoutingEnv(gym.Env):
         if self._current_event is None:  # else more requests arrived at this instant: no time passes
             self._advance_to_decision()
         reward = self._area if self._slo is not None else -self._area / self.config.reward_scale_s
-        info: dict[str, Any] = {}
+        info: dict[str, Any] = dict(self._setting)  # every step says which load and fleet its episode drew
         if self._done:
             info = episode_metrics(self._routed, self._actions, self.workload.slo_ttft_s, self.workload.slo_tbt_s)
             info.update(self._kv.summary())

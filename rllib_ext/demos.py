@@ -9,7 +9,8 @@ Output goes to a temporary sibling directory that is renamed into place at the e
 collection leaves nothing behind.
 
 Dataset (one row per routing decision): ``episode_id, step, obs, action, teacher_action, teacher_ties,
-teacher, reward, explored, worker`` plus ``metadata.json`` (observation layout, env config, teachers, versions).
+teacher, reward, explored, worker, load, fleet`` (``load``: the fraction of capacity the episode drew, NaN at
+the workload's own rate; ``fleet``: its devices, e.g. ``2xh100+2xa100``; see envs.sim.distribution) plus ``metadata.json`` (observation layout, env config, teachers, versions).
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ from warmroute.artifacts.atomic import staged_dir
 from warmroute.artifacts.metadata import ArtifactError, read_metadata, require_fresh_output, write_metadata
 from warmroute.artifacts.run_dir import DemoDir
 
-COLUMNS = ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "teacher", "reward", "explored", "worker")
+COLUMNS = (
+    "episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "teacher", "reward", "explored", "worker",
+    "load", "fleet",
+)  # fmt: skip
+SETTING_COLUMNS = ("load", "fleet")
+"""Columns that demonstrations collected before training over distributions lack (they are still accepted)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[
     """
     episodes = runner.sample(num_timesteps=num_timesteps, explore=True, force_reset=force_reset)
     parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "reward")
+        k: [] for k in ("episode_id", "step", "obs", "action", "teacher_action", "teacher_ties", "reward", "load", "fleet")
     }
     for episode in episodes:
         n = len(episode)
@@ -97,6 +103,9 @@ def _sample_columns(runner: Any, num_timesteps: int, force_reset: bool) -> dict[
         parts["teacher_action"].append(np.asarray(episode.get_extra_model_outputs(TEACHER_ACTION), dtype=np.int64))
         parts["teacher_ties"].append(np.asarray(episode.get_extra_model_outputs(TEACHER_TIES), dtype=bool))
         parts["reward"].append(np.asarray(episode.get_rewards(), dtype=np.float64))
+        infos = episode.get_infos(slice(0, n))  # every step's info carries its episode's load and fleet
+        parts["load"].append(np.array([info.get("episode_load", np.nan) for info in infos], dtype=np.float64))
+        parts["fleet"].append(np.array([info["episode_fleet"] for info in infos], dtype=object))
     columns = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
     columns["worker"] = np.full(len(columns["step"]), runner.worker_index, dtype=np.int32)
     return columns
@@ -128,6 +137,8 @@ def _to_table(columns: dict[str, np.ndarray], teacher: str, obs_dim: int, num_re
             "reward": pa.array(columns["reward"], pa.float64()),
             "explored": pa.array(columns["action"] != columns["teacher_action"], pa.bool_()),
             "worker": pa.array(columns["worker"], pa.int32()),
+            "load": pa.array(columns["load"], pa.float64()),
+            "fleet": pa.array(columns["fleet"], pa.string()),
         }
     )
 
@@ -250,7 +261,7 @@ def load_demos(directory: str | Path, flag: str = "{flag:demo}") -> tuple[pa.Tab
         raise ArtifactError(
             f"{flag} {directory}: corrupted Parquet ({str(exc).splitlines()[0]}); re-collect the demonstrations"
         ) from exc
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    missing = [c for c in COLUMNS if c not in table.column_names and c not in SETTING_COLUMNS]
     if missing:
         raise ArtifactError(f"{flag} {directory}: Parquet lacks columns {missing}; re-collect the demonstrations")
     if table.num_rows == 0:

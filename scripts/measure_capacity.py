@@ -87,12 +87,13 @@ def fleet_capacity(workload: WorkloadConfig, seeds: list[int]) -> tuple[float, s
     return best
 
 
-def measure_capacity(workload: WorkloadConfig, seeds: list[int]) -> float:
-    """Capacity (requests/s) of ``workload``'s cluster: the sum of its replicas' saturated throughputs."""
+def measure_capacity(workload: WorkloadConfig, seeds: list[int]) -> tuple[float, str]:
+    """Capacity (requests/s) of ``workload``'s cluster and how it was reached: the best router's saturated fleet
+    throughput for a prefix workload, else the sum of its replicas' saturated throughputs."""
     if workload.has_prefix:
-        return fleet_capacity(workload, seeds)[0]
+        return fleet_capacity(workload, seeds)
     per_device = {device: replica_capacity(workload, device, seeds) for device in set(workload.devices)}
-    return sum(per_device[device] for device in workload.devices)
+    return sum(per_device[device] for device in workload.devices), "sum of replicas"
 
 
 def main() -> None:
@@ -100,12 +101,16 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated preset names")
     parser.add_argument("--num-requests", type=int, default=2000, help="requests per flood episode")
     parser.add_argument("--seeds", type=int, default=3, help="episodes averaged per preset")
+    parser.add_argument(
+        "--trace-start", type=int, default=None, help="trace presets: first flooded request (default: the preset's)"
+    )
     args = parser.parse_args()
-    print(f"{'preset':<16}{'capacity req/s':>16}{f'{LOAD_FACTOR:.0%} load qps':>16}{'preset qps':>12}")
+    print(f"{'preset':<16}{'capacity req/s':>16}{f'{LOAD_FACTOR:.0%} load qps':>16}{'preset qps':>12}  best router")
     for name in args.presets.split(","):
-        workload = PRESETS[name].replace(num_requests=args.num_requests)
-        capacity = measure_capacity(workload, seeds=list(range(args.seeds)))
-        print(f"{name:<16}{capacity:>16.2f}{LOAD_FACTOR * capacity:>16.2f}{PRESETS[name].qps:>12.2f}", flush=True)
+        start = {"trace_start": args.trace_start} if args.trace_start is not None and PRESETS[name].is_trace else {}
+        workload = PRESETS[name].replace(num_requests=args.num_requests, **start)
+        capacity, how = measure_capacity(workload, seeds=list(range(args.seeds)))
+        print(f"{name:<16}{capacity:>16.2f}{LOAD_FACTOR * capacity:>16.2f}{PRESETS[name].qps:>12.2f}  {how}", flush=True)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,24 @@ def test_cli_collects_with_two_runners(tmp_path: Path, run_cli) -> None:
     table, meta = load_demos(out)
     assert meta["teachers"] == ["least_work", "power_of_two"] and meta["num_env_runners"] == 2
     assert table.num_rows >= 240 and "decisions" in result.stdout
+
+
+def test_demonstrations_record_the_load_and_fleet_each_episode_drew(ray_session, lo_demos, tmp_path: Path) -> None:
+    from envs.sim.workload import preset
+    from envs.vidur_env import VidurEnvConfig
+    from rllib_ext.demos import collect_demos
+
+    plain, _ = load_demos(lo_demos[0])
+    assert np.isnan(plain.column("load").to_numpy()).all() and set(plain.column("fleet").to_pylist()) == {"4xh100"}
+    workload = preset("default").replace(num_requests=128, load_range="0.5:0.9", fleets="4xh100;2xh100+2xa100")
+    config = DemoConfig(env=VidurEnvConfig(workload=workload), steps=600, num_env_runners=2, steps_per_round=300, seed=1)
+    collect_demos(config, tmp_path / "dist", progress=False)
+    table, _ = load_demos(tmp_path / "dist")
+    rows = table.select(["episode_id", "load", "fleet"]).to_pylist()
+    per_episode: dict[str, set] = {}
+    for row in rows:
+        per_episode.setdefault(row["episode_id"], set()).add((row["load"], row["fleet"]))
+    assert all(len(settings) == 1 for settings in per_episode.values())  # one setting per episode
+    loads = [load for ((load, _),) in per_episode.values()]
+    assert min(loads) >= 0.5 and max(loads) <= 0.9 and len(set(loads)) == len(loads)
+    assert {fleet for ((_, fleet),) in per_episode.values()} <= {"4xh100", "2xh100+2xa100"}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from envs.errors import WarmRouteError
 from envs.sim.devices import DEVICE_NAMES
+from envs.sim.distribution import apply_setting, episode_setting, validate_distribution
 from envs.sim.memory import kv_capacity_tokens
 
 MODEL_NAMES: tuple[str, ...] = (
@@ -117,6 +118,12 @@ class WorkloadConfig:
     """``multi_turn``: chats per episode; ``num_requests`` turns are dealt among them."""
     think_time_s: float = 5.0
     """``multi_turn``: mean (exponential) time between an answer and the next turn, simulated seconds."""
+    load_range: str = ""
+    """Training over loads: ``LOW:HIGH`` (fractions of capacity, in (0, 1.5]); each episode draws its load from the
+    range, scaling the rate by load / 0.85 (the presets run at 85%). Empty: the workload's own rate."""
+    fleets: str = ""
+    """Training over fleets: ``SPEC;SPEC`` with SPEC like ``4xh100`` or ``2xh100+2xa100`` (same replica count);
+    each episode draws one, its rate scaled by the fleet's summed speed (envs.sim.distribution). Empty: ``devices``."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -172,6 +179,22 @@ class WorkloadConfig:
     @property
     def trace_path(self) -> str | None:
         return self.lengths.split(":", 1)[1] if self.lengths.startswith("trace:") else None
+
+    @property
+    def is_distribution(self) -> bool:
+        """Episodes draw their load and/or fleet (``load_range``/``fleets`` set): see :meth:`episode_workload`."""
+        return bool(self.load_range or self.fleets)
+
+    def episode_setting(self, seed: int) -> tuple[float | None, tuple[str, ...]]:
+        """``(load, devices)`` of episode ``seed`` (load None: the workload's own rate); from the seed alone."""
+        return episode_setting(self, seed)
+
+    def episode_workload(self, seed: int) -> WorkloadConfig:
+        """The concrete workload episode ``seed`` runs: itself, or for a distribution the load and fleet it draws."""
+        if not self.is_distribution:
+            return self
+        load, devices = episode_setting(self, seed)
+        return apply_setting(self, load, devices, LOAD_FACTOR)
 
     def replace(self, **changes: object) -> WorkloadConfig:
         return dataclasses.replace(self, **changes)
@@ -247,6 +270,7 @@ def validate(w: WorkloadConfig) -> None:
     if w.predictor not in PREDICTORS:
         raise WorkloadError(f"{{flag:predictor}}: unknown '{w.predictor}'; choose one of: {_choices(PREDICTORS)}")
     _validate_slo_and_memory(w)
+    validate_distribution(w)
 
 
 def _validate_slo_and_memory(w: WorkloadConfig) -> None:
@@ -378,6 +402,10 @@ MOONCAKE_TIME_SCALE = 0.70
 # mooncake_mixed (2 x H100 + 2 x A100): capacity 4.41 req/s (least_ttft; the best of the four older routers,
 # weighted_scorer, reaches 3.18), so 3.70 / (0.85 * 4.41) = 0.99.
 MOONCAKE_MIXED_TIME_SCALE = 0.99
+# mooncake_8 (8 x H100): capacity 11.85 req/s (session_hash), so 3.70 / (0.85 * 11.85) = 0.367.
+MOONCAKE_8_TIME_SCALE = 0.367
+# mooncake_16 (16 x H100): capacity 23.73 req/s (least_ttft), so 3.70 / (0.85 * 23.73) = 0.183.
+MOONCAKE_16_TIME_SCALE = 0.183
 SHARED_PREFIX_QPS = 30.1  # 0.85 x 35.41 (session_hash)
 SHARED_PREFIX_MIXED_QPS = 15.2  # 0.85 x 17.93 (session_hash)
 MULTI_TURN_QPS = 106.0  # 0.85 x 124.7 (weighted_scorer, 2-turn flood; see scripts/measure_capacity.py)
@@ -428,6 +456,15 @@ PRESETS["shared_prefix_mixed"] = PRESETS["shared_prefix"].replace(
 )
 PRESETS["mooncake_mixed"] = PRESETS["mooncake"].replace(
     name="mooncake_mixed", replica_devices=("h100", "h100", "a100", "a100"), trace_time_scale=MOONCAKE_MIXED_TIME_SCALE
+)
+# Larger fleets replay the trace faster. Their windows hold 1000 requests (62 per replica on 16 replicas): the
+# held-out windows 9000/10000/11000 still do not overlap, and training windows from 2000 end before 9000.
+LARGE_FLEET_REQUESTS = 1000
+PRESETS["mooncake_8"] = PRESETS["mooncake"].replace(
+    name="mooncake_8", num_replicas=8, num_requests=LARGE_FLEET_REQUESTS, trace_time_scale=MOONCAKE_8_TIME_SCALE
+)
+PRESETS["mooncake_16"] = PRESETS["mooncake"].replace(
+    name="mooncake_16", num_replicas=16, num_requests=LARGE_FLEET_REQUESTS, trace_time_scale=MOONCAKE_16_TIME_SCALE
 )
 
 

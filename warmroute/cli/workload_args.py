@@ -50,6 +50,8 @@ WORKLOAD_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "group_zipf_theta": ("--group-zipf-theta", None),
     "sessions": ("--sessions", None),
     "think_time_s": ("--think-time-s", None),
+    "load_range": ("--load-range", None),
+    "fleets": ("--fleets", None),
 }
 ENV_FLAGS = ("reward", "reward_scale_s", "oracle")
 ON_OFF = ("on", "off")
