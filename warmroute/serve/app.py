@@ -1,0 +1,395 @@
+"""The HTTP side of ``warmroute serve``: an aiohttp application that routes OpenAI-style requests to backends.
+
+Per request: read the prompt, hash its blocks, build the router's inputs from every backend's state, pick a
+candidate, forward the body unchanged and pass the answer back (a stream chunk by chunk). A backend that fails
+before the answer starts (connection refused, no first byte within ``first_byte_timeout``, a 5xx) is marked and the
+request goes to another candidate, until ``request_timeout`` from arrival; then the client gets a JSON error: 502
+(every backend failed), 503 (none could be tried), 504 (time ran out). A stream that breaks after it started ends
+with an error event and ``[DONE]``: its bytes are already with the client, so it cannot move. A 4xx is the
+client's mistake and is passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from envs.vidur_env import device_features
+from warmroute.serve.backends import Backend, InFlight, parse_vllm_metrics
+from warmroute.serve.config import ServeConfig
+from warmroute.serve.prefix_index import PrefixIndex, affinity_key, block_hashes, prompt_units
+from warmroute.serve.routing import RoutingRequest, ServeRouter, replica_features
+
+GENERATE_PATHS = ("/v1/completions", "/v1/chat/completions")
+BACKEND_HEADER = "X-WarmRoute-Backend"
+"""Response header naming the backend (its index in --backend order) that answered."""
+REQUEST_ID_HEADER = "X-Request-Id"
+DEFAULT_MAX_TOKENS = 16
+"""OpenAI's default ``max_tokens`` for completions, used when a request does not say."""
+
+
+def prompt_of(path: str, body: dict[str, Any]) -> list[int] | str:
+    """The prompt a backend will prefill: token ids as given, or text (chat: the messages' roles and text parts)."""
+    if path.endswith("/chat/completions"):
+        parts = []
+        for message in body.get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            parts.append(f"{message.get('role', '') if isinstance(message, dict) else ''}:{content or ''}\n")
+        return "".join(parts)
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return prompt
+    if isinstance(prompt, list):  # a batch: what it shares is its first prompt's prefix
+        return prompt_of(path, {"prompt": prompt[0]}) if prompt else ""
+    return str(prompt)
+
+
+def error_response(status: int, message: str, kind: str) -> web.Response:
+    """An OpenAI-style JSON error."""
+    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
+
+
+class _BackendCollector:
+    """Per-backend gauges, read from the live state when Prometheus scrapes (never stale)."""
+
+    def __init__(self, service: RouterService) -> None:
+        self._service = service
+
+    def collect(self) -> Any:
+        gauges = {
+            "inflight_requests": "Requests sent to the backend and not finished (router's accounting)",
+            "pending_prefill_tokens": "Prompt tokens of in-flight requests not yet past prefill",
+            "estimated_cached_blocks": "Block hashes the prefix index holds for the backend",
+            "healthy": "1 when the backend is eligible for routing",
+            "scraped_running_requests": "vllm:num_requests_running at the last scrape",
+            "scraped_waiting_requests": "vllm:num_requests_waiting at the last scrape",
+            "scraped_kv_cache_usage": "vllm:kv_cache_usage_perc at the last scrape",
+        }
+        families = {k: GaugeMetricFamily(f"warmroute_serve_backend_{k}", text, labels=["backend"]) for k, text in gauges.items()}
+        now = time.monotonic()
+        for i, backend in enumerate(self._service.backends):
+            label = [str(i)]
+            values = {
+                "inflight_requests": len(backend.inflight),
+                "pending_prefill_tokens": backend.pending_prefill()[0],
+                "estimated_cached_blocks": self._service.index.size(i),
+                "healthy": float(backend.healthy(now)),
+                "scraped_running_requests": backend.scraped.get("running", float("nan")),
+                "scraped_waiting_requests": backend.scraped.get("waiting", float("nan")),
+                "scraped_kv_cache_usage": backend.scraped.get("kv_usage", float("nan")),
+            }
+            for key, value in values.items():
+                families[key].add_metric(label, value)
+        yield from families.values()
+
+
+class _BackendFailed(Exception):
+    """One attempt at one backend failed before the answer started; ``kind`` labels the error metric."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+@dataclass
+class _Attempt:
+    """A backend answer that has started: its status, headers and, for a stream, the first chunk."""
+
+    response: aiohttp.ClientResponse
+    body: bytes
+
+
+class RouterService:
+    """Backends, prefix index, router and metrics of one ``warmroute serve`` process."""
+
+    def __init__(self, config: ServeConfig, router: ServeRouter) -> None:
+        self.config = config
+        self.router = router
+        self.backends = [Backend(url.rstrip("/")) for url in config.backends]
+        self.index = PrefixIndex(len(self.backends), config.block_size, config.index_blocks)
+        self._device = device_features(config.model, config.devices)
+        self._last_routed = -1
+        self._session: aiohttp.ClientSession | None = None
+        self._scraper: asyncio.Task | None = None
+        self._log = open(config.decision_log, "a", buffering=1) if config.decision_log else None  # noqa: SIM115 (closed on shutdown)
+        self.registry = CollectorRegistry()
+        self.registry.register(_BackendCollector(self))
+        labels = ["backend"]
+        self.decisions = Counter("warmroute_serve_decisions", "Routing decisions per backend", labels, registry=self.registry)
+        self.prompt_tokens = Counter(
+            "warmroute_serve_prompt_tokens", "Prompt tokens routed per backend", labels, registry=self.registry
+        )
+        self.cached_tokens = Counter(
+            "warmroute_serve_estimated_cached_tokens",
+            "Prompt tokens the prefix index expected cached",
+            labels,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "warmroute_serve_backend_errors", "Failed backend attempts", ["backend", "kind"], registry=self.registry
+        )
+        self.failovers = Counter(
+            "warmroute_serve_failovers", "Requests moved to another backend after a failure", registry=self.registry
+        )
+        self.responses = Counter(
+            "warmroute_serve_responses", "Answers to clients by HTTP status", ["code"], registry=self.registry
+        )
+        self.routing_seconds = Histogram(
+            "warmroute_serve_routing_seconds",
+            "Time to build the router's inputs and decide",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
+            registry=self.registry,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024**2)
+        for path in GENERATE_PATHS:
+            app.router.add_post(path, self.generate)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start(self, app: web.Application) -> None:
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+        self._scraper = asyncio.create_task(self._scrape_forever())
+
+    async def _stop(self, app: web.Application) -> None:
+        if self._scraper:
+            self._scraper.cancel()
+        if self._session:
+            await self._session.close()
+        if self._log:
+            self._log.close()
+
+    async def _scrape_forever(self) -> None:
+        while True:
+            await asyncio.gather(*(self._scrape(b) for b in self.backends))
+            await asyncio.sleep(self.config.scrape_interval)
+
+    async def _scrape(self, backend: Backend) -> None:
+        """Read the backend's /metrics; a backend that does not answer is marked (one without /metrics is not)."""
+        timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout + self.config.scrape_interval)
+        try:
+            async with self._session.get(f"{backend.url}/metrics", timeout=timeout) as response:
+                text = await response.text()
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            if backend.healthy():
+                backend.mark_failed(self.config.backoff, "scrape")
+                self.errors.labels(str(self.backends.index(backend)), "scrape").inc()
+            return
+        if backend.failure_source == "scrape":
+            backend.mark_ok()
+        if response.status == 200:
+            try:
+                backend.scraped, backend.scraped_at = parse_vllm_metrics(text), time.monotonic()
+            except ValueError:  # not Prometheus text: keep the router's own accounting only
+                backend.scraped = {}
+
+    # -- routing -----------------------------------------------------------------------------------------------
+
+    def _candidates(self, tried: set[int]) -> list[int]:
+        """Healthy backends not yet tried; when none is healthy, any not yet tried (it may have recovered)."""
+        now = time.monotonic()
+        untried = [i for i in range(len(self.backends)) if i not in tried]
+        return [i for i in untried if self.backends[i].healthy(now)] or untried
+
+    def _decide(self, request: RoutingRequest, candidates: list[int]) -> tuple[int, int]:
+        """``(backend index, estimated cached tokens there)``; records the decision in the index and metrics."""
+        start = time.perf_counter()
+        raw, cached = replica_features(
+            self.backends,
+            self.index,
+            request,
+            self._device,
+            self._last_routed,
+            self.config.cache_blocks or self.config.index_blocks,
+        )
+        choice = self.router.choose(raw, self.router.request_features(request), candidates)
+        self.index.insert(choice, request.hashes)
+        self._last_routed = choice
+        self.routing_seconds.observe(time.perf_counter() - start)
+        label = str(choice)
+        self.decisions.labels(label).inc()
+        self.prompt_tokens.labels(label).inc(request.prompt_tokens)
+        self.cached_tokens.labels(label).inc(cached[choice])
+        return choice, cached[choice]
+
+    def _log_decision(self, request_id: str, choice: int, request: RoutingRequest, cached: int, attempt: int) -> None:
+        if self._log:
+            record = {
+                "id": request_id,
+                "time": time.time(),
+                "backend": choice,
+                "url": self.backends[choice].url,
+                "prompt_tokens": request.prompt_tokens,
+                "estimated_cached_tokens": cached,
+                "attempt": attempt,
+                "router": self.router.name,
+            }
+            self._log.write(json.dumps(record) + "\n")
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self._answer(error_response(400, "request body is not JSON", "invalid_request_error"))
+        if not isinstance(body, dict):
+            return self._answer(error_response(400, "request body must be a JSON object", "invalid_request_error"))
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        units, tokens = prompt_units(prompt_of(request.path, body))
+        hashes = block_hashes(units, self.config.block_size)
+        routing = RoutingRequest(tokens, hashes, affinity_key(hashes, units), int(body.get("max_tokens") or DEFAULT_MAX_TOKENS))
+        stream = bool(body.get("stream"))
+        deadline = time.monotonic() + self.config.request_timeout
+        tried: set[int] = set()
+        failure: _BackendFailed | None = None
+        while candidates := self._candidates(tried):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if tried:
+                self.failovers.inc()
+            choice, cached = self._decide(routing, candidates)
+            self._log_decision(request_id, choice, routing, cached, len(tried))
+            tried.add(choice)
+            backend = self.backends[choice]
+            backend.inflight[request_id] = entry = InFlight(prompt_tokens=tokens, cached_tokens=cached)
+            try:
+                attempt = await self._start_attempt(backend, request.path, body, stream, remaining)
+            except _BackendFailed as exc:
+                backend.inflight.pop(request_id, None)
+                backend.mark_failed(self.config.backoff, "request")
+                self.errors.labels(str(choice), exc.kind).inc()
+                failure = exc
+                continue
+            try:
+                headers = {BACKEND_HEADER: str(choice), REQUEST_ID_HEADER: request_id}
+                if not stream or attempt.response.status != 200:
+                    if attempt.response.status < 500:
+                        backend.mark_ok()
+                    return self._answer(
+                        web.Response(
+                            body=attempt.body,
+                            status=attempt.response.status,
+                            content_type=attempt.response.content_type,
+                            headers=headers,
+                        )
+                    )
+                backend.mark_ok()
+                entry.prefilled = True
+                return await self._relay(request, attempt, headers, backend, choice, entry)
+            finally:
+                attempt.response.release()
+                backend.inflight.pop(request_id, None)
+        if failure is None:
+            return self._answer(error_response(503, "no backend available", "service_unavailable"))
+        if failure.kind == "timeout" or time.monotonic() >= deadline:
+            return self._answer(error_response(504, f"no backend answered in time (last: {failure})", "timeout"))
+        return self._answer(error_response(502, f"every backend tried failed (last: {failure})", "bad_gateway"))
+
+    async def _start_attempt(self, backend: Backend, path: str, body: dict[str, Any], stream: bool, remaining: float) -> _Attempt:
+        """Send the request and wait for the answer to start: the whole body, or a stream's first chunk."""
+        wait = min(self.config.first_byte_timeout, remaining)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout, sock_connect=self.config.connect_timeout)
+        response: aiohttp.ClientResponse | None = None
+
+        async def start() -> _Attempt:
+            nonlocal response
+            response = await self._session.post(f"{backend.url}{path}", json=body, timeout=timeout)
+            if stream and response.status == 200:
+                return _Attempt(response, await response.content.readany())
+            return _Attempt(response, await response.read())
+
+        try:
+            attempt = await asyncio.wait_for(start(), wait)
+        except TimeoutError:
+            kind, detail = "timeout", f"{backend.url} sent nothing in {wait:.1f} s"
+        except aiohttp.ClientConnectorError as exc:
+            kind, detail = "connect", f"{backend.url} refused the connection ({exc.os_error.strerror or exc})"
+        except aiohttp.ClientError as exc:
+            kind, detail = "connect", f"{backend.url}: {type(exc).__name__} {exc}"
+        else:
+            if attempt.response.status < 500:
+                return attempt
+            attempt.response.release()
+            kind, detail = "status", f"{backend.url} answered {attempt.response.status}"
+        if response is not None:
+            response.close()
+        raise _BackendFailed(kind, detail)
+
+    async def _relay(
+        self, request: web.Request, attempt: _Attempt, headers: dict[str, str], backend: Backend, choice: int, entry: InFlight
+    ) -> web.StreamResponse:
+        """Pass a started stream on chunk by chunk; a backend that breaks or goes silent ends it with an error event."""
+        out = web.StreamResponse(
+            status=200, headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await out.prepare(request)
+        self.responses.labels("200").inc()
+        chunk = attempt.body
+        try:
+            while chunk:
+                entry.generated += chunk.count(b"data:")
+                await out.write(chunk)
+                try:
+                    chunk = await asyncio.wait_for(attempt.response.content.readany(), self.config.stream_idle_timeout)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    kind = "timeout" if isinstance(exc, TimeoutError) else "stream"
+                    backend.mark_failed(self.config.backoff, "request")
+                    self.errors.labels(str(choice), kind).inc()
+                    message = f"backend {choice} broke the stream ({kind})"
+                    event = {"error": {"message": message, "type": "bad_gateway", "code": 502}}
+                    await out.write(f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n".encode())
+                    break
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):  # the client went away
+            return out
+        await out.write_eof()
+        return out
+
+    def _answer(self, response: web.Response) -> web.Response:
+        self.responses.labels(str(response.status)).inc()
+        return response
+
+    # -- other endpoints ---------------------------------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        """The first healthy backend's model list (every backend serves the same model)."""
+        timeout = aiohttp.ClientTimeout(total=self.config.first_byte_timeout, connect=self.config.connect_timeout)
+        for i in self._candidates(set()):
+            try:
+                async with self._session.get(f"{self.backends[i].url}/v1/models", timeout=timeout) as response:
+                    if response.status == 200:
+                        return web.Response(body=await response.read(), content_type="application/json")
+            except (TimeoutError, aiohttp.ClientError):
+                continue
+        return error_response(502, "no backend listed its models", "bad_gateway")
+
+    async def health(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        states = [
+            {"backend": i, "url": b.url, "healthy": b.healthy(now), "inflight": len(b.inflight), "scraped": b.scraped}
+            for i, b in enumerate(self.backends)
+        ]
+        ok = any(s["healthy"] for s in states)
+        return web.json_response(
+            {"status": "ok" if ok else "unavailable", "router": self.router.name, "backends": states}, status=200 if ok else 503
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
