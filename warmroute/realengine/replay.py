@@ -24,6 +24,9 @@ import numpy as np
 
 from warmroute.realengine.prompts import ScaledRequest
 
+BACKEND_HEADER = "X-WarmRoute-Backend"
+"""Response header in which a router (``warmroute serve``) names the backend index that answered."""
+
 
 @dataclass
 class RequestRecord:
@@ -43,12 +46,12 @@ class RequestRecord:
     """Prompt tokens the engine took from its prefix cache (-1: not reported)."""
     completion_tokens: int = -1
     backend: str = ""
-    """The backend a router reported (header ``X-WarmRoute-Backend``), else the URL itself."""
+    """Index of the backend that served it: the router's ``X-WarmRoute-Backend`` header, else the URL's index."""
     error: str = ""
 
 
 async def _send(
-    session: aiohttp.ClientSession, url: str, model: str, spec: ScaledRequest, start: float, timeout_s: float
+    session: aiohttp.ClientSession, url: str, label: str, model: str, spec: ScaledRequest, start: float, timeout_s: float
 ) -> RequestRecord:
     delay = start + spec.arrival_s - time.perf_counter()
     if delay > 0:
@@ -70,7 +73,7 @@ async def _send(
         async with asyncio.timeout(timeout_s):
             async with session.post(f"{url}/v1/completions", json=body, headers=headers) as response:
                 record.status = response.status
-                record.backend = response.headers.get("X-WarmRoute-Backend", url)
+                record.backend = response.headers.get(BACKEND_HEADER, label)
                 if response.status != 200:
                     record.error = (await response.text())[:200].replace("\n", " ")
                     record.e2e_s = time.perf_counter() - sent
@@ -107,7 +110,8 @@ async def replay(
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
         start = time.perf_counter()
         tasks = [
-            _send(session, urls[k % len(urls)], model, spec, start, timeout_s) for k, spec in enumerate(requests)
+            _send(session, urls[k % len(urls)], str(k % len(urls)), model, spec, start, timeout_s)
+            for k, spec in enumerate(requests)
         ]
         return list(await asyncio.gather(*tasks))
 
