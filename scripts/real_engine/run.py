@@ -112,9 +112,9 @@ def main() -> int:
                         help="comma list: router names of `warmroute serve`, router.pt paths, or 'learned'")  # fmt: skip
     parser.add_argument("--replicas", type=int, default=2, help="vLLM replicas (2 cores: 2 is the sensible most)")
     parser.add_argument("--trace-start", type=int, default=2000, help="first trace request of the window")
-    parser.add_argument("--num-requests", type=int, default=60, help="requests in the window")
-    parser.add_argument("--time-scale", type=float, default=1.0, help="multiplies the trace's inter-arrival times")
-    parser.add_argument("--gpu-blocks", type=int, default=256, help="KV blocks per replica (32 tokens each)")
+    parser.add_argument("--num-requests", type=int, default=300, help="requests in the window")
+    parser.add_argument("--time-scale", type=float, default=0.25, help="multiplies the trace's inter-arrival times")
+    parser.add_argument("--gpu-blocks", type=int, default=1024, help="KV blocks per replica (32 tokens each)")
     parser.add_argument("--output", default="runs/real_engine", help="folder for records, logs and results.json")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the processes as Ctrl-C does

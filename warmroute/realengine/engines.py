@@ -180,7 +180,9 @@ def wait_engine(engine: ManagedProcess, port: int, timeout_s: float = 180.0) -> 
     engine.wait_http(f"http://127.0.0.1:{port}/health", timeout_s)
 
 
-def start_serve(backends: list[str], router: str, port: int, log_path: Path, *, decision_log: Path, **flags: object) -> ManagedProcess:
+def start_serve(
+    backends: list[str], router: str, port: int, log_path: Path, *, decision_log: Path, **flags: object
+) -> ManagedProcess:
     """``warmroute serve`` in front of ``backends`` (extra ``flags``: ``block_size=32`` -> ``--block-size 32``)."""
     command = [sys.executable, "-m", "warmroute.cli", "serve", "--backend", ",".join(backends), "--router", router]
     command += ["--port", str(port), "--decision-log", str(decision_log)]

@@ -49,7 +49,7 @@ class ScaleConfig:
 
     block_size: int = 32
     """Engine tokens per trace block (the engine's KV block size, so a trace block is a cacheable engine block)."""
-    max_blocks: int = 48
+    max_blocks: int = 16
     """Longest prompt, in blocks (longer prompts keep their first blocks)."""
     max_output_tokens: int = 8
     """Longest answer, tokens."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from envs.errors import WarmRouteError
 from warmroute.realengine.prompts import ScaledRequest
 
 BACKEND_HEADER = "X-WarmRoute-Backend"
@@ -78,13 +79,15 @@ async def _send(
                     record.error = (await response.text())[:200].replace("\n", " ")
                     record.e2e_s = time.perf_counter() - sent
                     return record
+                done = False
                 async for raw in response.content:
                     line = raw.strip()
                     if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()
-                    if data == b"[DONE]":
-                        break
+                    if data == b"[DONE]":  # read on to the body's end: the connection then closes cleanly
+                        done = True
+                        continue
                     chunk = json.loads(data)
                     if chunk.get("choices") and record.ttft_s < 0:
                         record.ttft_s = time.perf_counter() - sent
@@ -95,6 +98,8 @@ async def _send(
                         record.cached_tokens = int(details.get("cached_tokens") or 0)
                     if "error" in chunk:
                         record.error = str(chunk["error"])[:200]
+                if not done and not record.error:
+                    record.error = "stream ended before [DONE]"
         record.e2e_s = time.perf_counter() - sent
     except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"[:200]
@@ -102,9 +107,7 @@ async def _send(
     return record
 
 
-async def replay(
-    requests: list[ScaledRequest], urls: list[str], *, model: str, timeout_s: float = 120.0
-) -> list[RequestRecord]:
+async def replay(requests: list[ScaledRequest], urls: list[str], *, model: str, timeout_s: float = 120.0) -> list[RequestRecord]:
     """Send every request at its arrival time (round robin over ``urls``) and wait for all of them."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
@@ -165,3 +168,34 @@ def read_records(path: str | Path) -> list[RequestRecord]:
     """Records written by :func:`write_records`."""
     with open(path) as handle:
         return [RequestRecord(**json.loads(line)) for line in handle if line.strip()]
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """What ``warmroute replay`` sends where."""
+
+    urls: tuple[str, ...] = ()
+    """Endpoint base URLs: one router (e.g. ``warmroute serve``), or several engines the replayer round-robins."""
+    trace: str = "mooncake"
+    """``mooncake`` (the bundled trace) or a Mooncake-format .jsonl file."""
+    trace_start: int = 2000
+    """First trace request of the window."""
+    num_requests: int = 60
+    """Requests in the window."""
+    time_scale: float = 1.0
+    """Multiplies the trace's arrival times (0.25: four times the rate)."""
+    model: str = "tiny-llama"
+    """Model name sent in each request (the engines' --served-model-name)."""
+    timeout: float = 120.0
+    """Seconds a request may take in all before it is recorded as failed."""
+    output: str | None = None
+    """JSON-lines file of per-request records (TTFT, e2e, cached tokens, backend)."""
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise WarmRouteError("{flag:urls}: give at least one endpoint URL, e.g. http://127.0.0.1:8000")
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise WarmRouteError(f"{{flag:urls}} {url}: not an http(s) URL; write it as http://HOST:PORT")
+        if not self.timeout > 0:
+            raise WarmRouteError(f"{{flag:timeout}} must be > 0 seconds (got {self.timeout})")
