@@ -161,6 +161,9 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
             host_blocks = self._host_hit.pop(request.id, ())
             self.cache.load(request.id, host_blocks)
             self._pinned[request.id].extend(host_blocks)
+            if self._config.cache_on_schedule:  # its first chunk, visible to requests admitted after it in this batch
+                first = min(request.num_prefill_tokens, request.num_processed_tokens + self._config.chunk_size)
+                self._cache_blocks(request, first // BLOCK_TOKENS)
             self._fit()
         elif request.num_processed_tokens > (self._allocation_map[request.id] + resident) * block_size:
             self.allocate(request.id, 1)  # sarathi's decode growth, counting the resident prefix as reserved

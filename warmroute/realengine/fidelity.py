@@ -99,7 +99,7 @@ def simulated_cached_tokens(
         PrefixRequest(
             arrival_s=by_index[spec.index].sent_s,
             prompt_tokens=len(spec.prompt) * scale.scale,
-            output_tokens=spec.output_tokens * scale.scale,
+            output_tokens=spec.output_tokens,  # decode steps, not scaled: the step count sets the time a request holds memory
             block_ids=spec.block_ids,
             finish_block_ids=spec.block_ids,
             session=0,
