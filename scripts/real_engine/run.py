@@ -39,7 +39,7 @@ from warmroute.realengine.engines import (
     start_serve,
     wait_engine,
 )
-from warmroute.realengine.fidelity import FidelitySetup, compare, simulated_cached_tokens
+from warmroute.realengine.fidelity import RULES, FidelitySetup, compare, simulated_cached_tokens
 from warmroute.realengine.prompts import ScaleConfig, scale_window
 from warmroute.realengine.replay import TABLE_HEADER, format_summary, replay, summarize, write_records
 
@@ -143,10 +143,15 @@ def main() -> int:
         result = run_router(router, args, requests, out, engine)
         engine_cached = [max(0, r.cached_tokens) for r in result["records"]]
         fidelity = {}
-        for rules in (True, False):
-            setup = FidelitySetup(engine_blocks=result["summary"]["engine_blocks"], vllm_rules=rules)
+        for rules, (blocks, on_schedule) in RULES.items():
+            setup = FidelitySetup(
+                engine_blocks=result["summary"]["engine_blocks"],
+                chunk_tokens=engine.max_num_batched_tokens,
+                block_hits=blocks,
+                cache_on_schedule=on_schedule,
+            )
             simulated = simulated_cached_tokens(requests, result["records"], scale, setup)
-            fidelity["vllm_rules" if rules else "default_rules"] = compare(engine_cached, simulated)
+            fidelity[rules] = compare(engine_cached, simulated)
         result["summary"]["fidelity"] = fidelity
         results.append(result["summary"])
     print("\n" + TABLE_HEADER)
@@ -156,7 +161,7 @@ def main() -> int:
     for summary in results:
         for rules, f in summary["fidelity"].items():
             print(
-                f"{summary['name']:<28} {rules.split('_')[0]:<8} {f['engine_cached_tokens']:>8} "
+                f"{summary['name']:<28} {rules:<8} {f['engine_cached_tokens']:>8} "
                 f"{f['sim_cached_tokens']:>8} {f['ratio']:>6.3f} {f['exact_share']:>6.1%}"
             )
     wall_s = time.perf_counter() - began

@@ -11,9 +11,9 @@ prompt tokens each side took from its prefix cache. The simulation is set up to 
   ``X-WarmRoute-Backend`` header), applied by a fixed-assignment vidur global scheduler;
 * **cache size**: per replica, the engine's ``num_gpu_blocks`` minus vLLM's one reserved null block, in prefix
   blocks; no host tier (vLLM's CPU backend has none); no admission watermark (vLLM v1 has none);
-* **engine rules** (``vllm_rules``): hits in whole blocks (``hit_block_tokens`` = one block) and blocks cached when
-  scheduled (``cache_on_schedule``), as vLLM v1 does. Without them the simulator runs its default rules, so the
-  table shows what each rule is worth.
+* **engine rules**: hits in whole blocks (``block_hits``: ``hit_block_tokens`` = one block) and blocks cached when
+  scheduled (``cache_on_schedule``), as vLLM v1 does. Each can be left at the simulator's default, so the table
+  shows what each rule is worth (:data:`RULES`).
 
 The time model stays the simulator's (a roofline of ``model`` on ``device``), so requests overlap as they would on
 that hardware; ``microsoft/phi-2`` on an H100 prefills a 16x-longer prompt in about the time the tiny model takes
@@ -80,8 +80,10 @@ class FidelitySetup:
     """KV blocks per engine, as vLLM reports (``num_gpu_blocks``)."""
     chunk_tokens: int = 2048
     """Engine tokens one step may prefill (vLLM's ``max_num_batched_tokens``)."""
-    vllm_rules: bool = True
-    """Hits in whole blocks and blocks cached at scheduling, as vLLM v1 (False: the simulator's default rules)."""
+    block_hits: bool = True
+    """Hits in whole engine blocks, none on a partial block (vLLM; False: the simulator's default, token-granular)."""
+    cache_on_schedule: bool = True
+    """Blocks become hits when scheduled, not when the prefill completes (vLLM v1; False: the simulator's default)."""
     model: str = "microsoft/phi-2"
     device: str = "h100"
 
@@ -124,9 +126,9 @@ def simulated_cached_tokens(
     config = build_simulation_config(w, seed=0, scored=list(stream))
     config.cluster_config.global_scheduler_config = FixedAssignmentConfig(assignment=assignment)
     replica_scheduler = config.cluster_config.replica_scheduler_config
-    if setup.vllm_rules:
+    if setup.block_hits:
         replica_scheduler.hit_block_tokens = BLOCK_TOKENS
-        replica_scheduler.cache_on_schedule = True
+    replica_scheduler.cache_on_schedule = setup.cache_on_schedule
     simulator = Simulator(config)
     size_replicas(simulator, w, paged=True)
     vidur_blocks = (setup.engine_blocks - VLLM_NULL_BLOCKS) * (BLOCK_TOKENS // config.cluster_config.cache_config.block_size)
@@ -147,6 +149,14 @@ def simulated_cached_tokens(
     for position, i in enumerate(order):
         out[i] = cached[position] // scale.scale
     return out
+
+
+RULES: dict[str, tuple[bool, bool]] = {
+    "default": (False, False),
+    "+blocks": (True, False),
+    "vllm": (True, True),
+}
+"""Rule sets of the fidelity table: ``(block_hits, cache_on_schedule)``."""
 
 
 def compare(engine: list[int], simulated: list[int]) -> dict[str, float]:
