@@ -30,7 +30,10 @@ async def check_backends(config: ServeConfig) -> None:
                 async with session.get(f"{url.rstrip('/')}/health", timeout=timeout) as response:
                     await response.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    reason = (exc.os_error.strerror or str(exc)).lower()
+                else:
+                    reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
                 raise WarmRouteError(
                     f"{{flag:backends}} {url}: unreachable ({reason}); start the engine first or fix the URL"
                 ) from None
