@@ -269,34 +269,36 @@ class RouterService:
             self._log_decision(request_id, choice, routing, cached, len(tried))
             tried.add(choice)
             backend = self.backends[choice]
-            backend.inflight[request_id] = entry = InFlight(prompt_tokens=tokens, cached_tokens=cached)
+            key = uuid.uuid4().hex  # client request ids need not be unique
+            backend.inflight[key] = entry = InFlight(prompt_tokens=tokens, cached_tokens=cached)
             try:
-                attempt = await self._start_attempt(backend, request.path, body, stream, remaining)
-            except _BackendFailed as exc:
-                backend.inflight.pop(request_id, None)
-                backend.mark_failed(self.config.backoff, "request")
-                self.errors.labels(str(choice), exc.kind).inc()
-                failure = exc
-                continue
-            try:
-                headers = {BACKEND_HEADER: str(choice), REQUEST_ID_HEADER: request_id}
-                if not stream or attempt.response.status != 200:
-                    if attempt.response.status < 500:
-                        backend.mark_ok()
-                    return self._answer(
-                        web.Response(
-                            body=attempt.body,
-                            status=attempt.response.status,
-                            content_type=attempt.response.content_type,
-                            headers=headers,
+                try:
+                    attempt = await self._start_attempt(backend, request.path, body, stream, remaining)
+                except _BackendFailed as exc:
+                    backend.mark_failed(self.config.backoff, "request")
+                    self.errors.labels(str(choice), exc.kind).inc()
+                    failure = exc
+                    continue
+                try:
+                    headers = {BACKEND_HEADER: str(choice), REQUEST_ID_HEADER: request_id}
+                    if not stream or attempt.response.status != 200:
+                        if attempt.response.status < 500:
+                            backend.mark_ok()
+                        return self._answer(
+                            web.Response(
+                                body=attempt.body,
+                                status=attempt.response.status,
+                                content_type=attempt.response.content_type,
+                                headers=headers,
+                            )
                         )
-                    )
-                backend.mark_ok()
-                entry.prefilled = True
-                return await self._relay(request, attempt, headers, backend, choice, entry)
+                    backend.mark_ok()
+                    entry.prefilled = True
+                    return await self._relay(request, attempt, headers, backend, choice, entry)
+                finally:
+                    attempt.response.release()
             finally:
-                attempt.response.release()
-                backend.inflight.pop(request_id, None)
+                backend.inflight.pop(key, None)
         if failure is None:
             return self._answer(error_response(503, "no backend available", "service_unavailable"))
         if failure.kind == "timeout" or time.monotonic() >= deadline:
@@ -323,7 +325,11 @@ class RouterService:
         except aiohttp.ClientConnectorError as exc:
             kind, detail = "connect", f"{backend.url} refused the connection ({exc.os_error.strerror or exc})"
         except aiohttp.ClientError as exc:
-            kind, detail = "connect", f"{backend.url}: {type(exc).__name__} {exc}"
+            kind, detail = "disconnect", f"{backend.url}: {type(exc).__name__} {exc}"
+        except asyncio.CancelledError:  # the client went away: drop the backend's connection too
+            if response is not None:
+                response.close()
+            raise
         else:
             if attempt.response.status < 500:
                 return attempt
