@@ -51,7 +51,9 @@ def rule_router(tmp: Path) -> Path:
     module = build_module(layout, module_model_config(layout, "scorer", hidden=(64, 64)))
     policy = tmp / "policy"
     policy.mkdir()
-    save_policy(module, policy, layout, np.random.default_rng(0).uniform(0, 1, (16, layout.dim)).astype(np.float32), source="bench")
+    save_policy(
+        module, policy, layout, np.random.default_rng(0).uniform(0, 1, (16, layout.dim)).astype(np.float32), source="bench"
+    )
     export_router(ExportConfig(policy=str(policy), output=str(tmp / "router.pt")))
     return tmp / "router.pt"
 
