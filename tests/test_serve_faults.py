@@ -157,9 +157,12 @@ def test_a_router_pt_for_another_observation_version_is_one_line(cli_in_process,
     assert f"--router {old}: made for observation version 2" in line and "re-export" in line
 
 
-def test_a_port_in_use_is_one_line(cli_in_process, tmp_path):
+def test_a_port_in_use_or_an_unwritable_decision_log_is_one_line(cli_in_process, tmp_path):
     backend = start_backend(tmp_path, "b0")
     try:
+        log = tmp_path / "missing" / "decisions.jsonl"
+        line = one_line_error(cli_in_process("serve", "--backend", backend.url, "--port", "0", "--decision-log", str(log)))
+        assert f"--decision-log {log}: cannot write" in line
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()

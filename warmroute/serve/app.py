@@ -16,12 +16,13 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from envs.errors import WarmRouteError
 from envs.vidur_env import device_features
 from warmroute.serve.backends import Backend, InFlight, parse_vllm_metrics
 from warmroute.serve.config import ServeConfig
@@ -60,6 +61,14 @@ def error_response(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
 
 
+def _open_log(path: str) -> TextIO:
+    """The decision log, appended to and flushed line by line (closed on shutdown)."""
+    try:
+        return open(path, "a", buffering=1)
+    except OSError as exc:
+        raise WarmRouteError(f"{{flag:decision_log}} {path}: cannot write ({exc.strerror}); choose another path") from None
+
+
 class _BackendFailed(Exception):
     """One attempt at one backend failed before the answer started; ``kind`` labels the error metric."""
 
@@ -88,7 +97,7 @@ class RouterService:
         self._last_routed = -1
         self._session: aiohttp.ClientSession | None = None
         self._scrapers: list[asyncio.Task] = []
-        self._log = open(config.decision_log, "a", buffering=1) if config.decision_log else None  # noqa: SIM115 (closed on shutdown)
+        self._log = _open_log(config.decision_log) if config.decision_log else None
         self.metrics = ServeMetrics(self.backends, self.index)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
