@@ -16,8 +16,9 @@ import torch
 from serve_backend import start_backend, start_serve, stop
 
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
+from warmroute.serve.app import prompt_of
 from warmroute.serve.backends import parse_vllm_metrics
-from warmroute.serve.prefix_index import PrefixIndex, block_hashes
+from warmroute.serve.prefix_index import PrefixIndex, affinity_key, block_hashes, prompt_units
 from warmroute.serve.routing import ServeRouter
 
 
@@ -164,6 +165,19 @@ def test_the_prefix_index_matches_vllm_block_rules_and_evicts_the_least_recent()
     other = block_hashes(list(range(1000, 1128)), 32)
     index.insert(0, other)  # 4 more blocks: the two oldest of the first prompt go
     assert index.size(0) == 8 and index.matched_blocks(0, hashes) == 0 and index.matched_blocks(0, other) == 4
+
+
+def test_text_and_chat_prompts_share_blocks_when_they_share_a_prefix():
+    system = {"role": "system", "content": "You are a careful assistant. " * 20}
+    first = prompt_of("/v1/chat/completions", {"messages": [system, {"role": "user", "content": "Hello " * 30}]})
+    second = prompt_of("/v1/chat/completions", {"messages": [system, {"role": "user", "content": "Bye " * 30}]})
+    (units_a, tokens_a), (units_b, _) = prompt_units(first), prompt_units(second)
+    assert tokens_a == -(-len(first) // 4)  # 4 characters per token
+    hashes_a, hashes_b = block_hashes(units_a, 16), block_hashes(units_b, 16)
+    shared = len(system["content"]) // 64  # whole 64-character blocks of the system prompt
+    assert hashes_a[:shared] == hashes_b[:shared] and hashes_a != hashes_b
+    assert prompt_of("/v1/completions", {"prompt": [[5, 6, 7], [8]]}) == [5, 6, 7]  # a batch routes by its first
+    assert affinity_key(hashes_a, units_a) == affinity_key(hashes_b, units_b) > 0
 
 
 def test_vllm_metrics_are_read_by_name_and_missing_ones_are_left_out():
