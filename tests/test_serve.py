@@ -17,9 +17,9 @@ from serve_backend import start_backend, start_serve, stop
 
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
 from warmroute.serve.app import prompt_of
-from warmroute.serve.backends import parse_vllm_metrics
+from warmroute.serve.backends import Backend, InFlight, parse_vllm_metrics
 from warmroute.serve.prefix_index import PrefixIndex, affinity_key, block_hashes, prompt_units
-from warmroute.serve.routing import ServeRouter
+from warmroute.serve.routing import RoutingRequest, ServeRouter, replica_features
 
 
 @pytest.fixture
@@ -165,6 +165,31 @@ def test_the_prefix_index_matches_vllm_block_rules_and_evicts_the_least_recent()
     other = block_hashes(list(range(1000, 1128)), 32)
     index.insert(0, other)  # 4 more blocks: the two oldest of the first prompt go
     assert index.size(0) == 8 and index.matched_blocks(0, hashes) == 0 and index.matched_blocks(0, other) == 4
+
+
+def test_the_router_inputs_come_from_own_accounting_scrapes_and_the_prefix_index():
+    busy, idle = Backend("http://a"), Backend("http://b")
+    busy.inflight = {
+        "r1": InFlight(prompt_tokens=300, cached_tokens=256, prefilled=True, generated=7),
+        "r2": InFlight(prompt_tokens=500, cached_tokens=0),
+        "r3": InFlight(prompt_tokens=100, cached_tokens=64),
+    }
+    busy.scraped = {"running": 2.0, "waiting": 1.0, "kv_usage": 0.4}
+    index = PrefixIndex(2, block_size=32, capacity=100)
+    prompt = list(range(130))
+    hashes = block_hashes(prompt, 32)
+    index.insert(1, hashes[:2])
+    request = RoutingRequest(len(prompt), hashes, affinity_key(hashes, prompt), 16)
+    device = np.array([[1.0, 2.8e-5, 2.6e-6], [0.38, 7.9e-5, 5.1e-6]])
+    raw, cached = replica_features([busy, idle], index, request, device, 0, cache_blocks=8)
+    f = {name: raw[:, i].tolist() for name, i in REPLICA_FEATURE_INDEX.items()}
+    assert cached == [0, 64]
+    assert f["outstanding_requests"] == [3, 0] and f["queued_requests"] == [1, 0] and f["running_requests"] == [2, 0]
+    assert f["pending_prefill_tokens"] == [600, 0] and f["pending_uncached_prefill_tokens"] == [536, 0]
+    assert f["active_kv_tokens"] == [907, 0] and f["kv_cache_usage"] == [0.4, 0.0]
+    assert f["cached_hbm_tokens"] == [0, 64] and f["hbm_cache_fill"] == [0, 0.25] and f["cached_host_tokens"] == [0, 0]
+    assert f["last_routed"] == [1, 0] and f["relative_speed"] == [1.0, 0.38]
+    assert ServeRouter("kv_cost", 2).choose(raw, np.array([130.0, 0.5]), [0, 1]) == 1
 
 
 def test_text_and_chat_prompts_share_blocks_when_they_share_a_prefix():
