@@ -7,6 +7,8 @@ Two parts, in one run:
   the router (a 512-token id prompt, keep-alive on both paths), so both see the same machine load. Added latency =
   router path - direct path of each consecutive pair, at p50 and p99 (pairs keep a load spike from landing on
   one path only).
+* **Throughput.** ``--concurrent`` clients at once (aiohttp), requests per second directly and through the
+  router: the ceiling of one router process (one Python event loop) on this machine.
 * **Decision.** The router's own work per request in-process, without HTTP: hash the prompt's blocks, build the
   (R, 15) features from 4 backends' state, choose.
 
@@ -19,11 +21,13 @@ Expect: (2-core VM under heavy load from other jobs, load average 13-14; table i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import requests
 import torch
@@ -77,6 +81,36 @@ def http_overhead(tmp: Path, backends: list, router: str, count: int) -> tuple[n
     return np.array(direct), np.array(routed)
 
 
+async def _throughput(urls: list[str], count: int, concurrent: int) -> float:
+    """Requests per second of ``count`` requests, ``concurrent`` at a time, spread over ``urls``."""
+    body = {"prompt": PROMPT, "max_tokens": 1}
+    queue = list(range(count))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def worker() -> None:
+            while queue:
+                i = queue.pop()
+                async with session.post(f"{urls[i % len(urls)]}/v1/completions", json=body) as answer:
+                    answer.raise_for_status()
+                    await answer.read()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrent)))
+        return count / (time.perf_counter() - start)
+
+
+def throughput(tmp: Path, backends: list, router: str, count: int, concurrent: int) -> tuple[float, float]:
+    """Requests per second ``(direct, through the router)``."""
+    serve = start_serve(tmp, backends, "--router", router, "--block-size", "16")
+    try:
+        asyncio.run(_throughput([serve.url], 100, concurrent))  # warm-up
+        direct = asyncio.run(_throughput([b.url for b in backends], count, concurrent))
+        routed = asyncio.run(_throughput([serve.url], count, concurrent))
+    finally:
+        stop(serve)
+    return direct, routed
+
+
 def decision_seconds(router: ServeRouter, count: int) -> np.ndarray:
     """Seconds per in-process decision: hash the prompt, build features of 4 loaded backends, choose."""
     rng = np.random.default_rng(0)
@@ -104,6 +138,7 @@ def decision_seconds(router: ServeRouter, count: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400, help="timed requests per router and path")
+    parser.add_argument("--concurrent", type=int, default=32, help="clients at once in the throughput part")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -125,6 +160,10 @@ def main() -> None:
                     f"via router {np.percentile(routed, 50):.2f} / {np.percentile(routed, 99):.2f}   "
                     f"added {np.percentile(added, 50):.2f} / {np.percentile(added, 99):.2f}"
                 )
+            print(f"throughput, {4 * args.requests} requests, {args.concurrent} at once: requests/s")
+            for label, name in routers.items():
+                direct, routed = throughput(tmp, backends, name, 4 * args.requests, args.concurrent)
+                print(f"  {label:16s} direct {direct:7.0f}   via router {routed:7.0f}   ratio {routed / direct:.2f}")
         finally:
             for backend in backends:
                 stop(backend)

@@ -195,12 +195,16 @@ class RouterService:
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await request.json()
+            payload = await request.read()
+            body = json.loads(payload)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._answer(error_response(400, "request body is not JSON", "invalid_request_error"))
         if not isinstance(body, dict):
             return self._answer(error_response(400, "request body must be a JSON object", "invalid_request_error"))
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        forwarded = {"Content-Type": "application/json", REQUEST_ID_HEADER: request_id}
+        if "Authorization" in request.headers:  # an engine started with --api-key checks it
+            forwarded["Authorization"] = request.headers["Authorization"]
         units, tokens = prompt_units(prompt_of(request.path, body))
         hashes = block_hashes(units, self.config.block_size)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -224,7 +228,7 @@ class RouterService:
             backend.inflight[key] = entry = InFlight(prompt_tokens=tokens, cached_tokens=cached)
             try:
                 try:
-                    attempt = await self._start_attempt(backend, request.path, body, stream, remaining)
+                    attempt = await self._start_attempt(backend, request.path, payload, forwarded, stream, remaining)
                 except _BackendFailed as exc:
                     backend.mark_failed(self.config.backoff, "request")
                     self.metrics.errors.labels(str(choice), exc.kind).inc()
@@ -254,15 +258,18 @@ class RouterService:
             return self._answer(error_response(504, f"no backend answered in time (last: {failure})", "timeout"))
         return self._answer(error_response(502, f"every backend tried failed (last: {failure})", "bad_gateway"))
 
-    async def _start_attempt(self, backend: Backend, path: str, body: dict[str, Any], stream: bool, remaining: float) -> _Attempt:
-        """Send the request and wait for the answer to start: the whole body, or a stream's first chunk."""
+    async def _start_attempt(
+        self, backend: Backend, path: str, payload: bytes, headers: dict[str, str], stream: bool, remaining: float
+    ) -> _Attempt:
+        """Send the client's bytes unchanged and wait for the answer to start: the whole body, or a stream's first
+        chunk."""
         wait = min(self.config.first_byte_timeout, remaining)
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout, sock_connect=self.config.connect_timeout)
         response: aiohttp.ClientResponse | None = None
 
         async def start() -> _Attempt:
             nonlocal response
-            response = await self._session.post(f"{backend.url}{path}", json=body, timeout=timeout)
+            response = await self._session.post(f"{backend.url}{path}", data=payload, headers=headers, timeout=timeout)
             if stream and response.status == 200:
                 return _Attempt(response, await response.content.readany())
             return _Attempt(response, await response.read())
