@@ -150,35 +150,49 @@ class Process:
         requests.post(f"{self.url}/control", json={"mode": mode}, timeout=5).raise_for_status()
 
 
-def _start(cmd: list[str], marker: str, stderr: Path, timeout: float) -> tuple[subprocess.Popen, str]:
-    """Start ``cmd`` and return it with the rest of the first stdout line that contains ``marker``."""
-    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True, env=os.environ.copy())
+def read_until(popen: subprocess.Popen, marker: str, timeout: float) -> str | None:
+    """The rest of the first stdout line of ``popen`` containing ``marker``; None if it exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([popen.stdout], [], [], max(deadline - time.monotonic(), 0))
         line = popen.stdout.readline() if ready else ""
         if marker in line:
-            return popen, line.split(marker, 1)[1].strip()
+            return line.split(marker, 1)[1].strip()
         if popen.poll() is not None:
-            break
-    stop(popen)
-    raise RuntimeError(f"{cmd} did not start: {stderr.read_text()[-2000:]}")
+            return None
+    return None
 
 
-def start_backend(tmp: Path, name: str, token_delay: float = 0.0, block_size: int = 16) -> Process:
-    """A test backend process on a free port."""
-    cmd = [sys.executable, __file__, "--token-delay", str(token_delay), "--block-size", str(block_size)]
+def _start(cmd: list[str], marker: str, stderr: Path, timeout: float) -> tuple[subprocess.Popen, str]:
+    """Start ``cmd`` and return it with the rest of the first stdout line that contains ``marker``."""
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True, env=os.environ.copy())
+    rest = read_until(popen, marker, timeout)
+    if rest is None:
+        stop(popen)
+        raise RuntimeError(f"{cmd} did not start: {stderr.read_text()[-2000:]}")
+    return popen, rest
+
+
+def start_backend(tmp: Path, name: str, token_delay: float = 0.0, block_size: int = 16, port: int = 0) -> Process:
+    """A test backend process on ``port`` (0: a free one)."""
+    cmd = [sys.executable, __file__, "--token-delay", str(token_delay), "--block-size", str(block_size), "--port", str(port)]
     err = tmp / f"{name}.err"
     popen, port = _start(cmd, "backend listening on", err, 30)
     return Process(popen, f"http://127.0.0.1:{port}", err)
 
 
+SERVE_READY = "warmroute serve: listening on"
+
+
+def serve_command(urls: list[str], *args: str) -> list[str]:
+    """``warmroute serve`` (without importing Ray) on a free port in front of ``urls``."""
+    return [sys.executable, "-m", "warmroute.cli.serve", "--backend", ",".join(urls), "--port", "0", *args]
+
+
 def start_serve(tmp: Path, backends: list[Process], *args: str, timeout: float = 120) -> Process:
-    """A ``warmroute serve`` process on a free port in front of ``backends``."""
-    urls = ",".join(b.url for b in backends)
-    cmd = [sys.executable, "-m", "warmroute.cli.serve", "--backend", urls, "--port", "0", *args]
+    """A ``warmroute serve`` process in front of ``backends``, once it listens."""
     err = tmp / "serve.err"
-    popen, url = _start(cmd, "warmroute serve: listening on", err, timeout)
+    popen, url = _start(serve_command([b.url for b in backends], *args), SERVE_READY, err, timeout)
     return Process(popen, url, err)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from serve_backend import start_backend, start_serve, stop
+from serve_backend import SERVE_READY, read_until, serve_command, start_backend, start_serve, stop
 
 from warmroute.deploy.router_file import ROUTER_METADATA
 
@@ -134,6 +135,23 @@ def test_an_unreachable_backend_at_start_is_one_line(cli_in_process):
     url = f"http://127.0.0.1:{free_port()}"
     line = one_line_error(cli_in_process("serve", "--backend", url, "--port", "0"))
     assert f"--backend {url}: unreachable" in line and "start the engine" in line
+
+
+def test_with_a_startup_wait_the_router_waits_for_an_engine_still_loading(tmp_path):
+    port = free_port()
+    with (tmp_path / "serve.err").open("w") as err:
+        popen = subprocess.Popen(
+            serve_command([f"http://127.0.0.1:{port}"], "--startup-wait", "60"), stdout=subprocess.PIPE, stderr=err, text=True
+        )
+    started = [popen]
+    try:
+        assert read_until(popen, "warmroute serve: waiting for", 120) is not None
+        started.append(start_backend(tmp_path, "late", port=port))
+        url = read_until(popen, SERVE_READY, 30)
+        assert url is not None and timed_request(url)[0] == 200
+    finally:
+        for process in started:
+            stop(process)
 
 
 def test_an_unknown_router_is_one_line(cli_in_process):

@@ -62,6 +62,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
             "device",
             "backend_devices",
             "model",
+            "startup_wait",
             "request_timeout",
             "connect_timeout",
             "first_byte_timeout",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -22,21 +22,38 @@ from warmroute.serve.routing import ServeRouter
 
 
 async def check_backends(config: ServeConfig) -> None:
-    """Refuse a backend that does not answer HTTP at all (any status will do: it is there)."""
+    """Refuse a backend that does not answer HTTP at all (any status will do: it is there), after retrying for
+    ``config.startup_wait`` seconds."""
     timeout = aiohttp.ClientTimeout(total=config.connect_timeout + 3.0, connect=config.connect_timeout)
+    deadline = time.monotonic() + config.startup_wait
     async with aiohttp.ClientSession() as session:
         for url in config.backends:
-            try:
-                async with session.get(f"{url.rstrip('/')}/health", timeout=timeout) as response:
-                    await response.read()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                if isinstance(exc, aiohttp.ClientConnectorError):
-                    reason = (exc.os_error.strerror or str(exc)).lower()
-                else:
-                    reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+            reason = await _unreachable(session, url, timeout)
+            if reason and time.monotonic() < deadline:
+                print(f"warmroute serve: waiting for {url} ({reason})", flush=True)
+            while reason and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                reason = await _unreachable(session, url, timeout)
+            if reason:
+                waited = f" for {config.startup_wait:g} s" if config.startup_wait else ""
                 raise WarmRouteError(
-                    f"{{flag:backends}} {url}: unreachable ({reason}); start the engine first or fix the URL"
-                ) from None
+                    f"{{flag:backends}} {url}: unreachable{waited} ({reason}); start the engine first, fix the URL "
+                    "or give it time with {flag:startup_wait}"
+                )
+
+
+async def _unreachable(session: aiohttp.ClientSession, url: str, timeout: aiohttp.ClientTimeout) -> str:
+    """Why ``url`` does not answer ``GET /health`` ("" when it answers with any status)."""
+    try:
+        async with session.get(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+            await response.read()
+    except aiohttp.ClientConnectorError as exc:
+        return (exc.os_error.strerror or str(exc)).lower()
+    except TimeoutError:
+        return "no answer in time"
+    except aiohttp.ClientError as exc:
+        return type(exc).__name__
+    return ""
 
 
 async def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> None:
@@ -68,4 +85,3 @@ async def serve(config: ServeConfig, ready: Callable[[str], None] | None = None)
 
 def _announce(url: str) -> None:
     print(f"warmroute serve: listening on {url}", flush=True)
-    sys.stdout.flush()
