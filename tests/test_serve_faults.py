@@ -18,6 +18,7 @@ import torch
 from serve_backend import SERVE_READY, read_until, serve_command, start_backend, start_serve, stop
 
 from warmroute.deploy.router_file import ROUTER_METADATA
+from warmroute.serve.app import SHUTDOWN_GRACE_S
 
 FAST_FAILOVER = ("--first-byte-timeout", "1", "--stream-idle-timeout", "1", "--request-timeout", "4", "--backoff", "0.5")
 BOUND_S = 6.0
@@ -113,6 +114,25 @@ def test_a_stream_broken_after_it_started_ends_with_an_error_event_not_a_hang(cl
     assert events[-1] == b"data: [DONE]" and json.loads(events[-2][6:])["error"]["code"] == 502
     assert json.loads(events[0][6:])["choices"][0]["text"] == "t0 "  # the tokens before the break arrived
     assert_all_served([timed_request(serve.url, stream=True) for _ in range(3)])
+
+
+def test_sigterm_ends_open_streams_with_an_error_event_and_exits_within_the_grace_period(tmp_path):
+    backend = start_backend(tmp_path, "slow", token_delay=0.5)
+    serve = start_serve(tmp_path, [backend])
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            streaming = pool.submit(timed_request, serve.url, True, 100)  # 50 s of tokens
+            time.sleep(1.5)
+            start = time.monotonic()
+            serve.popen.send_signal(signal.SIGTERM)
+            assert serve.popen.wait(SHUTDOWN_GRACE_S + 5) == 0
+            stopped = time.monotonic() - start
+            status, _, events = streaming.result(timeout=5)
+        assert stopped < SHUTDOWN_GRACE_S + 5 and status == 200
+        assert events[-1] == b"data: [DONE]" and json.loads(events[-2][6:])["error"]["code"] == 502
+    finally:
+        stop(serve)
+        stop(backend)
 
 
 # -- bad input at start: one line, exit status 2 ---------------------------------------------------------------

@@ -34,6 +34,9 @@ GENERATE_PATHS = ("/v1/completions", "/v1/chat/completions")
 BACKEND_HEADER = "X-WarmRoute-Backend"
 """Response header naming the backend (its index in --backend order) that answered."""
 REQUEST_ID_HEADER = "X-Request-Id"
+SHUTDOWN_GRACE_S = 4.0
+"""Seconds in-flight requests get to finish after SIGINT/SIGTERM; then their backend connections are closed, so a
+stream ends with an error event and the process exits (aiohttp's own wait is set just above this)."""
 DEFAULT_MAX_TOKENS = 16
 """OpenAI's default ``max_tokens`` for completions, used when a request does not say."""
 
@@ -97,6 +100,8 @@ class RouterService:
         self._last_routed = -1
         self._session: aiohttp.ClientSession | None = None
         self._scrapers: list[asyncio.Task] = []
+        self._active: set[aiohttp.ClientResponse] = set()
+        self._closing = False
         self._log = _open_log(config.decision_log) if config.decision_log else None
         self.metrics = ServeMetrics(self.backends, self.index)
 
@@ -110,12 +115,22 @@ class RouterService:
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.prometheus)
         app.on_startup.append(self._start)
+        app.on_shutdown.append(self._drain)
         app.on_cleanup.append(self._stop)
         return app
 
     async def _start(self, app: web.Application) -> None:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
         self._scrapers = [asyncio.create_task(self._scrape_forever(backend)) for backend in self.backends]
+
+    async def _drain(self, app: web.Application) -> None:
+        """Take no new attempt, and cut the backend connections still open after the grace period."""
+        self._closing = True
+        asyncio.get_running_loop().call_later(SHUTDOWN_GRACE_S, self._cut_active)
+
+    def _cut_active(self) -> None:
+        for response in list(self._active):
+            response.close()
 
     async def _stop(self, app: web.Application) -> None:
         for task in self._scrapers:
@@ -218,6 +233,8 @@ class RouterService:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            if self._closing:
+                return self._answer(error_response(503, "the router is shutting down", "service_unavailable"))
             if tried:
                 self.metrics.failovers.inc()
             choice, cached = self._decide(routing, candidates)
@@ -249,6 +266,7 @@ class RouterService:
                     entry.prefilled = True
                     return await self._relay(request, attempt, headers, backend, choice, entry)
                 finally:
+                    self._active.discard(attempt.response)
                     attempt.response.release()
             finally:
                 backend.inflight.pop(key, None)
@@ -270,6 +288,7 @@ class RouterService:
         async def start() -> _Attempt:
             nonlocal response
             response = await self._session.post(f"{backend.url}{path}", data=payload, headers=headers, timeout=timeout)
+            self._active.add(response)
             if stream and response.status == 200:
                 return _Attempt(response, await response.content.readany())
             return _Attempt(response, await response.read())
@@ -284,6 +303,7 @@ class RouterService:
             kind, detail = "disconnect", f"{backend.url}: {type(exc).__name__} {exc}"
         except asyncio.CancelledError:  # the client went away: drop the backend's connection too
             if response is not None:
+                self._active.discard(response)
                 response.close()
             raise
         else:
@@ -292,6 +312,7 @@ class RouterService:
             attempt.response.release()
             kind, detail = "status", f"{backend.url} answered {attempt.response.status}"
         if response is not None:
+            self._active.discard(response)
             response.close()
         raise _BackendFailed(kind, detail)
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
 from envs.errors import WarmRouteError
-from warmroute.serve.app import RouterService
+from warmroute.serve.app import SHUTDOWN_GRACE_S, RouterService
 from warmroute.serve.config import ServeConfig
 from warmroute.serve.routing import ServeRouter
 
@@ -56,12 +55,12 @@ async def _unreachable(session: aiohttp.ClientSession, url: str, timeout: aiohtt
     return ""
 
 
-async def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> None:
-    """Run the router until a signal arrives; ``ready`` gets the URL it listens on."""
+async def serve(config: ServeConfig) -> None:
+    """Run the router until SIGINT or SIGTERM; print the URL once it listens."""
     router = ServeRouter(config.router, len(config.backends), config.seed)
     await check_backends(config)
     service = RouterService(config, router)
-    runner = web.AppRunner(service.application(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(service.application(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S + 1)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:
@@ -72,7 +71,7 @@ async def serve(config: ServeConfig, ready: Callable[[str], None] | None = None)
             f"{{flag:port}} {config.port}: cannot listen on {config.host} ({exc.strerror}); choose a free port"
         ) from None
     port = site._server.sockets[0].getsockname()[1]  # the real one when --port 0
-    (ready or _announce)(f"http://{config.host}:{port}")
+    print(f"warmroute serve: listening on http://{config.host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,7 +80,3 @@ async def serve(config: ServeConfig, ready: Callable[[str], None] | None = None)
         await stop.wait()
     finally:
         await runner.cleanup()
-
-
-def _announce(url: str) -> None:
-    print(f"warmroute serve: listening on {url}", flush=True)
