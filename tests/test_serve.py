@@ -16,8 +16,8 @@ import torch
 from serve_backend import start_backend, start_serve, stop
 
 from envs.observation import REPLICA_FEATURE_INDEX, ObservationLayout
-from warmroute.serve.app import prompt_of
 from warmroute.serve.backends import Backend, InFlight, parse_vllm_metrics
+from warmroute.serve.openai_api import prompt_of
 from warmroute.serve.prefix_index import PrefixIndex, affinity_key, block_hashes, prompt_units
 from warmroute.serve.routing import RoutingRequest, ServeRouter, replica_features
 
@@ -126,6 +126,7 @@ def test_a_cache_aware_router_keeps_each_shared_prefix_on_one_backend(fleet, rou
     assert cached == 6 * 3 * 64  # every repeat found its 64-token prefix (4 blocks) where the router sent it
 
 
+@pytest.mark.slow  # about 15 s on the loaded 2-core VM
 def test_an_exported_router_pt_routes_live_requests_by_load(fleet, router_process, exported_router):
     backends = fleet(2, token_delay=0.05)
     serve = router_process(backends, "--router", str(exported_router))

@@ -116,6 +116,7 @@ def test_a_stream_broken_after_it_started_ends_with_an_error_event_not_a_hang(cl
     assert_all_served([timed_request(serve.url, stream=True) for _ in range(3)])
 
 
+@pytest.mark.slow  # about 15 s on the loaded 2-core VM
 def test_sigterm_ends_open_streams_with_an_error_event_and_exits_within_the_grace_period(tmp_path):
     backend = start_backend(tmp_path, "slow", token_delay=0.5)
     serve = start_serve(tmp_path, [backend])

@@ -16,60 +16,26 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from envs.errors import WarmRouteError
 from envs.vidur_env import device_features
 from warmroute.serve.backends import Backend, InFlight, parse_vllm_metrics
 from warmroute.serve.config import ServeConfig
+from warmroute.serve.decision_log import DecisionLog
 from warmroute.serve.metrics import ServeMetrics
-from warmroute.serve.prefix_index import PrefixIndex, affinity_key, block_hashes, prompt_units
+from warmroute.serve.openai_api import GENERATE_PATHS, error_response, routing_request
+from warmroute.serve.prefix_index import PrefixIndex
 from warmroute.serve.routing import RoutingRequest, ServeRouter, replica_features
 
-GENERATE_PATHS = ("/v1/completions", "/v1/chat/completions")
 BACKEND_HEADER = "X-WarmRoute-Backend"
 """Response header naming the backend (its index in --backend order) that answered."""
 REQUEST_ID_HEADER = "X-Request-Id"
 SHUTDOWN_GRACE_S = 4.0
 """Seconds in-flight requests get to finish after SIGINT/SIGTERM; then their backend connections are closed, so a
 stream ends with an error event and the process exits (aiohttp's own wait is set just above this)."""
-DEFAULT_MAX_TOKENS = 16
-"""OpenAI's default ``max_tokens`` for completions, used when a request does not say."""
-
-
-def prompt_of(path: str, body: dict[str, Any]) -> list[int] | str:
-    """The prompt a backend will prefill: token ids as given, or text (chat: the messages' roles and text parts)."""
-    if path.endswith("/chat/completions"):
-        parts = []
-        for message in body.get("messages") or []:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            parts.append(f"{message.get('role', '') if isinstance(message, dict) else ''}:{content or ''}\n")
-        return "".join(parts)
-    prompt = body.get("prompt", "")
-    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        return prompt
-    if isinstance(prompt, list):  # a batch: what it shares is its first prompt's prefix
-        return prompt_of(path, {"prompt": prompt[0]}) if prompt else ""
-    return str(prompt)
-
-
-def error_response(status: int, message: str, kind: str) -> web.Response:
-    """An OpenAI-style JSON error."""
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
-
-
-def _open_log(path: str) -> TextIO:
-    """The decision log, appended to and flushed line by line (closed on shutdown)."""
-    try:
-        return open(path, "a", buffering=1)
-    except OSError as exc:
-        raise WarmRouteError(f"{{flag:decision_log}} {path}: cannot write ({exc.strerror}); choose another path") from None
 
 
 class _BackendFailed(Exception):
@@ -102,7 +68,7 @@ class RouterService:
         self._scrapers: list[asyncio.Task] = []
         self._active: set[aiohttp.ClientResponse] = set()
         self._closing = False
-        self._log = _open_log(config.decision_log) if config.decision_log else None
+        self._log = DecisionLog(config.decision_log, router.name) if config.decision_log else None
         self.metrics = ServeMetrics(self.backends, self.index)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -194,20 +160,6 @@ class RouterService:
         self.metrics.cached_tokens.labels(label).inc(cached[choice])
         return choice, cached[choice]
 
-    def _log_decision(self, request_id: str, choice: int, request: RoutingRequest, cached: int, attempt: int) -> None:
-        if self._log:
-            record = {
-                "id": request_id,
-                "time": time.time(),
-                "backend": choice,
-                "url": self.backends[choice].url,
-                "prompt_tokens": request.prompt_tokens,
-                "estimated_cached_tokens": cached,
-                "attempt": attempt,
-                "router": self.router.name,
-            }
-            self._log.write(json.dumps(record) + "\n")
-
     async def generate(self, request: web.Request) -> web.StreamResponse:
         try:
             payload = await request.read()
@@ -220,11 +172,7 @@ class RouterService:
         forwarded = {"Content-Type": "application/json", REQUEST_ID_HEADER: request_id}
         if "Authorization" in request.headers:  # an engine started with --api-key checks it
             forwarded["Authorization"] = request.headers["Authorization"]
-        units, tokens = prompt_units(prompt_of(request.path, body))
-        hashes = block_hashes(units, self.config.block_size)
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        max_tokens = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else DEFAULT_MAX_TOKENS
-        routing = RoutingRequest(tokens, hashes, affinity_key(hashes, units), max_tokens)
+        routing = routing_request(request.path, body, self.config.block_size)
         stream = bool(body.get("stream"))
         deadline = time.monotonic() + self.config.request_timeout
         tried: set[int] = set()
@@ -238,11 +186,12 @@ class RouterService:
             if tried:
                 self.metrics.failovers.inc()
             choice, cached = self._decide(routing, candidates)
-            self._log_decision(request_id, choice, routing, cached, len(tried))
+            if self._log:
+                self._log.write(request_id, choice, self.backends[choice].url, routing.prompt_tokens, cached, len(tried))
             tried.add(choice)
             backend = self.backends[choice]
             key = uuid.uuid4().hex  # client request ids need not be unique
-            backend.inflight[key] = entry = InFlight(prompt_tokens=tokens, cached_tokens=cached)
+            backend.inflight[key] = entry = InFlight(prompt_tokens=routing.prompt_tokens, cached_tokens=cached)
             try:
                 try:
                     attempt = await self._start_attempt(backend, request.path, payload, forwarded, stream, remaining)
