@@ -6,6 +6,9 @@ apart), keeps an unbounded set of the prompt blocks it has seen so that it repor
 does (full ``--block-size`` blocks, never the last prompt token), and exposes vLLM's metric names on /metrics.
 POST /control {"mode": ...} changes its behaviour: "ok", "stall" (accept, never answer), "error" (HTTP 500),
 "break" (start a stream, then stall mid-way). Tests kill it by pid to take it down.
+
+Also the tests' process helpers: :func:`start_backend` and :func:`start_serve` start real processes and return once
+they listen; :func:`stop` ends one by its pid.
 """
 
 from __future__ import annotations
@@ -13,8 +16,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import select
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
+import requests
 from aiohttp import web
 
 NAME = "tiny"
@@ -125,6 +135,79 @@ async def main(port: int, block_size: int, token_delay: float) -> None:
     await site.start()
     print(f"backend listening on {site._server.sockets[0].getsockname()[1]}", flush=True)
     await asyncio.Event().wait()
+
+
+@dataclass
+class Process:
+    """A started process and the URL it listens on."""
+
+    popen: subprocess.Popen
+    url: str
+    stderr: Path
+
+    def control(self, mode: str) -> None:
+        """Switch a test backend's behaviour ("ok", "stall", "error", "break")."""
+        requests.post(f"{self.url}/control", json={"mode": mode}, timeout=5).raise_for_status()
+
+
+def read_until(popen: subprocess.Popen, marker: str, timeout: float) -> str | None:
+    """The rest of the first stdout line of ``popen`` containing ``marker``; None if it exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([popen.stdout], [], [], max(deadline - time.monotonic(), 0))
+        line = popen.stdout.readline() if ready else ""
+        if marker in line:
+            return line.split(marker, 1)[1].strip()
+        if popen.poll() is not None:
+            return None
+    return None
+
+
+def _start(cmd: list[str], marker: str, stderr: Path, timeout: float) -> tuple[subprocess.Popen, str]:
+    """Start ``cmd`` and return it with the rest of the first stdout line that contains ``marker``."""
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True, env=os.environ.copy())
+    rest = read_until(popen, marker, timeout)
+    if rest is None:
+        stop(popen)
+        raise RuntimeError(f"{cmd} did not start: {stderr.read_text()[-2000:]}")
+    return popen, rest
+
+
+def start_backend(tmp: Path, name: str, token_delay: float = 0.0, block_size: int = 16, port: int = 0) -> Process:
+    """A test backend process on ``port`` (0: a free one)."""
+    cmd = [sys.executable, __file__, "--token-delay", str(token_delay), "--block-size", str(block_size), "--port", str(port)]
+    err = tmp / f"{name}.err"
+    popen, port = _start(cmd, "backend listening on", err, 30)
+    return Process(popen, f"http://127.0.0.1:{port}", err)
+
+
+SERVE_READY = "warmroute serve: listening on"
+
+
+def serve_command(urls: list[str], *args: str) -> list[str]:
+    """``warmroute serve`` (without importing Ray) on a free port in front of ``urls``."""
+    return [sys.executable, "-m", "warmroute.cli.serve", "--backend", ",".join(urls), "--port", "0", *args]
+
+
+def start_serve(tmp: Path, backends: list[Process], *args: str, timeout: float = 120) -> Process:
+    """A ``warmroute serve`` process in front of ``backends``, once it listens."""
+    err = tmp / "serve.err"
+    popen, url = _start(serve_command([b.url for b in backends], *args), SERVE_READY, err, timeout)
+    return Process(popen, url, err)
+
+
+def stop(process: Process | subprocess.Popen) -> None:
+    """End one process by its pid (SIGTERM, then SIGKILL after 5 s)."""
+    popen = process.popen if isinstance(process, Process) else process
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(5)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(5)
+    if popen.stdout:
+        popen.stdout.close()
 
 
 if __name__ == "__main__":

@@ -11,14 +11,20 @@ It prints ``warmroute serve: listening on http://HOST:PORT`` once it accepts req
 SIGTERM. Endpoints: POST /v1/completions and /v1/chat/completions (``"stream": true`` passes SSE through),
 GET /v1/models, /health, /metrics. Each answer carries ``X-WarmRoute-Backend`` (index in --backend order) and
 ``X-Request-Id`` (the client's, or a new one). More in docs/serve_router.md.
+
+``python -m warmroute.cli.serve ...`` is the same command without importing the other subcommands (and with them
+Ray): a serving host then needs torch and vidur only, and the router starts in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
-from warmroute.cli.flags import add_config_flags, add_flag, comma_list, given
+from envs.errors import WarmRouteError
+from envs.sim.devices import DEVICE_NAMES
+from warmroute.cli.flags import HelpFormatter, OneLineParser, add_config_flags, add_flag, comma_list, flag_of, given
 from warmroute.serve.config import ServeConfig
 from warmroute.serve.server import serve
 
@@ -56,6 +62,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
             "device",
             "backend_devices",
             "model",
+            "startup_wait",
             "request_timeout",
             "connect_timeout",
             "first_byte_timeout",
@@ -65,4 +72,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
             "decision_log",
             "seed",
         ),
+        choices={"device": DEVICE_NAMES},
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m warmroute.cli.serve``: parse, run, and report bad input in one line (exit 2) as ``warmroute`` does."""
+    parser = OneLineParser(prog="warmroute serve", description=HELP, formatter_class=HelpFormatter)
+    add_args(parser)
+    args = parser.parse_args(argv)
+    own = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    try:
+        return run(args)
+    except WarmRouteError as exc:
+        print(f"warmroute serve: error: {exc.render(lambda field: own.get(field) or flag_of(field))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,82 +16,26 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from envs.vidur_env import device_features
 from warmroute.serve.backends import Backend, InFlight, parse_vllm_metrics
 from warmroute.serve.config import ServeConfig
-from warmroute.serve.prefix_index import PrefixIndex, affinity_key, block_hashes, prompt_units
+from warmroute.serve.decision_log import DecisionLog
+from warmroute.serve.metrics import ServeMetrics
+from warmroute.serve.openai_api import GENERATE_PATHS, error_response, routing_request
+from warmroute.serve.prefix_index import PrefixIndex
 from warmroute.serve.routing import RoutingRequest, ServeRouter, replica_features
 
-GENERATE_PATHS = ("/v1/completions", "/v1/chat/completions")
 BACKEND_HEADER = "X-WarmRoute-Backend"
 """Response header naming the backend (its index in --backend order) that answered."""
 REQUEST_ID_HEADER = "X-Request-Id"
-DEFAULT_MAX_TOKENS = 16
-"""OpenAI's default ``max_tokens`` for completions, used when a request does not say."""
-
-
-def prompt_of(path: str, body: dict[str, Any]) -> list[int] | str:
-    """The prompt a backend will prefill: token ids as given, or text (chat: the messages' roles and text parts)."""
-    if path.endswith("/chat/completions"):
-        parts = []
-        for message in body.get("messages") or []:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            parts.append(f"{message.get('role', '') if isinstance(message, dict) else ''}:{content or ''}\n")
-        return "".join(parts)
-    prompt = body.get("prompt", "")
-    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        return prompt
-    if isinstance(prompt, list):  # a batch: what it shares is its first prompt's prefix
-        return prompt_of(path, {"prompt": prompt[0]}) if prompt else ""
-    return str(prompt)
-
-
-def error_response(status: int, message: str, kind: str) -> web.Response:
-    """An OpenAI-style JSON error."""
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
-
-
-class _BackendCollector:
-    """Per-backend gauges, read from the live state when Prometheus scrapes (never stale)."""
-
-    def __init__(self, service: RouterService) -> None:
-        self._service = service
-
-    def collect(self) -> Any:
-        gauges = {
-            "inflight_requests": "Requests sent to the backend and not finished (router's accounting)",
-            "pending_prefill_tokens": "Prompt tokens of in-flight requests not yet past prefill",
-            "estimated_cached_blocks": "Block hashes the prefix index holds for the backend",
-            "healthy": "1 when the backend is eligible for routing",
-            "scraped_running_requests": "vllm:num_requests_running at the last scrape",
-            "scraped_waiting_requests": "vllm:num_requests_waiting at the last scrape",
-            "scraped_kv_cache_usage": "vllm:kv_cache_usage_perc at the last scrape",
-        }
-        families = {k: GaugeMetricFamily(f"warmroute_serve_backend_{k}", text, labels=["backend"]) for k, text in gauges.items()}
-        now = time.monotonic()
-        for i, backend in enumerate(self._service.backends):
-            label = [str(i)]
-            values = {
-                "inflight_requests": len(backend.inflight),
-                "pending_prefill_tokens": backend.pending_prefill()[0],
-                "estimated_cached_blocks": self._service.index.size(i),
-                "healthy": float(backend.healthy(now)),
-                "scraped_running_requests": backend.scraped.get("running", float("nan")),
-                "scraped_waiting_requests": backend.scraped.get("waiting", float("nan")),
-                "scraped_kv_cache_usage": backend.scraped.get("kv_usage", float("nan")),
-            }
-            for key, value in values.items():
-                families[key].add_metric(label, value)
-        yield from families.values()
+SHUTDOWN_GRACE_S = 4.0
+"""Seconds in-flight requests get to finish after SIGINT/SIGTERM; then their backend connections are closed, so a
+stream ends with an error event and the process exits (aiohttp's own wait is set just above this)."""
 
 
 class _BackendFailed(Exception):
@@ -121,36 +65,11 @@ class RouterService:
         self._device = device_features(config.model, config.devices)
         self._last_routed = -1
         self._session: aiohttp.ClientSession | None = None
-        self._scraper: asyncio.Task | None = None
-        self._log = open(config.decision_log, "a", buffering=1) if config.decision_log else None  # noqa: SIM115 (closed on shutdown)
-        self.registry = CollectorRegistry()
-        self.registry.register(_BackendCollector(self))
-        labels = ["backend"]
-        self.decisions = Counter("warmroute_serve_decisions", "Routing decisions per backend", labels, registry=self.registry)
-        self.prompt_tokens = Counter(
-            "warmroute_serve_prompt_tokens", "Prompt tokens routed per backend", labels, registry=self.registry
-        )
-        self.cached_tokens = Counter(
-            "warmroute_serve_estimated_cached_tokens",
-            "Prompt tokens the prefix index expected cached",
-            labels,
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "warmroute_serve_backend_errors", "Failed backend attempts", ["backend", "kind"], registry=self.registry
-        )
-        self.failovers = Counter(
-            "warmroute_serve_failovers", "Requests moved to another backend after a failure", registry=self.registry
-        )
-        self.responses = Counter(
-            "warmroute_serve_responses", "Answers to clients by HTTP status", ["code"], registry=self.registry
-        )
-        self.routing_seconds = Histogram(
-            "warmroute_serve_routing_seconds",
-            "Time to build the router's inputs and decide",
-            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
-            registry=self.registry,
-        )
+        self._scrapers: list[asyncio.Task] = []
+        self._active: set[aiohttp.ClientResponse] = set()
+        self._closing = False
+        self._log = DecisionLog(config.decision_log, router.name) if config.decision_log else None
+        self.metrics = ServeMetrics(self.backends, self.index)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -160,26 +79,37 @@ class RouterService:
             app.router.add_post(path, self.generate)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
-        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics", self.prometheus)
         app.on_startup.append(self._start)
+        app.on_shutdown.append(self._drain)
         app.on_cleanup.append(self._stop)
         return app
 
     async def _start(self, app: web.Application) -> None:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
-        self._scraper = asyncio.create_task(self._scrape_forever())
+        self._scrapers = [asyncio.create_task(self._scrape_forever(backend)) for backend in self.backends]
+
+    async def _drain(self, app: web.Application) -> None:
+        """Take no new attempt, and cut the backend connections still open after the grace period."""
+        self._closing = True
+        asyncio.get_running_loop().call_later(SHUTDOWN_GRACE_S, self._cut_active)
+
+    def _cut_active(self) -> None:
+        for response in list(self._active):
+            response.close()
 
     async def _stop(self, app: web.Application) -> None:
-        if self._scraper:
-            self._scraper.cancel()
+        for task in self._scrapers:
+            task.cancel()
         if self._session:
             await self._session.close()
         if self._log:
             self._log.close()
 
-    async def _scrape_forever(self) -> None:
+    async def _scrape_forever(self, backend: Backend) -> None:
+        """One loop per backend, so that a backend slow to answer delays no other's scrape."""
         while True:
-            await asyncio.gather(*(self._scrape(b) for b in self.backends))
+            await self._scrape(backend)
             await asyncio.sleep(self.config.scrape_interval)
 
     async def _scrape(self, backend: Backend) -> None:
@@ -191,7 +121,7 @@ class RouterService:
         except (TimeoutError, aiohttp.ClientError, ValueError):
             if backend.healthy():
                 backend.mark_failed(self.config.backoff, "scrape")
-                self.errors.labels(str(self.backends.index(backend)), "scrape").inc()
+                self.metrics.errors.labels(str(self.backends.index(backend)), "scrape").inc()
             return
         if backend.failure_source == "scrape":
             backend.mark_ok()
@@ -223,38 +153,26 @@ class RouterService:
         choice = self.router.choose(raw, self.router.request_features(request), candidates)
         self.index.insert(choice, request.hashes)
         self._last_routed = choice
-        self.routing_seconds.observe(time.perf_counter() - start)
+        self.metrics.routing_seconds.observe(time.perf_counter() - start)
         label = str(choice)
-        self.decisions.labels(label).inc()
-        self.prompt_tokens.labels(label).inc(request.prompt_tokens)
-        self.cached_tokens.labels(label).inc(cached[choice])
+        self.metrics.decisions.labels(label).inc()
+        self.metrics.prompt_tokens.labels(label).inc(request.prompt_tokens)
+        self.metrics.cached_tokens.labels(label).inc(cached[choice])
         return choice, cached[choice]
-
-    def _log_decision(self, request_id: str, choice: int, request: RoutingRequest, cached: int, attempt: int) -> None:
-        if self._log:
-            record = {
-                "id": request_id,
-                "time": time.time(),
-                "backend": choice,
-                "url": self.backends[choice].url,
-                "prompt_tokens": request.prompt_tokens,
-                "estimated_cached_tokens": cached,
-                "attempt": attempt,
-                "router": self.router.name,
-            }
-            self._log.write(json.dumps(record) + "\n")
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await request.json()
+            payload = await request.read()
+            body = json.loads(payload)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._answer(error_response(400, "request body is not JSON", "invalid_request_error"))
         if not isinstance(body, dict):
             return self._answer(error_response(400, "request body must be a JSON object", "invalid_request_error"))
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        units, tokens = prompt_units(prompt_of(request.path, body))
-        hashes = block_hashes(units, self.config.block_size)
-        routing = RoutingRequest(tokens, hashes, affinity_key(hashes, units), int(body.get("max_tokens") or DEFAULT_MAX_TOKENS))
+        forwarded = {"Content-Type": "application/json", REQUEST_ID_HEADER: request_id}
+        if "Authorization" in request.headers:  # an engine started with --api-key checks it
+            forwarded["Authorization"] = request.headers["Authorization"]
+        routing = routing_request(request.path, body, self.config.block_size)
         stream = bool(body.get("stream"))
         deadline = time.monotonic() + self.config.request_timeout
         tried: set[int] = set()
@@ -263,55 +181,63 @@ class RouterService:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            if self._closing:
+                return self._answer(error_response(503, "the router is shutting down", "service_unavailable"))
             if tried:
-                self.failovers.inc()
+                self.metrics.failovers.inc()
             choice, cached = self._decide(routing, candidates)
-            self._log_decision(request_id, choice, routing, cached, len(tried))
+            if self._log:
+                self._log.write(request_id, choice, self.backends[choice].url, routing.prompt_tokens, cached, len(tried))
             tried.add(choice)
             backend = self.backends[choice]
-            backend.inflight[request_id] = entry = InFlight(prompt_tokens=tokens, cached_tokens=cached)
+            key = uuid.uuid4().hex  # client request ids need not be unique
+            backend.inflight[key] = entry = InFlight(prompt_tokens=routing.prompt_tokens, cached_tokens=cached)
             try:
-                attempt = await self._start_attempt(backend, request.path, body, stream, remaining)
-            except _BackendFailed as exc:
-                backend.inflight.pop(request_id, None)
-                backend.mark_failed(self.config.backoff, "request")
-                self.errors.labels(str(choice), exc.kind).inc()
-                failure = exc
-                continue
-            try:
-                headers = {BACKEND_HEADER: str(choice), REQUEST_ID_HEADER: request_id}
-                if not stream or attempt.response.status != 200:
-                    if attempt.response.status < 500:
-                        backend.mark_ok()
-                    return self._answer(
-                        web.Response(
-                            body=attempt.body,
-                            status=attempt.response.status,
-                            content_type=attempt.response.content_type,
-                            headers=headers,
+                try:
+                    attempt = await self._start_attempt(backend, request.path, payload, forwarded, stream, remaining)
+                except _BackendFailed as exc:
+                    backend.mark_failed(self.config.backoff, "request")
+                    self.metrics.errors.labels(str(choice), exc.kind).inc()
+                    failure = exc
+                    continue
+                try:
+                    headers = {BACKEND_HEADER: str(choice), REQUEST_ID_HEADER: request_id}
+                    backend.mark_ok()  # it answered (a 4xx is the client's mistake, passed on as it is)
+                    if not stream or attempt.response.status != 200:
+                        return self._answer(
+                            web.Response(
+                                body=attempt.body,
+                                status=attempt.response.status,
+                                content_type=attempt.response.content_type,
+                                headers=headers,
+                            )
                         )
-                    )
-                backend.mark_ok()
-                entry.prefilled = True
-                return await self._relay(request, attempt, headers, backend, choice, entry)
+                    entry.prefilled = True
+                    return await self._relay(request, attempt, headers, backend, choice, entry)
+                finally:
+                    self._active.discard(attempt.response)
+                    attempt.response.release()
             finally:
-                attempt.response.release()
-                backend.inflight.pop(request_id, None)
+                backend.inflight.pop(key, None)
         if failure is None:
             return self._answer(error_response(503, "no backend available", "service_unavailable"))
         if failure.kind == "timeout" or time.monotonic() >= deadline:
             return self._answer(error_response(504, f"no backend answered in time (last: {failure})", "timeout"))
         return self._answer(error_response(502, f"every backend tried failed (last: {failure})", "bad_gateway"))
 
-    async def _start_attempt(self, backend: Backend, path: str, body: dict[str, Any], stream: bool, remaining: float) -> _Attempt:
-        """Send the request and wait for the answer to start: the whole body, or a stream's first chunk."""
+    async def _start_attempt(
+        self, backend: Backend, path: str, payload: bytes, headers: dict[str, str], stream: bool, remaining: float
+    ) -> _Attempt:
+        """Send the client's bytes unchanged and wait for the answer to start: the whole body, or a stream's first
+        chunk."""
         wait = min(self.config.first_byte_timeout, remaining)
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout, sock_connect=self.config.connect_timeout)
         response: aiohttp.ClientResponse | None = None
 
         async def start() -> _Attempt:
             nonlocal response
-            response = await self._session.post(f"{backend.url}{path}", json=body, timeout=timeout)
+            response = await self._session.post(f"{backend.url}{path}", data=payload, headers=headers, timeout=timeout)
+            self._active.add(response)
             if stream and response.status == 200:
                 return _Attempt(response, await response.content.readany())
             return _Attempt(response, await response.read())
@@ -323,13 +249,19 @@ class RouterService:
         except aiohttp.ClientConnectorError as exc:
             kind, detail = "connect", f"{backend.url} refused the connection ({exc.os_error.strerror or exc})"
         except aiohttp.ClientError as exc:
-            kind, detail = "connect", f"{backend.url}: {type(exc).__name__} {exc}"
+            kind, detail = "disconnect", f"{backend.url}: {type(exc).__name__} {exc}"
+        except asyncio.CancelledError:  # the client went away: drop the backend's connection too
+            if response is not None:
+                self._active.discard(response)
+                response.close()
+            raise
         else:
             if attempt.response.status < 500:
                 return attempt
             attempt.response.release()
             kind, detail = "status", f"{backend.url} answered {attempt.response.status}"
         if response is not None:
+            self._active.discard(response)
             response.close()
         raise _BackendFailed(kind, detail)
 
@@ -341,7 +273,7 @@ class RouterService:
             status=200, headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await out.prepare(request)
-        self.responses.labels("200").inc()
+        self.metrics.responses.labels("200").inc()
         chunk = attempt.body
         try:
             while chunk:
@@ -352,7 +284,7 @@ class RouterService:
                 except (TimeoutError, aiohttp.ClientError) as exc:
                     kind = "timeout" if isinstance(exc, TimeoutError) else "stream"
                     backend.mark_failed(self.config.backoff, "request")
-                    self.errors.labels(str(choice), kind).inc()
+                    self.metrics.errors.labels(str(choice), kind).inc()
                     message = f"backend {choice} broke the stream ({kind})"
                     event = {"error": {"message": message, "type": "bad_gateway", "code": 502}}
                     await out.write(f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n".encode())
@@ -363,7 +295,7 @@ class RouterService:
         return out
 
     def _answer(self, response: web.Response) -> web.Response:
-        self.responses.labels(str(response.status)).inc()
+        self.metrics.responses.labels(str(response.status)).inc()
         return response
 
     # -- other endpoints ---------------------------------------------------------------------------------------
@@ -391,5 +323,5 @@ class RouterService:
             {"status": "ok" if ok else "unavailable", "router": self.router.name, "backends": states}, status=200 if ok else 503
         )
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -34,6 +34,8 @@ class ServeConfig:
     """Model the device prices are computed for (a vidur model name), as in training."""
     request_timeout: float = 60.0
     """Seconds from a request's arrival until its response starts (all failover attempts included); then 504."""
+    startup_wait: float = 0.0
+    """Seconds to keep retrying a backend that does not answer at start (an engine still loading); 0: check once."""
     connect_timeout: float = 2.0
     """Seconds to open a connection to a backend."""
     first_byte_timeout: float = 30.0
@@ -58,8 +60,9 @@ class ServeConfig:
         for name in ("request_timeout", "connect_timeout", "first_byte_timeout", "stream_idle_timeout", "scrape_interval"):
             if getattr(self, name) <= 0:
                 raise WarmRouteError(f"{{flag:{name}}} must be > 0 seconds (got {getattr(self, name)})")
-        if self.backoff < 0:
-            raise WarmRouteError(f"{{flag:backoff}} must be >= 0 seconds (got {self.backoff})")
+        for name in ("backoff", "startup_wait"):
+            if getattr(self, name) < 0:
+                raise WarmRouteError(f"{{flag:{name}}} must be >= 0 seconds (got {getattr(self, name)})")
         if self.block_size < 1 or self.index_blocks < 1 or (self.cache_blocks is not None and self.cache_blocks < 1):
             raise WarmRouteError("{flag:block_size}, {flag:index_blocks} and {flag:cache_blocks} must be >= 1")
         if not 0 <= self.port <= 65535:

@@ -134,7 +134,14 @@ class ServeRouter:
 
 
 def _load_network(path: str, num_backends: int) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """router.pt (torch only), or a policy directory scripted in memory (imports RLlib)."""
+    """router.pt (torch only), or a policy directory scripted in memory (imports RLlib).
+
+    One torch thread: a decision is one small matrix product, and idle intra-op threads spinning next to the event
+    loop cost more than they save (measured: 46 ms instead of 2 ms per proxied request on 2 cores).
+    """
+    import torch
+
+    torch.set_num_threads(1)
     if Path(path).is_dir():
         from warmroute.deploy.export import router_from_policy
 

@@ -9,39 +9,58 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from collections.abc import Callable
+import time
 
 import aiohttp
 from aiohttp import web
 
 from envs.errors import WarmRouteError
-from warmroute.serve.app import RouterService
+from warmroute.serve.app import SHUTDOWN_GRACE_S, RouterService
 from warmroute.serve.config import ServeConfig
 from warmroute.serve.routing import ServeRouter
 
 
 async def check_backends(config: ServeConfig) -> None:
-    """Refuse a backend that does not answer HTTP at all (any status will do: it is there)."""
+    """Refuse a backend that does not answer HTTP at all (any status will do: it is there), after retrying for
+    ``config.startup_wait`` seconds."""
     timeout = aiohttp.ClientTimeout(total=config.connect_timeout + 3.0, connect=config.connect_timeout)
+    deadline = time.monotonic() + config.startup_wait
     async with aiohttp.ClientSession() as session:
         for url in config.backends:
-            try:
-                async with session.get(f"{url.rstrip('/')}/health", timeout=timeout) as response:
-                    await response.read()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+            reason = await _unreachable(session, url, timeout)
+            if reason and time.monotonic() < deadline:
+                print(f"warmroute serve: waiting for {url} ({reason})", flush=True)
+            while reason and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                reason = await _unreachable(session, url, timeout)
+            if reason:
+                waited = f" for {config.startup_wait:g} s" if config.startup_wait else ""
                 raise WarmRouteError(
-                    f"{{flag:backends}} {url}: unreachable ({reason}); start the engine first or fix the URL"
-                ) from None
+                    f"{{flag:backends}} {url}: unreachable{waited} ({reason}); start the engine first, fix the URL "
+                    "or give it time with {flag:startup_wait}"
+                )
 
 
-async def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> None:
-    """Run the router until a signal arrives; ``ready`` gets the URL it listens on."""
+async def _unreachable(session: aiohttp.ClientSession, url: str, timeout: aiohttp.ClientTimeout) -> str:
+    """Why ``url`` does not answer ``GET /health`` ("" when it answers with any status)."""
+    try:
+        async with session.get(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+            await response.read()
+    except aiohttp.ClientConnectorError as exc:
+        return (exc.os_error.strerror or str(exc)).lower()
+    except TimeoutError:
+        return "no answer in time"
+    except aiohttp.ClientError as exc:
+        return type(exc).__name__
+    return ""
+
+
+async def serve(config: ServeConfig) -> None:
+    """Run the router until SIGINT or SIGTERM; print the URL once it listens."""
     router = ServeRouter(config.router, len(config.backends), config.seed)
     await check_backends(config)
     service = RouterService(config, router)
-    runner = web.AppRunner(service.application(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(service.application(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S + 1)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:
@@ -52,7 +71,7 @@ async def serve(config: ServeConfig, ready: Callable[[str], None] | None = None)
             f"{{flag:port}} {config.port}: cannot listen on {config.host} ({exc.strerror}); choose a free port"
         ) from None
     port = site._server.sockets[0].getsockname()[1]  # the real one when --port 0
-    (ready or _announce)(f"http://{config.host}:{port}")
+    print(f"warmroute serve: listening on http://{config.host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -61,8 +80,3 @@ async def serve(config: ServeConfig, ready: Callable[[str], None] | None = None)
         await stop.wait()
     finally:
         await runner.cleanup()
-
-
-def _announce(url: str) -> None:
-    print(f"warmroute serve: listening on {url}", flush=True)
-    sys.stdout.flush()
