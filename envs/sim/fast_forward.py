@@ -80,6 +80,8 @@ class FastForward:
         self._predictor = predictor if isinstance(predictor, RooflineExecutionTimePredictor) else None
         self._devices = [self._predictor.device_for(rs._replica_id) for rs in schedulers] if self._predictor else []
         self._min_think: float | None = None
+        if any(isinstance(rs, PrefixSarathiScheduler) and rs._config.cache_on_schedule for rs in schedulers):
+            self._predictor = None  # it caches blocks when vidur's own batch path schedules them: vidur steps
         for rs in schedulers:
             if isinstance(rs, PrefixSarathiScheduler):
                 rs.arrival_times = self._arrivals

@@ -8,6 +8,8 @@
   compare         cold vs warm runs from their own logs, by env-step bucket
   report          rebuild a pipeline directory's report (report.md, report.json, PNGs)
   export          a saved policy as a TorchScript router for deployment (docs/deploy.md)
+  serve           an OpenAI-compatible HTTP router in front of real engines, with any router (docs/serve_router.md)
+  replay          replay a trace window against OpenAI-compatible endpoints (TTFT, e2e, hit rate)
   pipeline        the whole recipe in one resumable command (warmroute/pipeline/)
   sweep           Ray Tune sweep over the warm-start settings (tuning/)
   submit          run any of these on a Ray cluster through Ray Jobs
@@ -30,7 +32,20 @@ from collections.abc import Callable
 from types import ModuleType
 
 from envs.errors import WarmRouteError
-from warmroute.cli import collect_demos, compare, evaluate, export, pipeline, pretrain, report, submit, sweep, train
+from warmroute.cli import (
+    collect_demos,
+    compare,
+    evaluate,
+    export,
+    pipeline,
+    pretrain,
+    replay,
+    report,
+    serve,
+    submit,
+    sweep,
+    train,
+)
 from warmroute.cli.flags import HelpFormatter, OneLineParser, flag_of
 
 SUBCOMMANDS: dict[str, ModuleType] = {
@@ -41,6 +56,8 @@ SUBCOMMANDS: dict[str, ModuleType] = {
     "compare": compare,
     "report": report,
     "export": export,
+    "serve": serve,
+    "replay": replay,
     "pipeline": pipeline,
     "submit": submit,
     "sweep": sweep,
