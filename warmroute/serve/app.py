@@ -274,25 +274,32 @@ class RouterService:
         )
         await out.prepare(request)
         self.metrics.responses.labels("200").inc()
-        chunk = attempt.body
+        chunk, tail = attempt.body, b""
         try:
             while chunk:
                 entry.generated += chunk.count(b"data:")
                 await out.write(chunk)
+                tail = (tail + chunk)[-16:]
                 try:
                     chunk = await asyncio.wait_for(attempt.response.content.readany(), self.config.stream_idle_timeout)
                 except (TimeoutError, aiohttp.ClientError) as exc:
-                    kind = "timeout" if isinstance(exc, TimeoutError) else "stream"
-                    backend.mark_failed(self.config.backoff, "request")
-                    self.metrics.errors.labels(str(choice), kind).inc()
-                    message = f"backend {choice} broke the stream ({kind})"
-                    event = {"error": {"message": message, "type": "bad_gateway", "code": 502}}
-                    await out.write(f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n".encode())
-                    break
+                    await self._break_stream(out, backend, choice, "timeout" if isinstance(exc, TimeoutError) else "stream")
+                    return out
+            if b"[DONE]" not in tail:  # the backend closed the connection before the end of the stream
+                await self._break_stream(out, backend, choice, "stream")
+                return out
+            await out.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):  # the client went away
-            return out
-        await out.write_eof()
+            pass
         return out
+
+    async def _break_stream(self, out: web.StreamResponse, backend: Backend, choice: int, kind: str) -> None:
+        """End a started stream with an error event and ``[DONE]``, and mark the backend."""
+        backend.mark_failed(self.config.backoff, "request")
+        self.metrics.errors.labels(str(choice), kind).inc()
+        event = {"error": {"message": f"backend {choice} broke the stream ({kind})", "type": "bad_gateway", "code": 502}}
+        await out.write(f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n".encode())
+        await out.write_eof()
 
     def _answer(self, response: web.Response) -> web.Response:
         self.metrics.responses.labels(str(response.status)).inc()
