@@ -48,7 +48,8 @@ def engine_missing() -> str | None:
 
 def install_engine() -> str | None:
     """Run the install script (idempotent); returns the reason it failed, or None."""
-    result = subprocess.run(["bash", str(INSTALL_SCRIPT)], cwd=REPO, capture_output=True, text=True)
+    env = dict(os.environ, ENGINE_VENV=str(engine_venv()))
+    result = subprocess.run(["bash", str(INSTALL_SCRIPT)], cwd=REPO, capture_output=True, text=True, env=env)
     for line in result.stdout.splitlines():
         print(line, flush=True)
     if result.returncode != 0:
