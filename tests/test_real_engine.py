@@ -26,6 +26,7 @@ from warmroute.realengine.engines import (
     reported_gpu_blocks,
     start_engine,
     start_serve,
+    stop_all,
     wait_engine,
 )
 from warmroute.realengine.fidelity import FidelitySetup, compare, simulated_cached_tokens
@@ -54,8 +55,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Man
             wait_engine(proc, port)
         yield procs, [f"http://127.0.0.1:{port}" for port in ports]
     finally:
-        for proc in procs:
-            proc.stop()
+        stop_all(procs)
 
 
 def _serve(urls: list[str], router: str, tmp_path: Path, **flags: object) -> tuple[ManagedProcess, str, Path]:

