@@ -171,7 +171,11 @@ def main() -> None:
     clones: dict[int, Path] = {}
     clone_rows: dict[str, dict] = {}
     for seed in seeds if args.clone_per_seed else [0]:
-        name = f"bc_s{seed}{suffix}" if args.clone_per_seed else ("bc" + (f"_{args.tag}" if args.demo_dir else ""))
+        name = (
+            f"bc_s{seed}" + (f"_{args.tag}" if args.demo_dir else "")
+            if args.clone_per_seed
+            else ("bc" + (f"_{args.tag}" if args.demo_dir else ""))
+        )
         bc = ["pretrain", "--demo", str(demos), "--output", str(out / name), "--epochs", "60", "--seed", str(seed)]
         walls[name] = step(out, name, bc)
         clones[seed] = out / name
