@@ -12,11 +12,15 @@ is written after each succeeds), so a killed run picks up where it stopped.
 
 Run:
     .venv/bin/python scripts/learned_vs_production.py --seeds 1,2,3 --iterations 75 --output runs/lvp
+    .venv/bin/python scripts/learned_vs_production.py --workload mooncake_mixed --seeds 1,2,3 --iterations 20 \
+        --clone-per-seed --output runs/lvp_mixed     # one clone per seed; --iterations 0: clones only
 
 Expect (2-core x86, partly shared with a test suite): demos 38 s, clone 26 s, each 75-iteration PPO run (153,600 env
 steps, 2 env runners) 157-196 s, each held-out window 6-14 s: about 12 minutes for 3 seeds. Greedy PPO, mean of
 seeds 1-3: 6.793 s mean e2e (1.030x the best, `least_ttft:queue_weight=0.5`) and 2.171 s p90 TTFT
 (1.093x); the table is in docs/prefix_caching.md ("Learned router vs production routers, over seeds").
+`mooncake_mixed` (under load): clones 0.989x mean e2e and 0.978x p90 TTFT of `least_ttft`, 20-iteration PPO 0.989x /
+1.008x, about 30 minutes in all on the shared machine.
 """
 
 from __future__ import annotations
@@ -167,7 +171,11 @@ def main() -> None:
     clones: dict[int, Path] = {}
     clone_rows: dict[str, dict] = {}
     for seed in seeds if args.clone_per_seed else [0]:
-        name = f"bc_s{seed}{suffix}" if args.clone_per_seed else ("bc" + (f"_{args.tag}" if args.demo_dir else ""))
+        name = (
+            f"bc_s{seed}" + (f"_{args.tag}" if args.demo_dir else "")
+            if args.clone_per_seed
+            else ("bc" + (f"_{args.tag}" if args.demo_dir else ""))
+        )
         bc = ["pretrain", "--demo", str(demos), "--output", str(out / name), "--epochs", "60", "--seed", str(seed)]
         walls[name] = step(out, name, bc)
         clones[seed] = out / name
