@@ -256,12 +256,14 @@ def heat_map(rows: list[dict], label: str, path: Path) -> None:
                 for j in range(len(loads)):
                     r = grid[i, j]
                     spread = "" if r["min"] == r["max"] else f"\n{r['min']:.2f}-{r['max']:.2f}"
-                    ax.text(j, i, f"{r['mean']:.3f}{spread}", ha="center", va="center", fontsize=9)
+                    color = "white" if abs(r["mean"] - 1.0) > 0.12 else "black"  # readable on the saturated ends
+                    ax.text(j, i, f"{r['mean']:.3f}{spread}", ha="center", va="center", fontsize=9, color=color)
             ax.set_xticks(range(len(loads)), [f"load {x:g}" for x in loads])
             ax.set_yticks(range(len(fleets)), fleets)
-            name = "Mooncake held-out" if traffic == "mooncake" else Path(traffic.split(":", 1)[1]).name
-            ax.set_title(f"{title}: {label} / best production ({name})", fontsize=10)
+            name = "Mooncake held-out windows" if traffic == "mooncake" else Path(traffic.split(":", 1)[1]).name
+            ax.set_title(f"{title}, learned / best production router\n{name}", fontsize=10)
             fig.colorbar(image, ax=ax, shrink=0.8, label="ratio (< 1: learned better)")
+    fig.suptitle(label, fontsize=11)
     fig.savefig(path, dpi=110)
 
 
