@@ -49,6 +49,25 @@ def _latest_checkpoint(output: Path) -> Path:
     return checkpoints[-1]
 
 
+STARVED_FRACTION = 0.5
+"""A run that sampled less than this share of ``iterations x train_batch_size`` env steps is reported as starved."""
+
+
+def sampling_shortfall(env_steps: int, cfg: TrainConfig) -> str | None:
+    """A one-line warning when the env runners sampled far fewer steps than the budget, else None.
+
+    RLlib logs "No samples returned" and trains on what it has when its runners miss the sampling timeout (seen with
+    the runners' nice level under a heavily loaded machine): the run then ends close to its start policy with no
+    error, so the caller says so."""
+    budget = cfg.iterations * cfg.ppo.train_batch_size
+    if env_steps >= STARVED_FRACTION * budget:
+        return None
+    return (
+        f"warning: the env runners sampled {env_steps:,} of the {budget:,} env steps budgeted ({env_steps / budget:.0%}); "
+        "the policy may be close to its start. Is the machine overloaded? Check perf/env_steps_lifetime in progress.jsonl"
+    )
+
+
 def _print_now(line: str) -> None:
     print(line, flush=True)  # visible at once under Ray Jobs and when piped to a file
 
@@ -108,6 +127,9 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool, log
 
     try:
         row = run_iterations(session, record)
+        shortfall = sampling_shortfall(session.env_steps, cfg)
+        if shortfall:
+            log(shortfall)
         export = run.policy.path
         shutil.rmtree(export, ignore_errors=True)
         export_policy(session, export, run_dir=str(out.absolute()), checkpoint=_latest_checkpoint(out).name)

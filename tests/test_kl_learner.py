@@ -19,7 +19,7 @@ from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.kl_ref_learner import categorical_kl
 from rllib_ext.schedules import LinearCoef
 from rllib_ext.session import env_runner_gap, start_session
-from rllib_ext.train import train
+from rllib_ext.train import sampling_shortfall, train
 from rllib_ext.train_config import KLRefConfig, PPOSettings, TrainConfig
 from warmroute.artifacts.run_dir import RunDir
 
@@ -201,3 +201,12 @@ def test_resume_puts_the_restored_weights_on_every_env_runner(bc_policy, tmp_pat
         assert env_runner_gap(session.algo, cfg.env.layout) <= 1e-5
     finally:
         session.algo.stop()
+
+
+def test_a_run_whose_env_runners_sampled_under_half_its_budget_is_reported_as_starved() -> None:
+    cfg = TrainConfig(iterations=20, ppo=PPOSettings(train_batch_size=2048))
+    assert sampling_shortfall(40_960, cfg) is None  # the full budget
+    assert sampling_shortfall(20_480, cfg) is None  # half: slow, not starved
+    warning = sampling_shortfall(1_024, cfg)
+    assert warning is not None and "1,024 of the 40,960" in warning and "(2%)" in warning
+    assert "\n" not in warning
