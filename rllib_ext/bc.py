@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
-from rllib_ext.demos import load_demos
+from rllib_ext.demos import load_demo_set
 from rllib_ext.models import ARCHITECTURES, DEFAULT_HIDDEN, module_model_config
 from rllib_ext.policy_io import build_module, save_policy
 from warmroute.artifacts.metadata import ArtifactError, require_fresh_output
@@ -115,10 +115,15 @@ def _evaluate(module, data: dict[str, np.ndarray], smoothing: float) -> dict[str
     return {"loss": loss, "accuracy": float(correct.mean()), "accuracy_per_teacher": per_teacher}
 
 
-def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progress: bool = True) -> dict[str, Any]:
-    """Clone the demonstrations at ``demo_dir`` into a policy directory ``output``; return the final metrics."""
+def pretrain(
+    demo_dir: str | Path | list[str | Path], output: str | Path, config: BCConfig, progress: bool = True
+) -> dict[str, Any]:
+    """Clone the demonstrations at ``demo_dir`` (one directory or several, pooled) into a policy directory ``output``;
+    return the final metrics."""
     final = require_fresh_output(output)
-    table, meta = load_demos(demo_dir)
+    demo_dirs = list(demo_dir) if isinstance(demo_dir, list | tuple) else [demo_dir]
+    demo_dir = demo_dirs[0]
+    table, meta = load_demo_set(demo_dirs)
     stored = meta["layout"]
     layout = ObservationLayout(num_replicas=config.num_replicas or int(stored["num_replicas"]), oracle=bool(stored["oracle"]))
     layout.check_compatible(stored, source=f"{{flag:demo}} {demo_dir}")
@@ -179,6 +184,7 @@ def pretrain(demo_dir: str | Path, output: str | Path, config: BCConfig, progres
             env_config=meta["env_config"],
             teachers=meta["teachers"],
             demo_dir=str(Path(demo_dir).absolute()),
+            demo_dirs=[str(Path(d).absolute()) for d in demo_dirs],
             bc_config={**asdict(config), "hidden": list(config.hidden)},
             history=history,
             **result,

@@ -267,3 +267,28 @@ def load_demos(directory: str | Path, flag: str = "{flag:demo}") -> tuple[pa.Tab
     if table.num_rows == 0:
         raise ArtifactError(f"{flag} {directory}: the dataset has no rows; collect with a larger {{flag:steps}}")
     return table, meta
+
+
+def load_demo_set(directories: list[str | Path], flag: str = "{flag:demo}") -> tuple[pa.Table, dict[str, Any]]:
+    """Several demonstration directories read as one dataset, e.g. a different teacher per load band.
+
+    Every directory must share the first one's observation layout. Episode ids get the directory's index as a prefix
+    (each collection numbers its episodes from 0), so the validation split still holds out whole episodes. The
+    metadata is the first directory's, with the teachers of all of them and the directories in ``sources``.
+    """
+    if len(directories) == 1:
+        return load_demos(directories[0], flag)
+    tables, metas = [], []
+    for index, directory in enumerate(directories):
+        table, meta = load_demos(directory, flag)
+        if metas and meta["layout"] != metas[0]["layout"]:
+            raise ArtifactError(
+                f"{flag} {directory}: another observation layout than {directories[0]}; collect every directory "
+                "with the same --replicas and WarmRoute version"
+            )
+        ids = pa.array([f"d{index}/{e}" for e in table.column("episode_id").to_pylist()])
+        tables.append(table.set_column(table.schema.get_field_index("episode_id"), "episode_id", ids))
+        metas.append(meta)
+    teachers = list(dict.fromkeys(t for meta in metas for t in meta["teachers"]))
+    merged = {**metas[0], "teachers": teachers, "sources": [str(Path(d).absolute()) for d in directories]}
+    return pa.concat_tables(tables, promote_options="default"), merged

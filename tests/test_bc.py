@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from envs.errors import WarmRouteError
 from envs.observation import ObservationLayout
 from rllib_ext.bc import BCConfig, pretrain
+from rllib_ext.demos import load_demo_set, load_demos
 from rllib_ext.policy_io import CheckpointPolicy, action_probabilities, load_policy
 from warmroute.artifacts.metadata import ArtifactError
 
@@ -154,3 +155,34 @@ def test_validation_split_holds_out_whole_episodes_of_every_teacher() -> None:
         assert len(set(mask[episodes == episode])) == 1  # never split inside an episode
     assert mask[teachers == "round_robin"].any() and mask[teachers == "least_outstanding"].any()
     assert (~mask[teachers == "round_robin"]).any()  # and something left to train on
+
+
+def test_pretrain_pools_several_demo_directories(lo_demos, tmp_path: Path) -> None:
+    """One teacher per load band is cloned by pooling directories; episodes stay whole in the validation split."""
+    demo_dir, _, _ = lo_demos
+    single, _ = load_demos(demo_dir)
+    pooled, meta = load_demo_set([demo_dir, demo_dir])
+    assert pooled.num_rows == 2 * single.num_rows
+    ids = pooled.column("episode_id").to_pylist()
+    assert len(set(ids)) == 2 * len(set(single.column("episode_id").to_pylist()))
+    assert meta["teachers"] == ["least_outstanding", "round_robin"] and len(meta["sources"]) == 2
+    out = tmp_path / "pooled"
+    result = pretrain([demo_dir, demo_dir], out, BCConfig(epochs=5, seed=1), progress=False)
+    assert result["train_rows"] + result["validation_rows"] == pooled.num_rows
+    _, saved = load_policy(out)
+    assert len(saved["demo_dirs"]) == 2
+
+
+def test_pretrain_refuses_demo_directories_of_different_layouts(lo_demos, tmp_path: Path, run_cli) -> None:
+    demo_dir, _, _ = lo_demos
+    other = tmp_path / "other"
+    shutil.copytree(demo_dir, other)
+    meta = json.loads((other / "metadata.json").read_text())
+    meta["layout"]["num_replicas"] = 8
+    (other / "metadata.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    result = run_cli("pretrain", "--demo", f"{demo_dir},{other}", "--output", str(out), "--quiet")
+    assert result.returncode == 2
+    assert "--demo" in result.stderr and "another observation layout" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -12,7 +12,8 @@ HELP = "behaviour-clone the PPO routing module from demonstrations"
 
 
 def run(args: argparse.Namespace) -> int:
-    result = pretrain(args.demo, args.output, BCConfig(**given(args, BCConfig)), progress=not hasattr(args, "quiet"))
+    demo_dirs = [d for d in args.demo.split(",") if d]
+    result = pretrain(demo_dirs, args.output, BCConfig(**given(args, BCConfig)), progress=not hasattr(args, "quiet"))
     val = result["validation"]
     per_teacher = ", ".join(f"{t} {a:.3f}" for t, a in val["accuracy_per_teacher"].items())
     print(
@@ -23,7 +24,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    add_flag(parser, "--demo", "directory written by collect-demos", required=True, metavar="DIR")
+    add_flag(
+        parser,
+        "--demo",
+        "directory written by collect-demos; several, comma-separated, are pooled (e.g. one teacher per load band)",
+        required=True,
+        metavar="DIR[,DIR...]",
+    )
     add_flag(parser, "--output", "new directory for the policy (RLlib module + metadata)", required=True, metavar="DIR")
     add_config_flags(
         parser,
