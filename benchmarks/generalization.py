@@ -9,8 +9,9 @@ every tuned production router of docs/prefix_caching.md is run and the one with 
 the table gives learned / best for mean e2e and p90 TTFT (per-request latencies pooled over the cell's windows, as
 scripts/production_router_study.py pools them), as the mean over router seeds with (min-max).
 
-Another trace has no capacity measurement of its own: its time scale is the preset's times its held-out arrival
-rate over Mooncake's on the same windows (the same request rate per replica; its last three windows are held out).
+Another trace has no capacity measurement of its own: its time scale is the preset's times its held-out prompt-token
+rate over Mooncake's on the same windows (the same prompt tokens per second per replica; its last three windows are
+held out).
 Each (router, cell) result is cached under ``--cache`` by router name or the router file's content hash, so
 re-running with a new router evaluates only that router. Runs are deterministic (trace windows, no sampling).
 
@@ -73,8 +74,11 @@ class Cell:
 
 
 def _rate(rows: tuple, start: int, count: int) -> float:
-    """Arrivals per trace second over rows ``start .. start+count``."""
-    return (count - 1) / max((rows[start + count - 1].timestamp_ms - rows[start].timestamp_ms) / 1000.0, 1e-9)
+    """Prompt tokens per trace second over rows ``start .. start+count``: prefill dominates these traces' work (their
+    answers are a few hundred tokens), so equal prompt-token rates load a fleet about equally."""
+    window = rows[start : start + count]
+    tokens = sum(row.input_length for row in window[1:])
+    return tokens / max((window[-1].timestamp_ms - window[0].timestamp_ms) / 1000.0, 1e-9)
 
 
 def cell_windows(cell: Cell) -> list[WorkloadConfig]:

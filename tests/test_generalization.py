@@ -50,6 +50,24 @@ def test_another_trace_uses_its_last_windows_at_the_same_rate_per_replica(tmp_pa
     assert 0.3 < windows[0].trace_time_scale / preset("mooncake").trace_time_scale < 0.6
 
 
+def test_another_trace_is_loaded_by_prompt_tokens_not_requests(tmp_path: Path) -> None:
+    """Twice the prompt per request at the same arrival times is twice the prefill work: the trace is replayed at half
+    the speed (its time scale doubles), so the cell's load means the same tokens per second per replica."""
+    lines = MOONCAKE_TRACE.read_text().splitlines()[:3000]
+    scales = []
+    for factor in (1, 2):
+        rows = []
+        for line in lines:
+            row = json.loads(line)
+            row["input_length"] *= factor
+            row["hash_ids"] = row["hash_ids"] * factor
+            rows.append(json.dumps(row))
+        path = tmp_path / f"x{factor}.jsonl"
+        path.write_text("\n".join(rows) + "\n")
+        scales.append(gen.cell_windows(gen.Cell(f"jsonl:{path}", "4xh100", 0.85))[0].trace_time_scale)
+    assert scales[1] / scales[0] == pytest.approx(2.0, rel=1e-9)
+
+
 def test_the_bar_is_the_production_router_with_the_lowest_mean_e2e_in_each_cell() -> None:
     cell = gen.Cell("mooncake", "4xh100", 0.85)
     results = {
