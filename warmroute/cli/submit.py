@@ -151,7 +151,8 @@ def check_paths(parsed: argparse.Namespace, cwd: Path, shared: tuple[Path, ...])
     """Refuse any input or output path of ``parsed`` that the cluster cannot see (see the module docstring)."""
     for dest in INPUT_DESTS:
         for value in _values(getattr(parsed, dest, None)):
-            _check_input(_flag(dest), value, cwd, shared)
+            for path in value.split(",") if dest == "demo" else [value]:  # pretrain pools DIR,DIR,...
+                _check_input(_flag(dest), path, cwd, shared)
     if getattr(parsed, "command", None) == "evaluate":
         for name in getattr(parsed, "policies", ()):
             if not is_router(name):
