@@ -122,11 +122,11 @@ def pretrain(
     return the final metrics."""
     final = require_fresh_output(output)
     demo_dirs = list(demo_dir) if isinstance(demo_dir, list | tuple) else [demo_dir]
-    demo_dir = demo_dirs[0]
+    first = demo_dirs[0]  # errors and the ``demo_dir`` metadata name it; ``demo_dirs`` lists them all
     table, meta = load_demo_set(demo_dirs)
     stored = meta["layout"]
     layout = ObservationLayout(num_replicas=config.num_replicas or int(stored["num_replicas"]), oracle=bool(stored["oracle"]))
-    layout.check_compatible(stored, source=f"{{flag:demo}} {demo_dir}")
+    layout.check_compatible(stored, source=f"{{flag:demo}} {first}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data = _arrays(table, layout)
@@ -134,7 +134,7 @@ def pretrain(
     train = {k: v[~val_mask] for k, v in data.items()}
     if len(train["label"]) == 0:
         raise ArtifactError(
-            f"{{flag:demo}} {demo_dir}: nothing left to train on after the validation split; collect more {{flag:steps}}"
+            f"{{flag:demo}} {first}: nothing left to train on after the validation split; collect more {{flag:steps}}"
         )
     val = {k: v[val_mask] for k, v in data.items()}
     module = build_module(layout, module_model_config(layout, config.architecture, config.hidden))
@@ -164,7 +164,7 @@ def pretrain(
             if stale >= config.patience:
                 break
     if best_state is None:
-        raise ArtifactError(f"{{flag:demo}} {demo_dir}: validation loss is not finite; check the demonstrations")
+        raise ArtifactError(f"{{flag:demo}} {first}: validation loss is not finite; check the demonstrations")
     module.load_state_dict(best_state)
     result = {
         "best_epoch": best_epoch,
@@ -183,7 +183,7 @@ def pretrain(
             source="behaviour_cloning",
             env_config=meta["env_config"],
             teachers=meta["teachers"],
-            demo_dir=str(Path(demo_dir).absolute()),
+            demo_dir=str(Path(first).absolute()),
             demo_dirs=[str(Path(d).absolute()) for d in demo_dirs],
             bc_config={**asdict(config), "hidden": list(config.hidden)},
             history=history,
