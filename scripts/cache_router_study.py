@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.evaluation.evaluate import HeuristicPolicy, evaluation_seeds, format_table
+from envs.evaluation.evaluate import HeuristicPolicy, evaluation_seeds, format_table, play_episode
 from envs.routers.cache_aware import CACHE_ROUTERS, router_name
 from envs.sim.metrics import request_latencies, summarize
 from envs.sim.workload import WorkloadConfig, WorkloadError
@@ -60,13 +60,7 @@ def _run(args: tuple[str, VidurEnvConfig, list[tuple[WorkloadConfig, int]]]) -> 
     for workload, seed in eps:
         config = VidurEnvConfig(workload=workload, reward=env_config.reward)
         env = VidurRoutingEnv(config)
-        policy = HeuristicPolicy(name, config.layout)
-        policy.reset(seed)
-        obs, _ = env.reset(seed=seed)
-        done = False
-        while not done:
-            action = policy.act(obs)
-            obs, _, done, _, info = env.step(action)
+        info = play_episode(env, HeuristicPolicy(name, config.layout), seed)
         latencies.append(request_latencies(env.routed_requests))
         counts = counts + np.bincount([env._replica_of[r.id] for r in env.routed_requests], minlength=workload.num_replicas)
         throughputs.append(info["throughput_rps"])

@@ -7,7 +7,7 @@ A policy is anything with ``reset(seed)`` and ``act(obs) -> int``: heuristics he
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,6 +74,22 @@ class HeuristicPolicy:
         return int(self._router(obs[None, :], self._rng)[0])
 
 
+def play_episode(
+    env: VidurRoutingEnv, policy: Policy, seed: int, observe: Callable[[np.ndarray, int], None] | None = None
+) -> dict[str, Any]:
+    """Reset ``env`` and ``policy`` with ``seed`` and route every request with ``policy``; ``observe(obs, action)``
+    sees each decision before it is taken. Returns the last step's info (the episode's throughput, KV usage)."""
+    policy.reset(seed)
+    obs, _ = env.reset(seed=seed)
+    done, info = False, {}
+    while not done:
+        action = policy.act(obs)
+        if observe is not None:
+            observe(obs, action)
+        obs, _, done, _, info = env.step(action)
+    return info
+
+
 def evaluation_seeds(base_seed: int, episodes: int) -> list[int]:
     """Request seeds never drawn by training episodes (those are all below ``HELD_OUT_SEED_BASE``)."""
     return [HELD_OUT_SEED_BASE + base_seed * 10_000 + k for k in range(episodes)]
@@ -96,18 +112,14 @@ def evaluate_policy(
     latencies: list[dict[str, np.ndarray]] = []
     infos: list[dict[str, Any]] = []
     counts = np.zeros(env_config.workload.num_replicas, dtype=np.int64)
-    decisions = 0
     busy_s = 0.0
+
+    def count(_obs: np.ndarray, action: int) -> None:
+        counts[action] += 1
+
     for seed in seeds:
-        policy.reset(seed)
-        obs, _ = env.reset(seed=seed)
-        done = False
         start = time.perf_counter()
-        while not done:
-            action = policy.act(obs)
-            counts[action] += 1
-            obs, _, done, _, info = env.step(action)
-            decisions += 1
+        info = play_episode(env, policy, seed, count)
         busy_s += time.perf_counter() - start
         latencies.append(request_latencies(env.routed_requests))
         infos.append(info)
@@ -123,7 +135,7 @@ def evaluate_policy(
     result["kv_usage_mean"] = np.mean([info["kv_usage_mean"] for info in infos], axis=0).tolist()
     result["kv_usage_peak"] = np.max([info["kv_usage_peak"] for info in infos], axis=0).tolist()
     result["preemptions_per_episode"] = result.pop("preemptions") / len(seeds)
-    result["decisions_per_s"] = decisions / busy_s if busy_s > 0 else 0.0
+    result["decisions_per_s"] = int(counts.sum()) / busy_s if busy_s > 0 else 0.0
     result["episodes"] = len(seeds)
     result["seeds"] = list(seeds)
     if per_request:

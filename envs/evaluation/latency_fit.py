@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from envs.errors import WarmRouteError
-from envs.evaluation.evaluate import HeuristicPolicy
+from envs.evaluation.evaluate import HeuristicPolicy, play_episode
 from envs.routers.latency_model import ATTRIBUTE, MIN_TTFT_S, NTHREAD, features
 from envs.sim.workload import WorkloadConfig
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
@@ -33,19 +33,33 @@ def log_decisions(
     for workload, episode_seed in episodes:
         config = VidurEnvConfig(workload=workload, reward=env_config.reward)
         env = VidurRoutingEnv(config)
-        policy = HeuristicPolicy(router, config.layout)
-        policy.reset(episode_seed)
-        obs, _ = env.reset(seed=episode_seed)
-        done = False
-        while not done:
-            action = policy.act(obs)
-            if rng.random() < explore:
-                action = int(rng.integers(workload.num_replicas))
+        policy = _Exploring(HeuristicPolicy(router, config.layout), explore, rng, workload.num_replicas)
+
+        def log(obs: np.ndarray, action: int) -> None:
             replicas, request = config.layout.split(obs.astype(np.float64))
             rows.append(features(replicas, request)[action])
-            obs, _, done, _, _ = env.step(action)
+
+        play_episode(env, policy, episode_seed, log)
         targets.extend(r.prefill_completed_at - r.arrived_at for r in env.routed_requests)
     return np.asarray(rows), np.asarray(targets)
+
+
+class _Exploring:
+    """``policy``, except that each choice is replaced by a uniform random replica with probability ``explore``:
+    the regressor must see the TTFT of replicas the router would not pick."""
+
+    def __init__(self, policy: HeuristicPolicy, explore: float, rng: np.random.Generator, num_replicas: int) -> None:
+        self.name = f"{policy.name} (explore {explore})"
+        self._policy, self._explore, self._rng, self._n = policy, explore, rng, num_replicas
+
+    def reset(self, seed: int) -> None:
+        self._policy.reset(seed)
+
+    def act(self, obs: np.ndarray) -> int:
+        action = self._policy.act(obs)
+        if self._rng.random() < self._explore:
+            action = int(self._rng.integers(self._n))
+        return action
 
 
 def fit_latency_model(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.evaluation.evaluate import HeuristicPolicy, Policy
+from envs.evaluation.evaluate import HeuristicPolicy, Policy, play_episode
 from envs.sim.metrics import request_latencies
 from envs.sim.slo import slo_summary
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
@@ -94,15 +94,6 @@ def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int, ho
     return struct.unpack("d", data)[0]
 
 
-def _run_base(env: VidurRoutingEnv, policy: HeuristicPolicy, seed: int) -> list:
-    policy.reset(seed)
-    obs, _ = env.reset(seed=seed)
-    done = False
-    while not done:
-        obs, _, done, _, _ = env.step(policy.act(obs))
-    return env.routed_requests
-
-
 def lookahead_episode(
     env_config: VidurEnvConfig,
     base: str,
@@ -124,7 +115,8 @@ def lookahead_episode(
     start = time.perf_counter()
     env = VidurRoutingEnv(env_config)
     policy = HeuristicPolicy(base, env_config.layout)
-    base_requests = _run_base(env, policy, seed)
+    play_episode(env, policy, seed)
+    base_requests = env.routed_requests
     w = env_config.workload
     base_lat = request_latencies(base_requests)
     base_slo = slo_summary(base_lat, w.slo_ttft_s, w.slo_tbt_s).get("slo_attainment")
