@@ -7,7 +7,7 @@ on with that choice, so the states are the lookahead's own. The output is a demo
 of ``warmroute collect-demos`` (teacher ``lookahead``), so ``warmroute pretrain --demo DIR`` clones it as it is.
 Each finished episode is kept in ``<output>.episodes/`` (npz), so a killed run resumes where it stopped.
 With ``--driver POLICY_DIR`` the episodes follow that (cloned) policy, greedy, and the lookahead only labels the
-states it visits: one DAgger round. Merge the rounds' directories with ``--also DIR`` before cloning again.
+states it visits: one DAgger round. Clone the rounds together with ``warmroute pretrain --demo ROUND0,ROUND1``.
 
 Run (the 13 training windows of `mooncake`, 512 requests each, two processes):
     PYTHONPATH=$PWD .venv/bin/python scripts/lookahead_demos.py --workload mooncake --trace-start 2000 \
@@ -98,7 +98,6 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=13, help="training episodes (seeds 0..N-1; seed picks the window)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="episodes run in parallel")
     parser.add_argument("--driver", default=None, help="policy directory whose greedy choices the episodes follow (DAgger)")
-    parser.add_argument("--also", action="append", default=[], help="earlier lookahead demonstrations to merge in")
     parser.add_argument("--output", required=True, help="new demonstrations directory")
     args = parser.parse_args()
     try:
@@ -132,13 +131,6 @@ def main() -> None:
             )
     stats = [json.loads(str(episodes[s]["stats"])) for s in seeds]
     tables = [_table(episodes[seed], seed, "") for seed in seeds]
-    for round_number, earlier in enumerate(args.also, start=1):
-        table, meta = load_demos(earlier, "--also")
-        meta_layout = meta["layout"]
-        if meta_layout != env_config.layout.to_dict():
-            raise SystemExit(f"lookahead_demos.py: --also {earlier}: made for another observation layout")
-        renamed = pa.array([f"r{round_number}-{e}" for e in table.column("episode_id").to_pylist()], pa.string())
-        tables.append(table.set_column(table.schema.get_field_index("episode_id"), "episode_id", renamed))
     rows = sum(t.num_rows for t in tables)
     with staged_dir(final) as staging:
         for index, table in enumerate(tables):
@@ -149,7 +141,7 @@ def main() -> None:
             layout=env_config.layout.to_dict(),
             env_config=env_config.to_dict(),
             teachers=[TEACHER],
-            lookahead={"base": args.base, "horizon": args.horizon, "driver": args.driver, "also": args.also, "episodes": stats},
+            lookahead={"base": args.base, "horizon": args.horizon, "driver": args.driver, "episodes": stats},
             num_rows=rows,
             seed=0,
         )
