@@ -182,6 +182,7 @@ def pretrain(
             probe_obs=val["obs"][:PROBE_SIZE],
             source="behaviour_cloning",
             env_config=meta["env_config"],
+            demo_env_configs=meta.get("env_configs", [meta["env_config"]]),
             teachers=meta["teachers"],
             demo_dir=str(Path(first).absolute()),
             demo_dirs=[str(Path(d).absolute()) for d in demo_dirs],

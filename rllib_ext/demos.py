@@ -274,7 +274,8 @@ def load_demo_set(directories: list[str | Path], flag: str = "{flag:demo}") -> t
 
     Every directory must share the first one's observation layout. Episode ids get the directory's index as a prefix
     (each collection numbers its episodes from 0), so the validation split still holds out whole episodes. The
-    metadata is the first directory's, with the teachers of all of them and the directories in ``sources``.
+    metadata is the first directory's, with the teachers of all of them, the directories in ``sources`` and each
+    one's workload in ``env_configs`` (pooled directories may cover different loads and fleets).
     """
     if len(directories) == 1:
         return load_demos(directories[0], flag)
@@ -290,5 +291,10 @@ def load_demo_set(directories: list[str | Path], flag: str = "{flag:demo}") -> t
         tables.append(table.set_column(table.schema.get_field_index("episode_id"), "episode_id", ids))
         metas.append(meta)
     teachers = list(dict.fromkeys(t for meta in metas for t in meta["teachers"]))
-    merged = {**metas[0], "teachers": teachers, "sources": [str(Path(d).absolute()) for d in directories]}
+    merged = {
+        **metas[0],
+        "teachers": teachers,
+        "sources": [str(Path(d).absolute()) for d in directories],
+        "env_configs": [meta["env_config"] for meta in metas],
+    }
     return pa.concat_tables(tables, promote_options="default"), merged

@@ -160,7 +160,7 @@ def test_validation_split_holds_out_whole_episodes_of_every_teacher() -> None:
 def test_pretrain_pools_several_demo_directories(lo_demos, tmp_path: Path) -> None:
     """One teacher per load band is cloned by pooling directories; episodes stay whole in the validation split."""
     demo_dir, _, _ = lo_demos
-    single, _ = load_demos(demo_dir)
+    single, single_meta = load_demos(demo_dir)
     pooled, meta = load_demo_set([demo_dir, demo_dir])
     assert pooled.num_rows == 2 * single.num_rows
     ids = pooled.column("episode_id").to_pylist()
@@ -171,6 +171,7 @@ def test_pretrain_pools_several_demo_directories(lo_demos, tmp_path: Path) -> No
     assert result["train_rows"] + result["validation_rows"] == pooled.num_rows
     _, saved = load_policy(out)
     assert len(saved["demo_dirs"]) == 2
+    assert saved["demo_env_configs"] == [single_meta["env_config"]] * 2
 
 
 def test_pretrain_refuses_demo_directories_of_different_layouts(lo_demos, tmp_path: Path, run_cli) -> None:
