@@ -36,7 +36,6 @@ from envs.evaluation.lookahead import LookaheadResult, lookahead_episode
 from envs.routers.heuristics import is_router, router_names
 from envs.sim.workload import WorkloadError
 from envs.vidur_env import VidurEnvConfig
-from rllib_ext.demos import load_demos
 from rllib_ext.policy_io import CheckpointPolicy
 from warmroute.artifacts.atomic import staged_dir
 from warmroute.artifacts.metadata import require_fresh_output, write_metadata

@@ -36,8 +36,14 @@ def test_lookahead_demonstrations_clone_and_a_dagger_round_merges_them(tmp_path:
     assert sorted(p.name for p in (tmp_path / "round1.episodes").iterdir()) == ["seed0.npz", "seed1.npz"]
     # The rounds are cloned together, their episodes kept apart for the validation split.
     pooled = run_cli(
-        "pretrain", "--demo", f"{tmp_path / 'round0'},{tmp_path / 'round1'}", "--output", str(tmp_path / "bc1"),
-        "--epochs", "2", "--quiet",
+        "pretrain",
+        "--demo",
+        f"{tmp_path / 'round0'},{tmp_path / 'round1'}",
+        "--output",
+        str(tmp_path / "bc1"),
+        "--epochs",
+        "2",
+        "--quiet",
     )
     assert pooled.returncode == 0, pooled.stderr
     meta = json.loads((tmp_path / "bc1" / "metadata.json").read_text())

@@ -7,6 +7,7 @@ the env). ``scripts/fit_latency_model.py`` is its command line.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -19,6 +20,7 @@ import numpy as np
 
 from envs.errors import WarmRouteError
 from envs.evaluation.evaluate import HeuristicPolicy, play_episode
+from envs.observation import ObservationLayout
 from envs.routers.latency_model import ATTRIBUTE, MIN_TTFT_S, NTHREAD, features
 from envs.sim.workload import WorkloadConfig
 from envs.vidur_env import VidurEnvConfig, VidurRoutingEnv
@@ -34,14 +36,15 @@ def log_decisions(
         config = VidurEnvConfig(workload=workload, reward=env_config.reward)
         env = VidurRoutingEnv(config)
         policy = _Exploring(HeuristicPolicy(router, config.layout), explore, rng, workload.num_replicas)
-
-        def log(obs: np.ndarray, action: int) -> None:
-            replicas, request = config.layout.split(obs.astype(np.float64))
-            rows.append(features(replicas, request)[action])
-
-        play_episode(env, policy, episode_seed, log)
+        play_episode(env, policy, episode_seed, functools.partial(_log_features, rows, config.layout))
         targets.extend(r.prefill_completed_at - r.arrived_at for r in env.routed_requests)
     return np.asarray(rows), np.asarray(targets)
+
+
+def _log_features(rows: list[np.ndarray], layout: ObservationLayout, obs: np.ndarray, action: int) -> None:
+    """Append the regressor's inputs for ``action`` taken at ``obs``."""
+    replicas, request = layout.split(obs.astype(np.float64))
+    rows.append(features(replicas, request)[action])
 
 
 class _Exploring:
