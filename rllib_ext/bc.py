@@ -122,6 +122,8 @@ def pretrain(
     return the final metrics."""
     final = require_fresh_output(output)
     demo_dirs = list(demo_dir) if isinstance(demo_dir, list | tuple) else [demo_dir]
+    if not demo_dirs:
+        raise ArtifactError("{flag:demo} names no directory; give DIR or DIR,DIR,...")
     first = demo_dirs[0]  # errors and the ``demo_dir`` metadata name it; ``demo_dirs`` lists them all
     table, meta = load_demo_set(demo_dirs)
     stored = meta["layout"]

@@ -187,3 +187,11 @@ def test_pretrain_refuses_demo_directories_of_different_layouts(lo_demos, tmp_pa
     assert "--demo" in result.stderr and "another observation layout" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_pretrain_refuses_an_empty_demo_list_in_one_line(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "out"
+    result = run_cli("pretrain", "--demo", ",", "--output", str(out), "--quiet")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["warmroute pretrain: error: --demo names no directory; give DIR or DIR,DIR,..."]
+    assert not out.exists()

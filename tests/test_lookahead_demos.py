@@ -21,7 +21,7 @@ def _script(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_lookahead_demonstrations_clone_and_a_dagger_round_merges_them(tmp_path: Path, run_cli) -> None:
+def test_lookahead_demonstrations_clone_and_a_dagger_round_clones_with_them(tmp_path: Path, run_cli) -> None:
     first = _script(*TINY, "--output", str(tmp_path / "round0"))
     assert first.returncode == 0, first.stderr
     table, meta = load_demos(tmp_path / "round0")

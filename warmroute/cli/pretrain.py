@@ -6,14 +6,13 @@ import argparse
 
 from rllib_ext.bc import BCConfig, pretrain
 from rllib_ext.models import ARCHITECTURES
-from warmroute.cli.flags import add_config_flags, add_flag, given
+from warmroute.cli.flags import add_config_flags, add_flag, comma_list, given
 
 HELP = "behaviour-clone the PPO routing module from demonstrations"
 
 
 def run(args: argparse.Namespace) -> int:
-    demo_dirs = [d for d in args.demo.split(",") if d]
-    result = pretrain(demo_dirs, args.output, BCConfig(**given(args, BCConfig)), progress=not hasattr(args, "quiet"))
+    result = pretrain(list(args.demo), args.output, BCConfig(**given(args, BCConfig)), progress=not hasattr(args, "quiet"))
     val = result["validation"]
     per_teacher = ", ".join(f"{t} {a:.3f}" for t, a in val["accuracy_per_teacher"].items())
     print(
@@ -29,6 +28,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--demo",
         "directory written by collect-demos; several, comma-separated, are pooled (e.g. one teacher per load band)",
         required=True,
+        type=comma_list,
         metavar="DIR[,DIR...]",
     )
     add_flag(parser, "--output", "new directory for the policy (RLlib module + metadata)", required=True, metavar="DIR")

@@ -151,8 +151,7 @@ def check_paths(parsed: argparse.Namespace, cwd: Path, shared: tuple[Path, ...])
     """Refuse any input or output path of ``parsed`` that the cluster cannot see (see the module docstring)."""
     for dest in INPUT_DESTS:
         for value in _values(getattr(parsed, dest, None)):
-            for path in value.split(",") if dest == "demo" else [value]:  # pretrain pools DIR,DIR,...
-                _check_input(_flag(dest), path, cwd, shared)
+            _check_input(_flag(dest), value, cwd, shared)
     if getattr(parsed, "command", None) == "evaluate":
         for name in getattr(parsed, "policies", ()):
             if not is_router(name):
@@ -283,8 +282,11 @@ def _under(path: Path, roots: tuple[Path, ...]) -> bool:
 
 
 def _values(value: object) -> list[str]:
-    """The path strings a dest holds (``--resume`` is a directory for train, a switch for sweep)."""
-    return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+    """The path strings a dest holds: one, or a comma list parsed into a tuple (``pretrain --demo DIR,DIR``); none for
+    a switch (``--resume`` is a directory for train, a switch for sweep)."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list | tuple) else []
 
 
 def _flag(dest: str) -> str:
