@@ -5,6 +5,11 @@ the module PPO later trains; RLlib's BC algorithm goes through Ray Data and is s
 (see DESIGN-NOTES). Label smoothing keeps the clone soft, so that the KL to it used by warm-start PPO stays finite.
 Validation is split by episode (decisions within an episode are correlated), accuracy counts any replica the
 teacher ranks equal to its choice, and training stops when the validation loss stops improving.
+
+Demonstrations of the clairvoyant lookahead also carry every replica's rollout return (``teacher_returns``). With
+``cost_weight`` > 0 part of the loss is the clone's expected regret under those returns (cost-sensitive imitation,
+as in AggreVaTe): a near-tie costs nothing whichever replica the clone picks, a costly mistake costs its price, where
+cross-entropy treats every label alike.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ class BCConfig:
     """Fraction of episodes held out for validation."""
     patience: int = 8
     """Epochs without validation-loss improvement before stopping."""
+    cost_weight: float = 0.0
+    """Share of the loss that is the expected regret under the demonstrations' per-replica returns (0: cross-entropy
+    alone; needs lookahead demonstrations, which record the returns)."""
     architecture: str = "scorer"
     """``scorer`` (permutation-equivariant, default) or ``mlp``."""
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
@@ -69,6 +77,7 @@ class BCConfig:
                 f"{{flag:validation_fraction}} must be in (0, 1) (got {self.validation_fraction})",
             ),
             (self.patience >= 1, f"{{flag:patience}} must be >= 1 (got {self.patience})"),
+            (0 <= self.cost_weight <= 1, f"{{flag:cost_weight}} must be in [0, 1] (got {self.cost_weight})"),
             (self.architecture in ARCHITECTURES, f"{{flag:architecture}} must be one of {', '.join(ARCHITECTURES)}"),
         ]
         for ok, message in checks:
@@ -105,14 +114,53 @@ def _arrays(table: pa.Table, layout: ObservationLayout) -> dict[str, np.ndarray]
     }
 
 
-def _evaluate(module, data: dict[str, np.ndarray], smoothing: float) -> dict[str, Any]:
+def normalised_regret(returns: np.ndarray, episodes: np.ndarray) -> np.ndarray:
+    """(decisions, replicas) regret of each replica, ``best return - its return``, in units of its episode's mean
+    spread (best minus the replicas' mean), so windows, loads and rewards of different scales weigh alike."""
+    regret = returns.max(axis=1, keepdims=True) - returns
+    spread = regret.mean(axis=1)
+    scale = np.ones(len(returns))
+    for episode in np.unique(episodes):
+        rows = episodes == episode
+        mean_spread = spread[rows].mean()
+        scale[rows] = mean_spread if mean_spread > 0 else 1.0  # an episode of exact ties: its regrets are all 0
+    return (regret / scale[:, None]).astype(np.float32)
+
+
+def _regret(table: pa.Table, data: dict[str, np.ndarray], layout: ObservationLayout, first: str | Path) -> np.ndarray:
+    """The normalised regret of every row, refusing demonstrations that do not record their returns."""
+    column = table.column("teacher_returns").combine_chunks() if "teacher_returns" in table.column_names else None
+    if column is None or column.null_count:
+        raise ArtifactError(
+            f"{{flag:demo}} {first}: {{flag:cost_weight}} needs every replica's return, which only "
+            "scripts/lookahead_demos.py records; clone these demonstrations with --cost-weight 0"
+        )
+    returns = column.flatten().to_numpy().reshape(-1, layout.num_replicas)
+    return normalised_regret(returns, data["episode"])
+
+
+def _loss(logits: torch.Tensor, label: torch.Tensor, regret: torch.Tensor | None, config: BCConfig) -> torch.Tensor:
+    """Cross-entropy to the label, mixed with the expected regret of the clone's distribution when ``cost_weight``."""
+    loss = F.cross_entropy(logits, label, label_smoothing=config.label_smoothing)
+    if regret is None:
+        return loss
+    expected_regret = (torch.softmax(logits, dim=-1) * regret).sum(dim=-1).mean()
+    return (1 - config.cost_weight) * loss + config.cost_weight * expected_regret
+
+
+def _evaluate(module, data: dict[str, np.ndarray], config: BCConfig) -> dict[str, Any]:
+    regret = torch.as_tensor(data["regret"]) if "regret" in data else None
     with torch.no_grad():
         logits = module.logits(torch.as_tensor(data["obs"]))
-        loss = F.cross_entropy(logits, torch.as_tensor(data["label"]), label_smoothing=smoothing).item()
+        loss = _loss(logits, torch.as_tensor(data["label"]), regret, config).item()
         choice = logits.argmax(dim=-1).numpy()
-    correct = data["ties"][np.arange(len(choice)), choice]
+    rows = np.arange(len(choice))
+    correct = data["ties"][rows, choice]
     per_teacher = {t: float(correct[data["teacher"] == t].mean()) for t in np.unique(data["teacher"])}
-    return {"loss": loss, "accuracy": float(correct.mean()), "accuracy_per_teacher": per_teacher}
+    metrics = {"loss": loss, "accuracy": float(correct.mean()), "accuracy_per_teacher": per_teacher}
+    if regret is not None:
+        metrics["greedy_regret"] = float(data["regret"][rows, choice].mean())
+    return metrics
 
 
 def pretrain(
@@ -132,6 +180,8 @@ def pretrain(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data = _arrays(table, layout)
+    if config.cost_weight > 0:
+        data["regret"] = _regret(table, data, layout, first)
     val_mask = _split_by_episode(data["episode"], data["teacher"], config.validation_fraction, rng)
     train = {k: v[~val_mask] for k, v in data.items()}
     if len(train["label"]) == 0:
@@ -142,6 +192,7 @@ def pretrain(
     module = build_module(layout, module_model_config(layout, config.architecture, config.hidden))
     optimizer = torch.optim.Adam(module.actor_parameters(), lr=config.lr)
     obs_t, label_t = torch.as_tensor(train["obs"]), torch.as_tensor(train["label"])
+    regret_t = torch.as_tensor(train["regret"]) if "regret" in train else None
     history: list[dict[str, Any]] = []
     best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
     start = time.perf_counter()
@@ -151,12 +202,12 @@ def pretrain(
         order = torch.as_tensor(rng.permutation(len(label_t)))
         for i in range(0, len(order), config.batch_size):
             idx = order[i : i + config.batch_size]
-            loss = F.cross_entropy(module.logits(obs_t[idx]), label_t[idx], label_smoothing=config.label_smoothing)
+            loss = _loss(module.logits(obs_t[idx]), label_t[idx], None if regret_t is None else regret_t[idx], config)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         module.eval()
-        metrics = {"epoch": epoch, **_evaluate(module, val, config.label_smoothing)}
+        metrics = {"epoch": epoch, **_evaluate(module, val, config)}
         history.append(metrics)
         bar.set_postfix(val_loss=f"{metrics['loss']:.4f}", val_acc=f"{metrics['accuracy']:.3f}")
         if metrics["loss"] < best_loss - 1e-5:

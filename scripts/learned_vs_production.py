@@ -150,6 +150,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=75, help="PPO iterations per seed (75 = 153,600 env steps)")
     parser.add_argument("--reward", default="ttft", choices=tuple(KL_DECAY), help="PPO reward (the docs' recipe: ttft)")
     parser.add_argument("--train-args", default="", help="extra 'warmroute train' flags (a variant; override the recipe's)")
+    parser.add_argument(
+        "--pretrain-args", default="", help="extra 'warmroute pretrain' flags (a cloning variant, e.g. --cost-weight 0.5)"
+    )
     parser.add_argument("--tag", default="", help="run-name suffix for a --train-args variant, so its runs are not reused")
     parser.add_argument("--workload", default="mooncake", choices=tuple(PRODUCTION), help="preset")
     parser.add_argument("--teacher", default=None, help="router whose demonstrations the clone learns (default: the best)")
@@ -188,18 +191,19 @@ def main() -> None:
         demos = out / "demos"
         walls["demos"] = step(out, "demos", ["collect-demos", *train_set, "--policy", teacher, "--steps", str(args.demo_steps),
                                               "--num-env-runners", "2", "--output", str(demos)])  # fmt: skip
-    if args.train_args and not args.tag:
-        raise SystemExit("learned_vs_production.py: --train-args needs a --tag naming the variant")
+    if (args.train_args or args.pretrain_args) and not args.tag:
+        raise SystemExit("learned_vs_production.py: --train-args and --pretrain-args need a --tag naming the variant")
     suffix = ("" if args.reward == "ttft" else f"_{args.reward}") + (f"_{args.tag}" if args.tag else "")
     clones: dict[int, Path] = {}
     clone_rows: dict[str, dict] = {}
     for seed in seeds if args.clone_per_seed else [0]:
         name = (
-            f"bc_s{seed}" + (f"_{args.tag}" if args.demo_dir else "")
+            f"bc_s{seed}" + (f"_{args.tag}" if args.demo_dir or args.pretrain_args else "")
             if args.clone_per_seed
-            else ("bc" + (f"_{args.tag}" if args.demo_dir else ""))
+            else ("bc" + (f"_{args.tag}" if args.demo_dir or args.pretrain_args else ""))
         )
         bc = ["pretrain", "--demo", str(demos), "--output", str(out / name), "--epochs", "60", "--seed", str(seed)]
+        bc += args.pretrain_args.split()
         walls[name] = step(out, name, bc)
         clones[seed] = out / name
         clone_rows[str(seed) if args.clone_per_seed else "-"] = pooled_greedy(out, out / name, name, args.workload)

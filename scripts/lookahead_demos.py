@@ -49,6 +49,10 @@ TEACHER = "lookahead"
 def _episode(env_config: VidurEnvConfig, base: str, seed: int, horizon: int, cache: Path, driver: str | None) -> dict:
     """One labelled episode, read from ``cache`` if an earlier run finished it."""
     path = cache / f"seed{seed}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as data:
+            if "returns" not in data.files:  # cached by a version that kept only the labels: label it again
+                path.unlink()
     if not path.exists():
         torch.set_num_threads(1)
         policy = CheckpointPolicy(driver, env_config.layout, greedy=True) if driver else None
@@ -63,6 +67,7 @@ def _episode(env_config: VidurEnvConfig, base: str, seed: int, horizon: int, cac
             base_action=labels.base_action,
             best=labels.best,
             reward=labels.reward,
+            returns=labels.returns,
             stats=np.array(json.dumps(stats)),
         )
         os.replace(tmp, path)
@@ -83,6 +88,9 @@ def _table(episode: dict, seed: int, tag: str) -> pa.Table:
             "teacher_ties": pa.FixedSizeListArray.from_arrays(pa.array(episode["best"].reshape(-1), pa.bool_()), replicas),
             "teacher": pa.array([TEACHER] * n, pa.string()),
             "reward": pa.array(episode["reward"], pa.float64()),
+            "teacher_returns": pa.FixedSizeListArray.from_arrays(
+                pa.array(episode["returns"].reshape(-1), pa.float64()), replicas
+            ),
             "explored": pa.array(np.zeros(n, dtype=bool), pa.bool_()),
             "worker": pa.array(np.full(n, seed, dtype=np.int32), pa.int32()),
         }

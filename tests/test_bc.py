@@ -195,3 +195,28 @@ def test_pretrain_refuses_an_empty_demo_list_in_one_line(tmp_path: Path, run_cli
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["warmroute pretrain: error: --demo names no directory; give DIR or DIR,DIR,..."]
     assert not out.exists()
+
+
+def test_normalised_regret_prices_each_replica_in_its_episodes_units() -> None:
+    from rllib_ext.bc import normalised_regret
+
+    returns = np.array([[-10.0, -12.0, -10.0, -18.0], [-5.0, -5.0, -5.0, -5.0], [-100.0, -140.0, -100.0, -100.0]])
+    regret = normalised_regret(returns, np.array(["a", "a", "b"]))
+    # episode a: spreads 2.5 and 0, mean 1.25; episode b: spread 10 (a window 10x larger weighs the same)
+    np.testing.assert_allclose(regret, [[0, 1.6, 0, 6.4], [0, 0, 0, 0], [0, 4, 0, 0]])
+    assert np.array_equal(normalised_regret(np.zeros((2, 3)), np.array(["t", "t"])), np.zeros((2, 3)))  # all ties
+
+
+def test_cost_weight_refuses_demonstrations_without_returns_in_one_line(lo_demos, tmp_path: Path, run_cli) -> None:
+    demo_dir, _, _ = lo_demos
+    out = tmp_path / "out"
+    result = run_cli("pretrain", "--demo", str(demo_dir), "--output", str(out), "--cost-weight", "0.5", "--quiet")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "--cost-weight needs every replica's return" in line and str(demo_dir) in line
+    assert not out.exists()
+
+
+def test_cost_weight_outside_0_1_is_a_config_error() -> None:
+    with pytest.raises(WarmRouteError, match="cost_weight"):
+        BCConfig(cost_weight=1.5)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rllib_ext.demos import load_demos
@@ -27,8 +28,20 @@ def test_lookahead_demonstrations_clone_and_a_dagger_round_clones_with_them(tmp_
     table, meta = load_demos(tmp_path / "round0")
     assert table.num_rows == 24 and meta["teachers"] == ["lookahead"]
     assert len(meta["lookahead"]["episodes"]) == 2 and meta["lookahead"]["horizon"] == 3
-    clone = run_cli("pretrain", "--demo", str(tmp_path / "round0"), "--output", str(tmp_path / "bc"), "--epochs", "2", "--quiet")
+    # Every replica's rollout return is kept: the label's is the best, and the ties are exactly the best ones.
+    returns = np.array(table.column("teacher_returns").to_pylist())
+    label = table.column("teacher_action").to_numpy()
+    assert returns.shape == (24, 4)
+    np.testing.assert_array_equal(returns[np.arange(24), label], returns.max(axis=1))
+    np.testing.assert_array_equal(
+        np.array(table.column("teacher_ties").to_pylist()), returns >= returns.max(axis=1, keepdims=True)
+    )
+    clone = run_cli(
+        "pretrain", "--demo", str(tmp_path / "round0"), "--output", str(tmp_path / "bc"), "--epochs", "2", "--cost-weight", "0.5", "--quiet"
+    )  # fmt: skip
     assert clone.returncode == 0, clone.stderr
+    bc_meta = json.loads((tmp_path / "bc" / "metadata.json").read_text())
+    assert bc_meta["bc_config"]["cost_weight"] == 0.5 and np.isfinite(bc_meta["validation"]["greedy_regret"])
     dagger = _script(*TINY, "--driver", str(tmp_path / "bc"), "--output", str(tmp_path / "round1"))
     assert dagger.returncode == 0, dagger.stderr
     assert load_demos(tmp_path / "round1")[1]["lookahead"]["driver"] == str(tmp_path / "bc")

@@ -60,6 +60,8 @@ class LookaheadLabels:
     """(decisions, replicas) bool: the replicas whose return equals the best (all of them are right answers)."""
     reward: np.ndarray
     """Env reward of each step actually taken."""
+    returns: np.ndarray
+    """(decisions, replicas) float64: the return each replica's rollout reached (what cost-weighted cloning reads)."""
 
 
 def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int, horizon: int | None = None) -> float:
@@ -126,7 +128,7 @@ def lookahead_episode(
         driver.reset(seed)
     obs, _ = env.reset(seed=seed)
     done = False
-    seen, chosen, bases, bests, rewards = [], [], [], [], []
+    seen, chosen, bases, bests, rewards, all_returns = [], [], [], [], [], []
     while not done:
         base_action = policy.act(obs)
         returns = np.array([_return_after(env, policy, a, horizon) for a in range(w.num_replicas)])
@@ -136,6 +138,7 @@ def lookahead_episode(
         if record:
             seen.append(np.asarray(obs, dtype=np.float32))
             bests.append(returns >= returns[best])
+            all_returns.append(returns)
         chosen.append(best)
         bases.append(base_action)
         obs, reward, done, _, _ = env.step(best if driver is None else driver.act(obs))
@@ -144,7 +147,9 @@ def lookahead_episode(
     chosen_a, bases_a = np.array(chosen), np.array(bases)
     labels = None
     if record:
-        labels = LookaheadLabels(np.stack(seen), chosen_a, bases_a, np.stack(bests), np.array(rewards))
+        labels = LookaheadLabels(
+            np.stack(seen), chosen_a, bases_a, np.stack(bests), np.array(rewards), np.stack(all_returns)
+        )
     return LookaheadResult(
         seed=seed,
         base_mean_e2e_s=float(base_lat["e2e"].mean()),

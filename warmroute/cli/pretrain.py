@@ -42,6 +42,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
             "label_smoothing",
             "validation_fraction",
             "patience",
+            "cost_weight",
             "architecture",
             "hidden",
             "num_replicas",
