@@ -38,7 +38,7 @@ from envs.sim.workload import WorkloadError
 from envs.vidur_env import VidurEnvConfig
 from rllib_ext.policy_io import CheckpointPolicy
 from warmroute.artifacts.atomic import staged_dir
-from warmroute.artifacts.metadata import require_fresh_output, write_metadata
+from warmroute.artifacts.metadata import ArtifactError, require_fresh_output, write_metadata
 from warmroute.artifacts.run_dir import DemoDir
 from warmroute.cli.flags import flag_of
 from warmroute.cli.workload_args import add_workload_args, env_config_from_args
@@ -56,7 +56,8 @@ def _episode(env_config: VidurEnvConfig, base: str, seed: int, horizon: int, cac
     if not path.exists():
         torch.set_num_threads(1)
         policy = CheckpointPolicy(driver, env_config.layout, greedy=True) if driver else None
-        result = lookahead_episode(env_config, base, seed, horizon=horizon, record=True, driver=policy)
+        rollout = base if is_router(base) else CheckpointPolicy(base, env_config.layout, greedy=True)
+        result = lookahead_episode(env_config, rollout, seed, horizon=horizon, record=True, driver=policy)
         labels = result.labels
         stats = {k: v for k, v in vars(result).items() if k != "labels"}
         tmp = path.with_suffix(".tmp.npz")
@@ -88,6 +89,7 @@ def _table(episode: dict, seed: int, tag: str) -> pa.Table:
             "teacher_ties": pa.FixedSizeListArray.from_arrays(pa.array(episode["best"].reshape(-1), pa.bool_()), replicas),
             "teacher": pa.array([TEACHER] * n, pa.string()),
             "reward": pa.array(episode["reward"], pa.float64()),
+            "base_action": pa.array(episode["base_action"], pa.int64()),
             "teacher_returns": pa.FixedSizeListArray.from_arrays(
                 pa.array(episode["returns"].reshape(-1), pa.float64()), replicas
             ),
@@ -100,7 +102,11 @@ def _table(episode: dict, seed: int, tag: str) -> pa.Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_args(parser, VidurEnvConfig())
-    parser.add_argument("--base", default="least_ttft:queue_weight=0.5", help="router the rollouts follow")
+    parser.add_argument(
+        "--base",
+        default="least_ttft:queue_weight=0.5",
+        help="router the rollouts follow, or a policy directory (greedy): a second policy-improvement step over a clone",
+    )
     parser.add_argument("--horizon", type=int, default=256, help="decisions each rollout plays before it is cut")
     parser.add_argument("--episodes", type=int, default=13, help="training episodes (seeds 0..N-1; seed picks the window)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="episodes run in parallel")
@@ -113,7 +119,15 @@ def main() -> None:
     except WorkloadError as error:
         raise SystemExit(f"lookahead_demos.py: {error.render(flag_of)}") from None
     if not is_router(args.base):
-        raise SystemExit(f"lookahead_demos.py: --base: unknown router '{args.base}'; choose one of: {router_names()}")
+        if not Path(args.base).is_dir():
+            raise SystemExit(
+                f"lookahead_demos.py: --base: '{args.base}' is neither a router ({router_names()}) nor a policy directory"
+            )
+        try:
+            CheckpointPolicy(args.base, env_config.layout)
+        except ArtifactError as error:
+            spelt = error.render(lambda field: "--base" if field == "policy" else flag_of(field))
+            raise SystemExit(f"lookahead_demos.py: {spelt}") from None
     if min(args.horizon, args.episodes, args.workers) < 1:
         raise SystemExit("lookahead_demos.py: --horizon, --episodes and --workers must be >= 1")
     cache = Path(f"{final}.episodes")

@@ -45,6 +45,11 @@ def test_lookahead_demonstrations_clone_and_a_dagger_round_clones_with_them(tmp_
     dagger = _script(*TINY, "--driver", str(tmp_path / "bc"), "--output", str(tmp_path / "round1"))
     assert dagger.returncode == 0, dagger.stderr
     assert load_demos(tmp_path / "round1")[1]["lookahead"]["driver"] == str(tmp_path / "bc")
+    # A second improvement step: the rollouts follow the clone instead of a router.
+    step2 = _script(*TINY, "--base", str(tmp_path / "bc"), "--output", str(tmp_path / "step2"))
+    assert step2.returncode == 0, step2.stderr
+    table2, meta2 = load_demos(tmp_path / "step2")
+    assert meta2["lookahead"]["base"] == str(tmp_path / "bc") and table2.num_rows == 24
     # Finished episodes are cached next to the output, so a killed run resumes instead of starting over.
     assert sorted(p.name for p in (tmp_path / "round1.episodes").iterdir()) == ["seed0.npz", "seed1.npz"]
     # The rounds are cloned together, their episodes kept apart for the validation split.
@@ -68,4 +73,15 @@ def test_lookahead_demonstrations_refuse_a_zero_horizon_in_one_line(tmp_path: Pa
     result = _script(*TINY[:-6], "--horizon", "0", "--output", str(tmp_path / "out"))
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == "lookahead_demos.py: --horizon, --episodes and --workers must be >= 1"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("base", ["no_such_router", "not_a_policy_dir"])
+def test_lookahead_demonstrations_refuse_an_unknown_base_in_one_line(tmp_path: Path, base: str) -> None:
+    if base == "not_a_policy_dir":
+        base = str(tmp_path)
+    result = _script(*TINY, "--base", base, "--output", str(tmp_path / "out"))
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("lookahead_demos.py: --base") and base in line
     assert not (tmp_path / "out").exists()

@@ -64,7 +64,7 @@ class LookaheadLabels:
     """(decisions, replicas) float64: the return each replica's rollout reached (what cost-weighted cloning reads)."""
 
 
-def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int, horizon: int | None = None) -> float:
+def _return_after(env: VidurRoutingEnv, policy: Policy, action: int, horizon: int | None = None) -> float:
     """Return from here if ``action`` is taken now and ``policy`` afterwards, to the end of the episode or over
     ``horizon`` decisions in all, computed in a forked child."""
     read_end, write_end = os.pipe()
@@ -98,7 +98,7 @@ def _return_after(env: VidurRoutingEnv, policy: HeuristicPolicy, action: int, ho
 
 def lookahead_episode(
     env_config: VidurEnvConfig,
-    base: str,
+    base: str | Policy,
     seed: int,
     horizon: int | None = None,
     record: bool = False,
@@ -116,7 +116,7 @@ def lookahead_episode(
         raise ValueError(f"horizon must be >= 1 decision or None (got {horizon})")
     start = time.perf_counter()
     env = VidurRoutingEnv(env_config)
-    policy = HeuristicPolicy(base, env_config.layout)
+    policy = HeuristicPolicy(base, env_config.layout) if isinstance(base, str) else base
     play_episode(env, policy, seed)
     base_requests = env.routed_requests
     w = env_config.workload
@@ -147,9 +147,7 @@ def lookahead_episode(
     chosen_a, bases_a = np.array(chosen), np.array(bases)
     labels = None
     if record:
-        labels = LookaheadLabels(
-            np.stack(seen), chosen_a, bases_a, np.stack(bests), np.array(rewards), np.stack(all_returns)
-        )
+        labels = LookaheadLabels(np.stack(seen), chosen_a, bases_a, np.stack(bests), np.array(rewards), np.stack(all_returns))
     return LookaheadResult(
         seed=seed,
         base_mean_e2e_s=float(base_lat["e2e"].mean()),
