@@ -8,6 +8,9 @@ of ``warmroute collect-demos`` (teacher ``lookahead``), so ``warmroute pretrain 
 Each finished episode is kept in ``<output>.episodes/`` (npz), so a killed run resumes where it stopped.
 With ``--driver POLICY_DIR`` the episodes follow that (cloned) policy, greedy, and the lookahead only labels the
 states it visits: one DAgger round. Clone the rounds together with ``warmroute pretrain --demo ROUND0,ROUND1``.
+``--base POLICY_DIR`` makes the rollouts follow a clone (greedy) instead of a router: its labels are one more
+policy-improvement step (approximate policy iteration). Every replica's rollout return is kept (``teacher_returns``)
+beside the base's own choice (``base_action``), for ``warmroute pretrain --cost-weight``.
 
 Run (the 13 training windows of `mooncake`, 512 requests each, two processes):
     PYTHONPATH=$PWD .venv/bin/python scripts/lookahead_demos.py --workload mooncake --trace-start 2000 \
