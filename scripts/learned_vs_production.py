@@ -23,6 +23,7 @@ seeds 1-3: 6.793 s mean e2e (1.030x the best, `least_ttft:queue_weight=0.5`) and
 (1.093x); the table is in docs/prefix_caching.md ("Learned router vs production routers, over seeds").
 `mooncake_mixed` (under load): clones 0.989x mean e2e and 0.978x p90 TTFT of `least_ttft`, 20-iteration PPO 0.989x /
 1.008x, about 30 minutes in all on the shared machine.
+``--windows 7000,7600,8200,11519`` evaluates on other trace windows, e.g. ones that no variant was chosen on.
 Generated presets are evaluated on held-out seeds 2^31 + 0..2 instead of windows: `shared_prefix`, `shared_prefix_mixed`
 and `multi_turn` came out at 0.999x, 0.993x and 1.000x the best router's mean e2e, 6-7 minutes each.
 """
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cache_router_study import _run, episodes
+from cache_router_study import TRACE_LEAD_IN, _run, episodes
 
 from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
@@ -102,11 +103,11 @@ def step(out: Path, name: str, args: list[str]) -> float:
     return seconds
 
 
-def pooled_greedy(out: Path, policy: Path, tag: str, workload: str) -> dict:
-    """``policy`` greedy on each held-out window (a trace) or seed (a generated stream), per-request latencies pooled."""
+def pooled_greedy(out: Path, policy: Path, tag: str, workload: str, windows: tuple[int, ...] = WINDOWS) -> dict:
+    """``policy`` greedy on each window (a trace) or held-out seed (a generated stream), per-request latencies pooled."""
     ttft, e2e, per_window = [], [], []
     is_trace = preset(workload).is_trace
-    for w in WINDOWS if is_trace else ["seeds"]:
+    for w in windows if is_trace else ["seeds"]:
         stem = out / "eval" / f"{tag}_{w}"
         args = ["evaluate", "--workload", workload, "--policy", str(policy), "--greedy"]
         args += ["--trace-start", str(w), "--episodes", "1"] if is_trace else ["--episodes", str(len(WINDOWS))]
@@ -168,6 +169,12 @@ def main() -> None:
         help="behaviour-clone once per seed (pretrain --seed S), so the clone's spread over seeds is measured too",
     )
     parser.add_argument(
+        "--windows",
+        default=None,
+        help="comma-separated trace windows to evaluate on instead of 9000,10000,11000 (e.g. windows no variant was "
+        "chosen on; trace presets only)",
+    )
+    parser.add_argument(
         "--output", default=None, help="run directory, one per workload (default runs/learned_vs_production_<workload>)"
     )
     args = parser.parse_args()
@@ -177,6 +184,12 @@ def main() -> None:
         raise SystemExit(f"learned_vs_production.py: --seeds {args.seeds}: give comma-separated integers") from None
     if args.iterations < 0 or args.demo_steps < 1:
         raise SystemExit("learned_vs_production.py: --iterations must be >= 0 (0: clone only) and --demo-steps >= 1")
+    try:
+        windows = tuple(int(w) for w in args.windows.split(",")) if args.windows else WINDOWS
+    except ValueError:
+        raise SystemExit(f"learned_vs_production.py: --windows {args.windows}: give comma-separated trace requests") from None
+    if args.windows and not preset(args.workload).is_trace:
+        raise SystemExit(f"learned_vs_production.py: --windows needs a trace preset; {args.workload} is generated")
     if args.demo_dir and not args.tag:
         raise SystemExit("learned_vs_production.py: --demo-dir needs a --tag naming the variant")
     out = Path(args.output or f"runs/learned_vs_production_{args.workload}")
@@ -206,7 +219,7 @@ def main() -> None:
         bc += args.pretrain_args.split()
         walls[name] = step(out, name, bc)
         clones[seed] = out / name
-        clone_rows[str(seed) if args.clone_per_seed else "-"] = pooled_greedy(out, out / name, name, args.workload)
+        clone_rows[str(seed) if args.clone_per_seed else "-"] = pooled_greedy(out, out / name, name, args.workload, windows)
     learned: dict[str, dict] = {"BC clone (greedy)": clone_rows}
     label = f"warm PPO, reward {args.reward}, {args.iterations} iterations{' ' + args.train_args if args.train_args else ''}"
     ppo = learned.setdefault(f"{label} (greedy)", {}) if args.iterations else {}
@@ -216,21 +229,27 @@ def main() -> None:
         train = ["train", *train_set, *PPO, "--reward", args.reward, "--kl-ref-decay-steps", str(KL_DECAY[args.reward])]
         train += ["--pretrained-actor-path", str(clone), "--iterations", str(args.iterations), *args.train_args.split()]
         walls[run.name] = step(out, run.name, [*train, "--seed", str(seed), "--output", str(run)])
-        ppo[str(seed)] = pooled_greedy(out, run / "policy", run.name, args.workload)
+        ppo[str(seed)] = pooled_greedy(out, run / "policy", run.name, args.workload, windows)
     env_config = VidurEnvConfig(workload=preset(args.workload))
-    production_file = out / f"production_{args.workload}.json"
+    other = "" if windows == WINDOWS else "_w" + "-".join(map(str, windows))
+    production_file = out / f"production_{args.workload}{other}.json"
     if production_file.exists():
         production = json.loads(production_file.read_text())
     else:
-        eps = episodes(env_config.workload, len(WINDOWS), held_out=True)
+        w = env_config.workload
+        eps = (
+            episodes(w, len(WINDOWS), held_out=True)
+            if not other
+            else [(w.replace(trace_start=s, trace_lead_in=TRACE_LEAD_IN), 0) for s in windows]
+        )
         production = {name: _run((name, env_config, eps))[1] for name in production_routers}
         production_file.write_text(json.dumps(production, indent=2))
     best = min(production_routers, key=lambda name: production[name]["mean_e2e_s"])
     markdown = table(production, learned, best)
-    held_out = f"windows {WINDOWS}" if env_config.workload.is_trace else f"seeds ({len(WINDOWS)})"
+    held_out = f"windows {windows}" if env_config.workload.is_trace else f"seeds ({len(WINDOWS)})"
     print(f"{args.workload}, held-out {held_out}, 512 requests each, per-request latencies pooled; best: {best}")
     print(markdown)
-    stem = out / f"table_it{args.iterations}{suffix}"
+    stem = out / f"table_it{args.iterations}{suffix}{other}"
     stem.with_suffix(".md").write_text(markdown + "\n")
     payload = {
         "workload": args.workload,
