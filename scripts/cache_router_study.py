@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -44,12 +45,15 @@ TRAIN_SEEDS = (1, 2, 3)
 BASELINES = ("least_outstanding", "speed_aware")
 
 
-def episodes(workload: WorkloadConfig, count: int, held_out: bool) -> list[tuple[WorkloadConfig, int]]:
-    """``count`` (workload, seed) episodes: trace slices for a trace, seeds for a generated stream."""
+def episodes(
+    workload: WorkloadConfig, count: int, held_out: bool, trace_starts: Sequence[int] | None = None
+) -> list[tuple[WorkloadConfig, int]]:
+    """``count`` (workload, seed) episodes: trace slices for a trace (``trace_starts``, default the held-out or
+    training windows), seeds for a generated stream."""
     if workload.prefix_workload in ("none", "shared_prefix", "multi_turn"):
         seeds = evaluation_seeds(workload.seed, count) if held_out else list(TRAIN_SEEDS[:count])
         return [(workload, seed) for seed in seeds]
-    starts = (EVAL_TRACE_STARTS if held_out else TRAIN_TRACE_STARTS)[:count]
+    starts = (trace_starts or (EVAL_TRACE_STARTS if held_out else TRAIN_TRACE_STARTS))[:count]
     return [(workload.replace(trace_start=s, trace_lead_in=TRACE_LEAD_IN), 0) for s in starts]
 
 

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cache_router_study import TRACE_LEAD_IN, _run, episodes
+from cache_router_study import _run, episodes
 
 from envs.sim.workload import preset
 from envs.vidur_env import VidurEnvConfig
@@ -209,12 +209,9 @@ def main() -> None:
     suffix = ("" if args.reward == "ttft" else f"_{args.reward}") + (f"_{args.tag}" if args.tag else "")
     clones: dict[int, Path] = {}
     clone_rows: dict[str, dict] = {}
+    clone_variant = f"_{args.tag}" if args.demo_dir or args.pretrain_args else ""
     for seed in seeds if args.clone_per_seed else [0]:
-        name = (
-            f"bc_s{seed}" + (f"_{args.tag}" if args.demo_dir or args.pretrain_args else "")
-            if args.clone_per_seed
-            else ("bc" + (f"_{args.tag}" if args.demo_dir or args.pretrain_args else ""))
-        )
+        name = (f"bc_s{seed}" if args.clone_per_seed else "bc") + clone_variant
         bc = ["pretrain", "--demo", str(demos), "--output", str(out / name), "--epochs", "60", "--seed", str(seed)]
         bc += args.pretrain_args.split()
         walls[name] = step(out, name, bc)
@@ -236,12 +233,7 @@ def main() -> None:
     if production_file.exists():
         production = json.loads(production_file.read_text())
     else:
-        w = env_config.workload
-        eps = (
-            episodes(w, len(WINDOWS), held_out=True)
-            if not other
-            else [(w.replace(trace_start=s, trace_lead_in=TRACE_LEAD_IN), 0) for s in windows]
-        )
+        eps = episodes(env_config.workload, len(windows), held_out=True, trace_starts=windows)
         production = {name: _run((name, env_config, eps))[1] for name in production_routers}
         production_file.write_text(json.dumps(production, indent=2))
     best = min(production_routers, key=lambda name: production[name]["mean_e2e_s"])
